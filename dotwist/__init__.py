@@ -1,0 +1,46 @@
+"""dotwist: Cloudflare's Workers and Durable Objects programming model, self-hosted on Twisted.
+
+The public API mirrors Cloudflare's names::
+
+    from dotwist import App, DurableObject, Response, WebSocketPair, WorkerEntrypoint
+"""
+
+from .config import Limits
+from .errors import ConfigError, DurableObjectError, RangeError
+from .fetch import Headers, Request, Response
+from .ids import DurableObjectId
+from .objects import (
+    DurableObject,
+    DurableObjectNamespace,
+    DurableObjectState,
+    DurableObjectStub,
+)
+from .websocket import CloseEvent, ErrorEvent, MessageEvent, WebSocket, WebSocketPair
+from .worker import App, Env, ExecutionContext, Runtime, WorkerEntrypoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "CloseEvent",
+    "ConfigError",
+    "DurableObject",
+    "DurableObjectError",
+    "DurableObjectId",
+    "DurableObjectNamespace",
+    "DurableObjectState",
+    "DurableObjectStub",
+    "Env",
+    "ErrorEvent",
+    "ExecutionContext",
+    "Headers",
+    "Limits",
+    "MessageEvent",
+    "RangeError",
+    "Request",
+    "Response",
+    "Runtime",
+    "WebSocket",
+    "WebSocketPair",
+    "WorkerEntrypoint",
+]

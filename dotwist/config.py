@@ -1,0 +1,34 @@
+"""The limits a deployment can change. Defaults are Cloudflare's where Cloudflare has one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    #: Largest WebSocket message accepted from a client (Cloudflare: 32 MiB). Larger: close 1009.
+    maxMessageSize: int = 32 * MiB
+    #: Largest HTTP request body a Worker is given (Cloudflare's lowest plan: 100 MB). Larger: 413.
+    maxRequestBodySize: int = 100 * 1000 * 1000
+    #: How long ``blockConcurrencyWhile`` may run before the object is reset (Cloudflare: 30 s).
+    blockConcurrencyTimeout: float = 30.0
+    #: How long a client has to complete the WebSocket opening handshake, in seconds.
+    openHandshakeTimeout: float = 10.0
+    #: How long to wait for the peer's close frame before dropping the connection, in seconds.
+    closeHandshakeTimeout: float = 2.0
+    #: On shutdown, how long open sockets get to finish their close handshake, in seconds.
+    shutdownTimeout: float = 5.0
+
+    def replace(self, **changes: Any) -> "Limits":
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"Unknown limit(s): {', '.join(sorted(unknown))}")
+        for name, value in changes.items():
+            if value is None or value <= 0:
+                raise ValueError(f"Limit {name} must be positive, not {value!r}")
+        return replace(self, **changes)

@@ -1,0 +1,294 @@
+"""Fetch-style ``Headers``, ``Request`` and ``Response``, as Workers and Durable Objects see them.
+
+Bodies are held in memory as bytes (the HTTP glue reads the whole request body, within a limit,
+before the Worker runs). The body readers are coroutines, as in Cloudflare's Python Workers, and a
+body can be read once.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union, TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from .errors import RangeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .websocket import WebSocket
+
+HeadersInit = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], None]
+BodyInit = Union[str, bytes, bytearray, memoryview, None]
+
+
+class Headers:
+    """Case-insensitive HTTP headers; ``get`` joins repeated values with ``", "`` as fetch does."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, init: HeadersInit = None) -> None:
+        self._items: list[tuple[str, str]] = []
+        if init is None:
+            return
+        if isinstance(init, Headers):
+            self._items = list(init._items)
+            return
+        pairs = init.items() if isinstance(init, Mapping) else init
+        for name, value in pairs:
+            self.append(name, value)
+
+    @staticmethod
+    def _name(name: Union[str, bytes]) -> str:
+        if isinstance(name, bytes):
+            name = name.decode("latin-1")
+        if not name or any(c in name for c in " \t\r\n:"):
+            raise TypeError(f"Invalid header name: {name!r}")
+        return name.lower()
+
+    @staticmethod
+    def _value(value: Union[str, bytes, int]) -> str:
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        value = str(value).strip(" \t")
+        if "\r" in value or "\n" in value or "\x00" in value:
+            raise TypeError(f"Invalid header value: {value!r}")
+        return value
+
+    def append(self, name: str, value: str) -> None:
+        self._items.append((self._name(name), self._value(value)))
+
+    def set(self, name: str, value: str) -> None:
+        key = self._name(name)
+        self._items = [item for item in self._items if item[0] != key]
+        self._items.append((key, self._value(value)))
+
+    def get(self, name: str) -> Optional[str]:
+        key = name.lower()
+        values = [v for k, v in self._items if k == key]
+        if not values:
+            return None
+        return ", ".join(values)
+
+    def getAll(self, name: str) -> list[str]:
+        key = name.lower()
+        return [v for k, v in self._items if k == key]
+
+    def has(self, name: str) -> bool:
+        key = name.lower()
+        return any(k == key for k, _ in self._items)
+
+    def delete(self, name: str) -> None:
+        key = name.lower()
+        self._items = [item for item in self._items if item[0] != key]
+
+    def keys(self) -> list[str]:
+        return sorted({k for k, _ in self._items})
+
+    def items(self) -> list[tuple[str, str]]:
+        """Each header once, values joined, in sorted order (as fetch's iteration)."""
+        return [(k, self.get(k) or "") for k in self.keys()]
+
+    def rawItems(self) -> list[tuple[str, str]]:
+        """Every header line as given, in order (``Set-Cookie`` needs this)."""
+        return list(self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.items())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.has(name)
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+
+def _toBytes(body: BodyInit) -> Optional[bytes]:
+    if body is None:
+        return None
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body)
+    raise TypeError(
+        f"A body must be str, bytes or None, not {type(body).__name__}"
+        " (use Response.json() for JSON)"
+    )
+
+
+class _Body:
+    """The body readers that ``Request`` and ``Response`` share."""
+
+    _body: Optional[bytes]
+    bodyUsed: bool
+
+    def _take(self) -> bytes:
+        if self.bodyUsed:
+            raise TypeError("Body has already been used. It can only be used once.")
+        self.bodyUsed = True
+        return self._body or b""
+
+    async def arrayBuffer(self) -> bytes:
+        return self._take()
+
+    async def bytes(self) -> bytes:
+        return self._take()
+
+    async def text(self) -> str:
+        return self._take().decode("utf-8", errors="replace")
+
+    async def json(self) -> Any:
+        return _json.loads(self._take().decode("utf-8"))
+
+    @property
+    def body(self) -> Optional[bytes]:
+        return self._body
+
+
+class Request(_Body):
+    """An HTTP request: ``url`` (full, with query), ``method``, ``headers``, and the body readers."""
+
+    def __init__(
+        self,
+        input: Union[str, "Request"],
+        init: Optional[Mapping[str, Any]] = None,
+        *,
+        method: Optional[str] = None,
+        headers: HeadersInit = None,
+        body: BodyInit = None,
+    ) -> None:
+        options = dict(init or {})
+        if method is not None:
+            options["method"] = method
+        if headers is not None:
+            options["headers"] = headers
+        if body is not None:
+            options["body"] = body
+        if isinstance(input, Request):
+            self.url = input.url
+            self.method = input.method
+            self.headers = Headers(input.headers)
+            self._body = input._body
+            self.bodyUsed = False
+        elif isinstance(input, str):
+            parts = urlsplit(input)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise TypeError(f"Invalid URL: {input!r} (a Request needs an absolute http(s) URL)")
+            self.url = input
+            self.method = "GET"
+            self.headers = Headers()
+            self._body = None
+            self.bodyUsed = False
+        else:
+            raise TypeError(f"Request() expects a URL string or a Request, not {type(input).__name__}")
+        if "method" in options:
+            self.method = str(options["method"]).upper()
+        if "headers" in options:
+            self.headers = Headers(options["headers"])
+        if "body" in options:
+            self._body = _toBytes(options["body"])
+        if self._body is not None and self.method in ("GET", "HEAD"):
+            raise TypeError("Request with a GET or HEAD method cannot have a body.")
+
+    @classmethod
+    def _fromWire(cls, url: str, method: str, headers: Headers, body: Optional[bytes]) -> "Request":
+        request = cls.__new__(cls)
+        request.url = url
+        request.method = method
+        request.headers = headers
+        request._body = body
+        request.bodyUsed = False
+        return request
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url}>"
+
+
+_REASONS = {
+    101: "Switching Protocols", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+    307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    409: "Conflict", 413: "Payload Too Large", 426: "Upgrade Required",
+    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+
+class _ClassOrInstance:
+    """``Response.json(data)`` builds a response; ``response.json()`` reads one (as in fetch)."""
+
+    def __init__(self, onClass: Any, onInstance: Any) -> None:
+        self._onClass = onClass
+        self._onInstance = onInstance
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self._onClass.__get__(objtype, type(objtype))
+        return self._onInstance.__get__(obj, objtype)
+
+
+def _jsonResponse(
+    cls: Any,
+    data: Any,
+    init: Optional[Mapping[str, Any]] = None,
+    *,
+    status: Optional[int] = None,
+    headers: HeadersInit = None,
+) -> "Response":
+    """A response whose body is ``data`` as JSON, with ``Content-Type: application/json``."""
+    response = cls(_json.dumps(data), init, status=status, headers=headers)
+    given = Headers(headers if headers is not None else (init or {}).get("headers"))
+    if not given.has("content-type"):
+        response.headers.set("content-type", "application/json")
+    return response
+
+
+class Response(_Body):
+    """An HTTP response. ``Response(None, status=101, webSocket=client)`` hands a socket over."""
+
+    def __init__(
+        self,
+        body: BodyInit = None,
+        init: Optional[Mapping[str, Any]] = None,
+        *,
+        status: Optional[int] = None,
+        statusText: Optional[str] = None,
+        headers: HeadersInit = None,
+        webSocket: Optional["WebSocket"] = None,
+    ) -> None:
+        options = dict(init or {})
+        status = options.get("status", 200) if status is None else status
+        statusText = options.get("statusText") if statusText is None else statusText
+        headers = options.get("headers") if headers is None else headers
+        webSocket = options.get("webSocket") if webSocket is None else webSocket
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise TypeError(f"Response status must be an integer, not {status!r}")
+        if webSocket is not None:
+            if status != 101:
+                raise RangeError("A Response with a webSocket must have status 101.")
+            if not getattr(webSocket, "_isClientEnd", False):
+                raise TypeError(
+                    "Response webSocket must be the client end of a WebSocketPair "
+                    "(the first of the two); keep the server end and accept() it."
+                )
+        elif not 200 <= status <= 599:
+            raise RangeError(
+                "Responses may only be constructed with status codes in the range 200 to 599, "
+                f"inclusive (got {status}); status 101 needs a webSocket."
+            )
+        self.status = status
+        self.statusText = statusText if statusText is not None else _REASONS.get(status, "")
+        self.headers = Headers(headers)
+        self.webSocket = webSocket
+        self._body = _toBytes(body)
+        self.bodyUsed = False
+        if isinstance(body, str) and not self.headers.has("content-type"):
+            self.headers.set("content-type", "text/plain;charset=UTF-8")
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status <= 299
+
+    json = _ClassOrInstance(_jsonResponse, _Body.json)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"

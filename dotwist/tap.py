@@ -1,0 +1,184 @@
+"""``twistd dotwist``: options, and the service that serves one app on one or more ports."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional
+
+from twisted.application import service, strports
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python import usage
+
+from .config import Limits
+from .errors import ConfigError
+from .ids import DEFAULT_SECRET
+from .objects import DurableObject
+from .worker import App, Runtime, loadApp, loadObject
+
+DEFAULT_APP = "dotwist.examples.websocket_server"
+DEFAULT_LISTEN = "tcp:8080"
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Serve a Worker and its Durable Objects over HTTP and WebSockets on one port. "
+        "With no options, serves Cloudflare's WebSocket server example on port 8080."
+    )
+    optParameters = [
+        ["app", "a", DEFAULT_APP,
+         "The app to serve: a module (its `app` attribute) or module:attribute, naming a dotwist.App."],
+        ["max-message-size", None, None,
+         "Largest WebSocket message accepted, in bytes (default 33554432 = 32 MiB); larger ones close with 1009."],
+        ["max-request-body", None, None,
+         "Largest HTTP request body accepted, in bytes (default 100000000); larger ones get 413."],
+        ["id-secret", None, None,
+         "Secret that keys Durable Object IDs (default: $DOTWIST_ID_SECRET, else a built-in value). "
+         "Keep it stable: IDs minted under one secret are refused under another."],
+    ]
+    optFlags = [
+        ["access-log", None, "Log every HTTP request (off by default: it costs on every request)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["bindings"] = {}
+        self["vars"] = {}
+
+    def opt_listen(self, description: str) -> None:
+        """Where to listen: a Twisted endpoint description, e.g. tcp:8080:interface=127.0.0.1 (repeatable; default tcp:8080)."""
+        self["listen"].append(description)
+
+    opt_l = opt_listen
+
+    def opt_binding(self, value: str) -> None:
+        """Bind a Durable Object class: NAME=module:Class (repeatable; replaces the app's binding of that name)."""
+        name, sep, spec = value.partition("=")
+        if not sep or not name or not spec:
+            raise usage.UsageError(f"--binding expects NAME=module:Class, not {value!r}")
+        self["bindings"][name] = spec
+
+    def opt_var(self, value: str) -> None:
+        """Set a plain env binding: NAME=value (repeatable)."""
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise usage.UsageError(f"--var expects NAME=value, not {value!r}")
+        self["vars"][name] = text
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        from twisted.internet import endpoints
+
+        for description in self["listen"]:
+            try:
+                endpoints._parseServer(description, None)
+            except Exception as e:
+                raise usage.UsageError(f"--listen {description!r} is not a valid endpoint: {e}")
+        limits: dict[str, Any] = {}
+        for option, limit in (("max-message-size", "maxMessageSize"), ("max-request-body", "maxRequestBodySize")):
+            if self[option] is not None:
+                try:
+                    limits[limit] = int(self[option])
+                    if limits[limit] <= 0:
+                        raise ValueError()
+                except ValueError:
+                    raise usage.UsageError(f"--{option} must be a positive whole number of bytes, not {self[option]!r}")
+        self["limits"] = Limits().replace(**limits)
+        secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
+        self["idSecret"] = secret.encode("utf-8") if secret else DEFAULT_SECRET
+        try:
+            self["appObject"] = buildApp(self["app"], self["bindings"], self["vars"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+def buildApp(spec: str, bindings: dict[str, str], vars: dict[str, str]) -> App:
+    """Load an app and apply a deployment's binding overrides."""
+    app = loadApp(spec)
+    classes = {}
+    for name, classSpec in bindings.items():
+        cls = loadObject(classSpec)
+        if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
+            raise ConfigError(f"--binding {name}: {classSpec!r} is not a DurableObject subclass")
+        classes[name] = cls
+    if classes or vars:
+        app = app.withBindings(classes, vars)
+    return app
+
+
+class DotwistService(service.MultiService):
+    """One runtime, served on every ``--listen`` endpoint. Stopping it closes open WebSockets
+    with 1001 (Going Away) and waits, within a limit, for their close handshakes."""
+
+    def __init__(self, runtime: Runtime, listen: list[str], reactor: Any = None, accessLog: bool = False) -> None:
+        super().__init__()
+        from .server import makeSite
+
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.runtime = runtime
+        self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
+        for description in listen:
+            strports.service(description, self.site, reactor=reactor).setServiceParent(self)
+
+    def startService(self) -> None:
+        self.factory.startFactory()
+        super().startService()
+
+    def stopService(self) -> Deferred[Any]:
+        # Stop accepting first, then say goodbye to the sockets we have.
+        stopped = maybeDeferred(super().stopService)
+        closing = self.factory.closeAll(
+            1001, "Server shutting down", self.runtime.limits.shutdownTimeout, self.reactor
+        )
+        stopped.addCallback(lambda _: closing)
+        stopped.addBoth(lambda r: (self.factory.stopFactory(), r)[1])
+        return stopped
+
+
+def makeService(options: Options, reactor: Any = None) -> DotwistService:
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    runtime = Runtime(
+        options["appObject"], reactor, limits=options["limits"], idSecret=options["idSecret"]
+    )
+    return DotwistService(runtime, options["listen"], reactor=reactor, accessLog=bool(options["access-log"]))
+
+
+def makeApplication(
+    app: str = DEFAULT_APP,
+    listen: Optional[list[str]] = None,
+    bindings: Optional[dict[str, str]] = None,
+    **options: Any,
+) -> service.Application:
+    """Build a twistd ``Application`` (for ``.tac`` files) from the same options as the command.
+
+    Option names are the command line's: ``makeApplication("myapp", ["tcp:8080"],
+    **{"max-message-size": "1048576"})``.
+    """
+    config = Options()
+    argv = ["--app", app]
+    for description in listen or [DEFAULT_LISTEN]:
+        argv += ["--listen", description]
+    for name, spec in (bindings or {}).items():
+        argv += ["--binding", f"{name}={spec}"]
+    for name, value in options.items():
+        if value is True:
+            argv.append(f"--{name}")
+        else:
+            argv += [f"--{name}", str(value)]
+    try:
+        config.parseOptions(argv)
+    except usage.UsageError as e:
+        sys.exit(f"dotwist: {e}")
+    application = service.Application("dotwist")
+    makeService(config).setServiceParent(application)
+    return application

@@ -1,0 +1,181 @@
+"""Workers: the ``WorkerEntrypoint`` users subclass, the ``App`` that binds classes to names, and
+the ``Runtime`` that runs one app: its env, its object registry, its Worker's ``fetch``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Mapping, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .config import Limits
+from .errors import ConfigError
+from .fetch import Request, Response
+from .ids import DEFAULT_SECRET
+from .objects import DurableObject, DurableObjectNamespace, ObjectRegistry, _asDeferred
+from .placement import Placement
+
+_log = Logger(namespace="dotwist.worker")
+
+
+class ExecutionContext:
+    """A Worker invocation's ``ctx``: ``waitUntil`` and ``passThroughOnException``."""
+
+    def __init__(self) -> None:
+        self._passThrough = False
+        self._tasks: list[Deferred[Any]] = []
+
+    def waitUntil(self, awaitable: Any) -> None:
+        """Let ``awaitable`` finish after the response is sent; its errors are logged."""
+        d = _asDeferred(awaitable)
+        d.addErrback(lambda f: _log.failure("waitUntil() task failed", f))
+        self._tasks.append(d)
+
+    def passThroughOnException(self) -> None:
+        """Accepted for compatibility. dotwist has no origin behind it to fall through to, so an
+        exception still gives a 500 response."""
+        self._passThrough = True
+
+
+class WorkerEntrypoint:
+    """Base class of a Worker: subclass it and define ``async def fetch(self, request)``."""
+
+    def __init__(self, ctx: ExecutionContext, env: Any) -> None:
+        self.ctx = ctx
+        self.env = env
+
+    async def fetch(self, request: Request) -> Response:
+        return Response("No fetch handler is defined for this Worker.", status=500)
+
+
+class Env:
+    """``env``: one attribute per binding (a Durable Object namespace, or a plain variable)."""
+
+    def __init__(self, bindings: Mapping[str, Any]) -> None:
+        self.__dict__.update(bindings)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        known = ", ".join(sorted(self.__dict__)) or "none"
+        raise AttributeError(f"env has no binding named {name!r} (bindings: {known})")
+
+    def __repr__(self) -> str:
+        return f"<Env {sorted(self.__dict__)}>"
+
+
+class App:
+    """One deployable app: its Worker class and its bindings, in one place.
+
+    ``durableObjects`` maps binding names to Durable Object classes (Cloudflare's
+    ``[[durable_objects.bindings]]``); ``vars`` maps binding names to plain values (``[vars]``).
+    A deployment changes bindings with ``withBindings`` (or ``--binding`` on the command line).
+    """
+
+    def __init__(
+        self,
+        worker: type,
+        durableObjects: Optional[Mapping[str, type]] = None,
+        vars: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        if not (isinstance(worker, type) and issubclass(worker, WorkerEntrypoint)):
+            raise ConfigError(f"An App's worker must be a WorkerEntrypoint subclass, not {worker!r}")
+        self.worker = worker
+        self.durableObjects = dict(durableObjects or {})
+        self.vars = dict(vars or {})
+        for name, cls in self.durableObjects.items():
+            _checkBindingName(name)
+            if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
+                raise ConfigError(
+                    f"Binding {name}: {cls!r} is not a DurableObject subclass"
+                )
+        for name in self.vars:
+            _checkBindingName(name)
+            if name in self.durableObjects:
+                raise ConfigError(f"Binding {name} is both a Durable Object and a var")
+
+    def withBindings(
+        self,
+        durableObjects: Optional[Mapping[str, type]] = None,
+        vars: Optional[Mapping[str, Any]] = None,
+    ) -> "App":
+        """A copy with some bindings added or replaced."""
+        return App(
+            self.worker,
+            {**self.durableObjects, **(durableObjects or {})},
+            {**self.vars, **(vars or {})},
+        )
+
+
+def _checkBindingName(name: str) -> None:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"Binding name {name!r} is not a valid identifier")
+
+
+def loadObject(spec: str, default: Optional[str] = None) -> Any:
+    """Import ``module`` or ``module:attribute`` (dotted attributes allowed)."""
+    moduleName, _, attribute = spec.partition(":")
+    attribute = attribute or (default or "")
+    if not moduleName or not attribute:
+        raise ConfigError(f"{spec!r} is not of the form module or module:attribute")
+    try:
+        module = importlib.import_module(moduleName)
+    except Exception as e:
+        raise ConfigError(f"cannot import {moduleName!r}: {type(e).__name__}: {e}") from e
+    value: Any = module
+    for part in attribute.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise ConfigError(f"module {moduleName!r} has no attribute {attribute!r}") from None
+    return value
+
+
+def loadApp(spec: str) -> App:
+    """Load an app from ``module`` (its ``app`` attribute) or ``module:attribute``."""
+    value = loadObject(spec, default="app")
+    if isinstance(value, App):
+        return value
+    raise ConfigError(f"{spec!r} is {type(value).__name__}, not a dotwist.App")
+
+
+class Runtime:
+    """One app running: its env and object registry, and the entry point for requests."""
+
+    def __init__(
+        self,
+        app: App,
+        clock: IReactorTime,
+        limits: Optional[Limits] = None,
+        placement: Optional[Placement] = None,
+        idSecret: bytes = DEFAULT_SECRET,
+    ) -> None:
+        self.app = app
+        self.limits = limits or Limits()
+        self.registry = ObjectRegistry(clock, self.limits, placement, idSecret)
+        bindings: dict[str, Any] = dict(app.vars)
+        for name, cls in app.durableObjects.items():
+            bindings[name] = DurableObjectNamespace(self.registry.namespace(cls))
+        self.env = Env(bindings)
+        self.registry.env = self.env
+
+    def fetch(self, request: Request) -> Deferred[Response]:
+        """Run the Worker's ``fetch`` for one request; fires with its ``Response``."""
+        ctx = ExecutionContext()
+        return Deferred.fromCoroutine(self._fetch(request, ctx))
+
+    async def _fetch(self, request: Request, ctx: ExecutionContext) -> Response:
+        entry = self.app.worker(ctx, self.env)
+        result: Any = entry.fetch(request)
+        while inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, Response):
+            raise TypeError(
+                f"The Worker's fetch() returned {type(result).__name__}, not a Response"
+            )
+        return result
