@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Optional
 
 from twisted.application import service, strports
@@ -18,6 +17,14 @@ from .worker import App, Runtime, loadApp, loadObject
 
 DEFAULT_APP = "dotwist.examples.websocket_server"
 DEFAULT_LISTEN = "tcp:8080"
+
+
+class OptionsError(SystemExit):
+    """A bad option or app: exits with one clear line instead of twistd's help text."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"twistd dotwist: {message}\n(see: twistd dotwist --help)")
+        self.message = message
 
 
 class Options(usage.Options):
@@ -57,14 +64,14 @@ class Options(usage.Options):
         """Bind a Durable Object class: NAME=module:Class (repeatable; replaces the app's binding of that name)."""
         name, sep, spec = value.partition("=")
         if not sep or not name or not spec:
-            raise usage.UsageError(f"--binding expects NAME=module:Class, not {value!r}")
+            raise OptionsError(f"--binding expects NAME=module:Class, not {value!r}")
         self["bindings"][name] = spec
 
     def opt_var(self, value: str) -> None:
         """Set a plain env binding: NAME=value (repeatable)."""
         name, sep, text = value.partition("=")
         if not sep or not name:
-            raise usage.UsageError(f"--var expects NAME=value, not {value!r}")
+            raise OptionsError(f"--var expects NAME=value, not {value!r}")
         self["vars"][name] = text
 
     def postOptions(self) -> None:
@@ -76,7 +83,7 @@ class Options(usage.Options):
             try:
                 endpoints._parseServer(description, None)
             except Exception as e:
-                raise usage.UsageError(f"--listen {description!r} is not a valid endpoint: {e}")
+                raise OptionsError(f"--listen {description!r} is not a valid endpoint: {e}")
         limits: dict[str, Any] = {}
         for option, limit in (("max-message-size", "maxMessageSize"), ("max-request-body", "maxRequestBodySize")):
             if self[option] is not None:
@@ -85,14 +92,14 @@ class Options(usage.Options):
                     if limits[limit] <= 0:
                         raise ValueError()
                 except ValueError:
-                    raise usage.UsageError(f"--{option} must be a positive whole number of bytes, not {self[option]!r}")
+                    raise OptionsError(f"--{option} must be a positive whole number of bytes, not {self[option]!r}")
         self["limits"] = Limits().replace(**limits)
         secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
         self["idSecret"] = secret.encode("utf-8") if secret else DEFAULT_SECRET
         try:
             self["appObject"] = buildApp(self["app"], self["bindings"], self["vars"])
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            raise OptionsError(str(e))
 
 
 def buildApp(spec: str, bindings: dict[str, str], vars: dict[str, str]) -> App:
@@ -175,10 +182,7 @@ def makeApplication(
             argv.append(f"--{name}")
         else:
             argv += [f"--{name}", str(value)]
-    try:
-        config.parseOptions(argv)
-    except usage.UsageError as e:
-        sys.exit(f"dotwist: {e}")
+    config.parseOptions(argv)
     application = service.Application("dotwist")
     makeService(config).setServiceParent(application)
     return application

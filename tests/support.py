@@ -1,0 +1,131 @@
+"""Test helpers: fake transports for WebSocket ends, real servers on loopback, real clients."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Optional
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.compress import (
+    PerMessageDeflateOffer,
+    PerMessageDeflateResponse,
+    PerMessageDeflateResponseAccept,
+)
+from twisted.internet import defer, endpoints, reactor
+from twisted.internet.defer import Deferred, DeferredQueue
+
+from dotwist.config import Limits
+from dotwist.tap import DotwistService
+from dotwist.worker import App, Runtime
+
+
+def result(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that has already fired (raises its failure)."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    if hasattr(out[0], "raiseException"):
+        out[0].raiseException()
+    return out[0]
+
+
+class RecordingTransport:
+    """Stands in for the real connection of a client end: records what the server end sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bool]] = []
+        self.closes: list[tuple[Optional[int], Optional[str]]] = []
+
+    def wsSend(self, payload: bytes, isBinary: bool) -> None:
+        self.sent.append((payload, isBinary))
+
+    def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
+        self.closes.append((code, reason))
+
+
+async def serve(app: App, limits: Optional[Limits] = None) -> tuple[DotwistService, int]:
+    """Serve ``app`` on 127.0.0.1, an ephemeral port; returns the started service and the port."""
+    runtime = Runtime(app, reactor, limits=limits)
+    service = DotwistService(runtime, ["tcp:0:interface=127.0.0.1"], reactor=reactor)
+    service.startService()
+    listening = list(service)[0]._waitingForPort
+    port = await listening
+    return service, port.getHost().port
+
+
+class Client(WebSocketClientProtocol):
+    """An Autobahn client that queues what it receives. ``lowercaseUpgrade`` makes it send
+    ``Upgrade: websocket`` as browsers do (Autobahn itself sends ``WebSocket``)."""
+
+    lowercaseUpgrade = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: DeferredQueue[Any] = DeferredQueue()
+        self.opened: Deferred[None] = Deferred()
+        self.closed: Deferred[tuple[bool, Optional[int], Optional[str]]] = Deferred()
+        self.pongs: DeferredQueue[bytes] = DeferredQueue()
+        self._handshakeSent = False
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: Optional[int] = None) -> None:
+        if not self._handshakeSent:
+            self._handshakeSent = True
+            if self.lowercaseUpgrade:
+                data = data.replace(b"Upgrade: WebSocket", b"Upgrade: websocket")
+        super().sendData(data, sync, chopsize)
+
+    def onOpen(self) -> None:
+        self.opened.callback(None)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messages.put(payload if isBinary else payload.decode("utf-8"))
+
+    def onPong(self, payload: bytes) -> None:
+        self.pongs.put(payload)
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"handshake failed: {reason}"))
+        self.closed.callback((wasClean, code, reason))
+
+
+async def connectWS(
+    port: int, path: str = "/websocket", deflate: bool = False, lowercaseUpgrade: bool = True
+) -> Client:
+    """Open a WebSocket with Autobahn's client and wait for the handshake."""
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}{path}")
+
+    class _Client(Client):
+        pass
+
+    _Client.lowercaseUpgrade = lowercaseUpgrade
+    factory.protocol = _Client
+    if deflate:
+        factory.setProtocolOptions(
+            perMessageCompressionOffers=[PerMessageDeflateOffer()],
+            perMessageCompressionAccept=lambda response: PerMessageDeflateResponseAccept(response)
+            if isinstance(response, PerMessageDeflateResponse)
+            else None,
+        )
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    protocol = await endpoint.connect(factory)
+    await protocol.opened
+    return protocol
+
+
+def freePort() -> int:
+    """A port that was free a moment ago (for subprocesses, which must be told a port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def turns(n: int = 3) -> None:
+    """Let the real reactor run ``n`` iterations (so that loopback bytes get delivered)."""
+    for _ in range(n):
+        d: Deferred[None] = Deferred()
+        reactor.callLater(0, d.callback, None)
+        await d
+
+
+__all__ = ["defer"]
