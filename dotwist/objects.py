@@ -71,6 +71,11 @@ class DurableObjectState:
         self._actor = actor
         self.id: DurableObjectId = actor.id
 
+    @property
+    def storage(self) -> Any:
+        """This object's durable storage (opened on first use)."""
+        return self._actor._openStorage()
+
     def blockConcurrencyWhile(self, callback: Callable[[], Any]) -> Deferred[Any]:
         """Run ``callback`` with the input gate closed: no other event reaches the object.
 
@@ -105,10 +110,24 @@ class Actor:
         self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._draining = False
         self._outputHeld = False
-        self._heldOutput: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        # (send, args, onFail): what waits at the output gate, and how to fail it instead.
+        self._heldOutput: list[tuple[Callable[..., Any], tuple[Any, ...], Optional[Callable[[Any], Any]]]] = []
         self._waiting: set[Deferred[Any]] = set()
         self._broken: Optional[BaseException] = None
         self._sockets: set[Any] = set()
+        self._storage: Any = None
+
+    def _openStorage(self) -> Any:
+        if self._storage is None:
+            if self._broken is not None:
+                raise DurableObjectError(
+                    "This Durable Object was reset; its storage is closed.", durableObjectReset=True
+                )
+            from .durable_storage import DurableObjectStorage
+
+            store = self.registry.storage.open(self.namespace.name, self.id.toString())
+            self._storage = DurableObjectStorage(self, store)
+        return self._storage
 
     # -- construction ------------------------------------------------------------------------
 
@@ -142,6 +161,15 @@ class Actor:
         finally:
             _current.reset(token)
 
+    def _closeGate(self) -> None:
+        self._gateClosed += 1
+
+    def _openGate(self) -> None:
+        if self._gateClosed:
+            self._gateClosed -= 1
+            if not self._gateClosed:
+                self._drain()
+
     def _drain(self) -> None:
         if self._draining:
             return
@@ -169,10 +197,18 @@ class Actor:
             return
         try:
             outcome = _asDeferred(method(self.instance, *args))
-        except BaseException as e:
-            result.errback(_remote(e))
-            return
-        outcome.addCallbacks(result.callback, lambda f: result.errback(_remoteFailure(f)))
+        except BaseException:
+            outcome = fail()
+        outcome.addBoth(self._reply, result)
+
+    def _reply(self, outcome: Any, result: Deferred[Any]) -> None:
+        """Hand a call's outcome to its caller, through the output gate."""
+        if isinstance(outcome, Failure):
+            _remoteFailure(outcome)
+        if self._outputHeld:
+            self._heldOutput.append((result.callback, (outcome,), result.errback))
+        else:
+            result.callback(outcome)
 
     def _blockConcurrencyWhile(self, callback: Callable[[], Any]) -> Deferred[Any]:
         self._gateClosed += 1
@@ -225,13 +261,44 @@ class Actor:
     # -- the output gate (held while writes are in flight; see storage) ----------------------
 
     def _holdOutput(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._heldOutput.append((fn, args))
+        self._heldOutput.append((fn, args, None))
 
     def _releaseOutput(self) -> None:
+        """The writes the held output depended on are durable: send it, in order."""
         self._outputHeld = False
         held, self._heldOutput = self._heldOutput, []
-        for fn, args in held:
+        for fn, args, _ in held:
             fn(*args)
+
+    def _outputFailed(self, error: BaseException) -> None:
+        """A write failed: the held output is never sent; waiting callers get ``error``; the
+        object is reset."""
+        held, self._heldOutput = self._heldOutput, []
+        self._outputHeld = False
+        for _, _, onFail in held:
+            if onFail is not None:
+                onFail(error)
+        self._reset(error)
+
+    def _outgoing(self, send: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        """A call this object makes to another: it leaves only once this object's earlier writes
+        are durable (output gate), and its reply comes back through this object's input gate."""
+        reply: Deferred[Any] = Deferred()
+
+        def go() -> None:
+            send().addBoth(self._incoming, reply)
+
+        if self._outputHeld:
+            self._heldOutput.append((go, (), reply.errback))
+        else:
+            go()
+        return reply
+
+    def _incoming(self, outcome: Any, reply: Deferred[Any]) -> None:
+        if self._broken is not None or self.namespace.actors.get(self.id.toString()) is not self:
+            reply.callback(outcome)
+        else:
+            self._submit(reply.callback, outcome)
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -257,8 +324,14 @@ class Actor:
         self._broken = error
         self.registry._forget(self)
         self.instance = None
+        for _, _, onFail in self._heldOutput:
+            if onFail is not None:
+                onFail(_resetError(error))
         self._heldOutput = []
         self._outputHeld = False
+        if self._storage is not None:
+            storage, self._storage = self._storage, None
+            storage._close()
         self._gateClosed = 0
         queued, self._queue = self._queue, deque()
         for fn, args in queued:
@@ -310,8 +383,11 @@ class DurableObjectStub:
             request = input
         else:
             request = Request(input, init, **kwargs)
-        actor = self._namespace.registry.actorFor(self._namespace, self.id)
-        return actor.call(_callFetch, request)
+        target = self._namespace.registry.actorFor(self._namespace, self.id)
+        caller = currentActor()
+        if caller is None:
+            return target.call(_callFetch, request)
+        return caller._outgoing(lambda: target.call(_callFetch, request))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -392,7 +468,13 @@ class ObjectRegistry:
         limits: "Limits",
         placement: Optional[Placement] = None,
         idSecret: bytes = DEFAULT_SECRET,
+        storage: Any = None,
     ) -> None:
+        if storage is None:
+            from .storage import MemoryBackend
+
+            storage = MemoryBackend()
+        self.storage = storage
         self.clock = clock
         self.limits = limits
         self.placement = placement or LocalPlacement()
@@ -424,6 +506,15 @@ class ObjectRegistry:
                 )
             actor = namespace.actors[key] = Actor(namespace, objectId)
         return actor
+
+    def flush(self) -> None:
+        """Commit every live object's pending writes now (used at shutdown)."""
+        for ns in self.namespaces.values():
+            for actor in list(ns.actors.values()):
+                storage = actor._storage
+                if storage is not None and storage._commitCall is not None:
+                    storage._commitCall.cancel()
+                    storage._commit()
 
     def liveObjects(self) -> int:
         return sum(len(ns.actors) for ns in self.namespaces.values())

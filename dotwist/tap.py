@@ -40,6 +40,10 @@ class Options(usage.Options):
          "Largest WebSocket message accepted, in bytes (default 33554432 = 32 MiB); larger ones close with 1009."],
         ["max-request-body", None, None,
          "Largest HTTP request body accepted, in bytes (default 100000000); larger ones get 413."],
+        ["data-dir", None, "dotwist-data",
+         "Where Durable Object storage lives (one SQLite file per object); created on first use."],
+        ["storage", None, "sqlite",
+         "Storage backend: sqlite (durable, in --data-dir) or memory (lost on exit; for tests and demos)."],
         ["id-secret", None, None,
          "Secret that keys Durable Object IDs (default: $DOTWIST_ID_SECRET, else a built-in value). "
          "Keep it stable: IDs minted under one secret are refused under another."],
@@ -94,6 +98,8 @@ class Options(usage.Options):
                 except ValueError:
                     raise OptionsError(f"--{option} must be a positive whole number of bytes, not {self[option]!r}")
         self["limits"] = Limits().replace(**limits)
+        if self["storage"] not in ("sqlite", "memory"):
+            raise OptionsError(f"--storage must be sqlite or memory, not {self['storage']!r}")
         secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
         self["idSecret"] = secret.encode("utf-8") if secret else DEFAULT_SECRET
         try:
@@ -114,6 +120,15 @@ def buildApp(spec: str, bindings: dict[str, str], vars: dict[str, str]) -> App:
     if classes or vars:
         app = app.withBindings(classes, vars)
     return app
+
+
+def makeStorage(options: Options) -> Any:
+    """The storage backend the options ask for."""
+    from .storage import MemoryBackend, SqliteBackend
+
+    if options["storage"] == "memory":
+        return MemoryBackend()
+    return SqliteBackend(options["data-dir"])
 
 
 class DotwistService(service.MultiService):
@@ -145,7 +160,7 @@ class DotwistService(service.MultiService):
             1001, "Server shutting down", self.runtime.limits.shutdownTimeout, self.reactor
         )
         stopped.addCallback(lambda _: closing)
-        stopped.addBoth(lambda r: (self.factory.stopFactory(), r)[1])
+        stopped.addBoth(lambda r: (self.factory.stopFactory(), self.runtime.close(), r)[2])
         return stopped
 
 
@@ -155,7 +170,11 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
 
         reactor = _reactor
     runtime = Runtime(
-        options["appObject"], reactor, limits=options["limits"], idSecret=options["idSecret"]
+        options["appObject"],
+        reactor,
+        limits=options["limits"],
+        idSecret=options["idSecret"],
+        storage=makeStorage(options),
     )
     return DotwistService(runtime, options["listen"], reactor=reactor, accessLog=bool(options["access-log"]))
 

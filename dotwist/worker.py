@@ -154,15 +154,21 @@ class Runtime:
         limits: Optional[Limits] = None,
         placement: Optional[Placement] = None,
         idSecret: bytes = DEFAULT_SECRET,
+        storage: Any = None,
     ) -> None:
         self.app = app
         self.limits = limits or Limits()
-        self.registry = ObjectRegistry(clock, self.limits, placement, idSecret)
+        self.registry = ObjectRegistry(clock, self.limits, placement, idSecret, storage=storage)
         bindings: dict[str, Any] = dict(app.vars)
         for name, cls in app.durableObjects.items():
             bindings[name] = DurableObjectNamespace(self.registry.namespace(cls))
         self.env = Env(bindings)
         self.registry.env = self.env
+
+    def close(self) -> None:
+        """Commit what live objects wrote this turn, then close the storage backend."""
+        self.registry.flush()
+        self.registry.storage.close()
 
     def fetch(self, request: Request) -> Deferred[Response]:
         """Run the Worker's ``fetch`` for one request; fires with its ``Response``."""
