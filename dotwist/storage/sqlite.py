@@ -1,0 +1,472 @@
+"""The SQLite backend: one SQLite database per object, like workerd.
+
+Layout: ``<dataDir>/<namespace>/<objectId>.sqlite`` (with ``shardLevels=1``:
+``<dataDir>/<namespace>/<objectId[:2]>/<objectId>.sqlite``, and so on). Directories are created on
+first use. In a database, key-value pairs live in ``_cf_KV (key TEXT PRIMARY KEY, value BLOB)
+WITHOUT ROWID`` (values encoded by :mod:`dotwist.storage.codec`) and the alarm in
+``_cf_METADATA (key INTEGER PRIMARY KEY, value)`` under key 1, as workerd names them; user SQL
+tables sit beside them, so one transaction covers all three.
+
+Each database runs in WAL mode with ``synchronous=FULL`` (the WAL is fsynced at every commit, so
+``commit()`` returning means the batch survives power loss and ``kill -9``) and
+``locking_mode=EXCLUSIVE`` (the file is locked for as long as the object is open, so no other
+process or backend can open it at the same time, and SQLite needs no ``-shm`` file).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+
+from ._base import BaseObjectStore
+from ._sql import SqlEngine, sqliteMessage, trustedSql
+from ._validation import (
+    alarmTime,
+    checkNamespace,
+    checkObjectId,
+    encodeValue,
+    entryList,
+    keyList,
+    keySize,
+    listOptions,
+    prefixEnd,
+)
+from .codec import decode
+from .errors import InvalidArgumentError, ObjectOpenError, StorageClosedError
+from .interface import MISSING, StorageBackend
+from .limits import StorageLimits
+
+__all__ = ["SCHEMA_VERSION", "SqliteBackend", "SqliteObjectStore"]
+
+#: ``PRAGMA user_version`` of databases this code writes.
+SCHEMA_VERSION = 1
+_ALARM_KEY = 1
+_INTERNAL = frozenset(("_cf_KV", "_cf_METADATA"))
+
+_Q_GET = trustedSql("SELECT value FROM _cf_KV WHERE key = ?")
+_Q_PUT = trustedSql("INSERT OR REPLACE INTO _cf_KV (key, value) VALUES (?, ?)")
+_Q_DELETE = trustedSql("DELETE FROM _cf_KV WHERE key = ?")
+_Q_DELETE_ALL = trustedSql("DELETE FROM _cf_KV")
+_Q_ANY_KEY = trustedSql("SELECT EXISTS(SELECT 1 FROM _cf_KV)")
+_Q_GET_META = trustedSql("SELECT value FROM _cf_METADATA WHERE key = ?")
+_Q_PUT_META = trustedSql("INSERT OR REPLACE INTO _cf_METADATA (key, value) VALUES (?, ?)")
+_Q_DELETE_META = trustedSql("DELETE FROM _cf_METADATA WHERE key = ?")
+_Q_SCHEMA = [
+    trustedSql(
+        "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID"
+    ),
+    trustedSql("CREATE TABLE IF NOT EXISTS _cf_METADATA (key INTEGER PRIMARY KEY, value BLOB)"),
+    trustedSql(f"PRAGMA user_version = {SCHEMA_VERSION}"),
+]
+_Q_HAS_SCHEMA = trustedSql(
+    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('_cf_KV', '_cf_METADATA')"
+)
+
+_listQueries: dict[tuple[bool, ...], str] = {}
+
+
+def _listQuery(
+    start: bool, startAfter: bool, end: bool, lower: bool, upper: bool, reverse: bool, limit: bool
+) -> str:
+    flags = (start, startAfter, end, lower, upper, reverse, limit)
+    sql = _listQueries.get(flags)
+    if sql is None:
+        conditions = [
+            cond
+            for cond, on in (
+                ("key >= ?", start),
+                ("key > ?", startAfter),
+                ("key < ?", end),
+                ("key >= ?", lower),
+                ("key < ?", upper),
+            )
+            if on
+        ]
+        sql = "SELECT key, value FROM _cf_KV"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        sql += " ORDER BY key DESC" if reverse else " ORDER BY key"
+        if limit:
+            sql += " LIMIT ?"
+        sql = _listQueries[flags] = trustedSql(sql)
+    return sql
+
+
+class SqliteObjectStore(BaseObjectStore):
+    """The storage of one object, in its own SQLite database."""
+
+    def __init__(
+        self,
+        backend: SqliteBackend,
+        namespace: str,
+        objectId: str,
+        conn: sqlite3.Connection,
+        engine: SqlEngine,
+        path: str | None,
+    ) -> None:
+        super().__init__(namespace, objectId, backend.limits, engine)
+        self._backend = backend
+        self._conn = conn
+        self.path = path
+
+    # -- key-value ----------------------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        if self._closed:
+            self._check()
+        keySize(key, self.limits)
+        row = self._engine.trusted(_Q_GET, (key,)).fetchone()
+        if row is None:
+            return MISSING
+        return decode(row[0], maxDepth=self.limits.maxValueDepth)
+
+    def getMany(self, keys: Any) -> dict[str, Any]:
+        self._check()
+        found = []
+        trusted = self._engine.trusted
+        for key in keyList(keys, self.limits):
+            row = trusted(_Q_GET, (key,)).fetchone()
+            if row is not None:
+                found.append((key, row[0]))
+        found.sort()
+        depth = self.limits.maxValueDepth
+        return {key: decode(data, maxDepth=depth) for key, data in found}
+
+    def put(self, key: str, value: Any) -> None:
+        if self._closed:
+            self._check()
+        data = encodeValue(value, keySize(key, self.limits), self.limits)
+        engine = self._engine
+        engine.begin()
+        engine.trusted(_Q_PUT, (key, data))
+        self._pending = True
+
+    def putMany(self, entries: Any) -> None:
+        self._check()
+        rows = entryList(entries, self.limits)
+        if not rows:
+            return
+        self._engine.atomically(lambda: self._engine.trustedMany(_Q_PUT, rows))
+        self._pending = True
+
+    def delete(self, key: str) -> bool:
+        if self._closed:
+            self._check()
+        keySize(key, self.limits)
+        engine = self._engine
+        engine.begin()
+        deleted = engine.trusted(_Q_DELETE, (key,)).rowcount > 0
+        if deleted:
+            self._pending = True
+        return deleted
+
+    def deleteMany(self, keys: Any) -> int:
+        self._check()
+        keys = keyList(keys, self.limits)
+        if not keys:
+            return 0
+        trusted = self._engine.trusted
+
+        def run() -> int:
+            return sum(trusted(_Q_DELETE, (key,)).rowcount for key in keys)
+
+        count: int = self._engine.atomically(run)
+        if count:
+            self._pending = True
+        return count
+
+    def list(
+        self,
+        start: str | None = None,
+        startAfter: str | None = None,
+        end: str | None = None,
+        prefix: str | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        self._check()
+        listOptions(start, startAfter, end, prefix, reverse, limit)
+        params: list[Any] = []
+        upper = None
+        for value in (start, startAfter, end):
+            if value is not None:
+                params.append(value)
+        if prefix:
+            params.append(prefix)
+            upper = prefixEnd(prefix)
+            if upper is not None:
+                params.append(upper)
+        if limit is not None:
+            params.append(limit)
+        sql = _listQuery(
+            start is not None,
+            startAfter is not None,
+            end is not None,
+            bool(prefix),
+            upper is not None,
+            reverse,
+            limit is not None,
+        )
+        depth = self.limits.maxValueDepth
+        return {
+            key: decode(data, maxDepth=depth)
+            for key, data in self._engine.trusted(sql, params).fetchall()
+        }
+
+    def deleteAll(self) -> None:
+        self._check()
+        engine = self._engine
+
+        def run() -> None:
+            engine.trusted(_Q_DELETE_ALL)
+            engine.trusted(_Q_DELETE_META, (_ALARM_KEY,))
+            engine.dropUserObjects()
+
+        engine.atomically(run)
+        self._pending = True
+
+    # -- alarm --------------------------------------------------------------------------------
+
+    def getAlarm(self) -> int | None:
+        self._check()
+        row = self._engine.trusted(_Q_GET_META, (_ALARM_KEY,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def setAlarm(self, scheduledTime: int | float) -> None:
+        self._check()
+        ms = alarmTime(scheduledTime)
+        self._engine.begin()
+        self._engine.trusted(_Q_PUT_META, (_ALARM_KEY, ms))
+        self._pending = True
+
+    def deleteAlarm(self) -> None:
+        self._check()
+        self._engine.begin()
+        self._engine.trusted(_Q_DELETE_META, (_ALARM_KEY,))
+        self._pending = True
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def _isEmpty(self) -> bool:
+        engine = self._engine
+        return not (
+            engine.trusted(_Q_ANY_KEY).fetchone()[0]
+            or engine.trusted(_Q_GET_META, (_ALARM_KEY,)).fetchone() is not None
+            or engine.hasUserObjects()
+        )
+
+    def _closeResources(self) -> None:
+        self._backend._closed(self)
+
+
+class SqliteBackend(StorageBackend):
+    """One SQLite database per object under ``dataDir``; see the module docstring.
+
+    ``dataDir=None`` (or :meth:`inMemory`) keeps each object in a ``:memory:`` database for the
+    backend's lifetime instead: same code, no files, nothing durable (for tests).
+
+    Options: ``shardLevels`` adds that many directory levels of two hex digits of the object id
+    between the namespace and the file (0, workerd's flat layout, by default); ``cacheSizeKiB`` is
+    SQLite's page cache per open object (SQLite's default, 2000 KiB, if None);
+    ``journalSizeLimit`` caps the bytes a WAL keeps after a checkpoint; ``deleteEmpty`` removes the
+    database file of an object that holds nothing (no key, no alarm, no table) when it is closed,
+    so that objects that were only read, or emptied by ``deleteAll()``, leave no file behind.
+    """
+
+    def __init__(
+        self,
+        dataDir: str | os.PathLike[str] | None,
+        limits: StorageLimits | None = None,
+        *,
+        shardLevels: int = 0,
+        cacheSizeKiB: int | None = None,
+        journalSizeLimit: int = 4 * 1024 * 1024,
+        deleteEmpty: bool = True,
+    ) -> None:
+        self.dataDir = None if dataDir is None else os.fspath(dataDir)
+        self.limits = limits if limits is not None else StorageLimits()
+        if type(shardLevels) is not int or not 0 <= shardLevels <= 4:
+            raise InvalidArgumentError(f"shardLevels must be an int from 0 to 4, not {shardLevels!r}")
+        self.shardLevels = shardLevels
+        self.cacheSizeKiB = cacheSizeKiB
+        self.journalSizeLimit = journalSizeLimit
+        self.deleteEmpty = deleteEmpty
+        self._open: dict[tuple[str, str], SqliteObjectStore] = {}
+        self._parked: dict[tuple[str, str], tuple[sqlite3.Connection, SqlEngine]] = {}
+        self._isClosed = False
+
+    @classmethod
+    def inMemory(cls, limits: StorageLimits | None = None) -> SqliteBackend:
+        """A backend whose objects live in ``:memory:`` databases (kept until the backend closes)."""
+        return cls(None, limits)
+
+    def pathFor(self, namespace: str, objectId: str) -> str | None:
+        """The database file of an object (None for an in-memory backend)."""
+        checkNamespace(namespace)
+        checkObjectId(objectId)
+        if self.dataDir is None:
+            return None
+        shards = [objectId[2 * i : 2 * i + 2] for i in range(self.shardLevels)]
+        return os.path.join(self.dataDir, namespace, *shards, objectId + ".sqlite")
+
+    @property
+    def openObjectCount(self) -> int:
+        return len(self._open)
+
+    def open(self, namespace: str, objectId: str) -> SqliteObjectStore:
+        if self._isClosed:
+            raise StorageClosedError("the storage backend is closed")
+        path = self.pathFor(namespace, objectId)
+        key = (namespace, objectId)
+        if key in self._open:
+            raise ObjectOpenError(
+                f"the storage of {namespace}/{objectId} is already open", path=path
+            )
+        if path is None:
+            parked = self._parked.pop(key, None)
+            if parked is None:
+                conn = sqlite3.connect(":memory:", isolation_level=None, cached_statements=256)
+                parked = (conn, self._setUp(conn, namespace, objectId, None))
+            conn, engine = parked
+        else:
+            self._makeDirs(os.path.dirname(path))
+            conn = self._connect(path, namespace, objectId)
+            try:
+                engine = self._setUp(conn, namespace, objectId, path)
+            except BaseException:
+                conn.close()
+                raise
+        store = SqliteObjectStore(self, namespace, objectId, conn, engine, path)
+        self._open[key] = store
+        return store
+
+    def _makeDirs(self, directory: str) -> None:
+        if os.path.isdir(directory):
+            return
+        assert self.dataDir is not None
+        # Create level by level, fsyncing each parent so the new entries survive power loss.
+        missing = []
+        d = directory
+        while not os.path.isdir(d):
+            missing.append(d)
+            parent = os.path.dirname(d)
+            if parent == d:
+                break
+            d = parent
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                continue
+            _fsyncDir(os.path.dirname(d))
+
+    def _connect(self, path: str, namespace: str, objectId: str) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(path, isolation_level=None, timeout=0, cached_statements=256)
+        except sqlite3.Error as e:
+            raise ObjectOpenError(
+                f"cannot open the storage of {namespace}/{objectId} ({path}): {sqliteMessage(e)}",
+                path=path,
+            ) from None
+
+    def _setUp(
+        self, conn: sqlite3.Connection, namespace: str, objectId: str, path: str | None
+    ) -> SqlEngine:
+        # Every statement carries the trusted prefix: sqlite3 caches prepared statements by text, and
+        # a user statement that hit one of these in the cache would skip the authorizer.
+        def run(sql: str) -> sqlite3.Cursor:
+            return conn.execute(trustedSql(sql))
+
+        try:
+            if path is not None:
+                run("PRAGMA locking_mode = EXCLUSIVE")
+                mode = run("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise ObjectOpenError(
+                        f"cannot open the storage of {namespace}/{objectId} ({path}): "
+                        f"WAL mode is unavailable (journal_mode is {mode})",
+                        path=path,
+                    )
+                run("PRAGMA synchronous = FULL")
+                run(f"PRAGMA journal_size_limit = {int(self.journalSizeLimit)}")
+            run("PRAGMA foreign_keys = ON")
+            run("PRAGMA trusted_schema = OFF")
+            if self.cacheSizeKiB is not None:
+                run(f"PRAGMA cache_size = {-int(self.cacheSizeKiB)}")
+            version = run("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ObjectOpenError(
+                    f"cannot open the storage of {namespace}/{objectId} ({path}): it was written "
+                    f"by a newer dotwist (schema version {version}, this one knows "
+                    f"{SCHEMA_VERSION})",
+                    path=path,
+                )
+            pageSize = run("PRAGMA page_size").fetchone()[0]
+            run(f"PRAGMA max_page_count = {max(1, self.limits.maxDatabaseSize // pageSize)}")
+            if conn.execute(_Q_HAS_SCHEMA).fetchone()[0] != 2:
+                run("BEGIN")
+                for statement in _Q_SCHEMA:
+                    conn.execute(statement)
+                run("COMMIT")
+            return SqlEngine(conn, self.limits, internalNames=_INTERNAL)
+        except sqlite3.Error as e:
+            what = "in use elsewhere" if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY else "unreadable or corrupt"
+            raise ObjectOpenError(
+                f"cannot open the storage of {namespace}/{objectId} ({path or ':memory:'}): "
+                f"the database is {what}: {sqliteMessage(e)}",
+                path=path,
+            ) from None
+
+    def _closed(self, store: SqliteObjectStore) -> None:
+        key = (store.namespace, store.objectId)
+        if self._open.get(key) is store:
+            del self._open[key]
+        conn = store._conn
+        if store.path is None:
+            if not self._isClosed:
+                self._parked[key] = (conn, store._engine)
+                return
+            conn.close()
+            return
+        empty = False
+        if self.deleteEmpty:
+            try:
+                empty = store._isEmpty()
+            except Exception:
+                empty = False
+        conn.close()
+        if empty:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(store.path + suffix)
+                except FileNotFoundError:
+                    pass
+
+    def close(self) -> None:
+        """Close every open object (discarding uncommitted writes), then the backend."""
+        if self._isClosed:
+            return
+        self._isClosed = True
+        for store in list(self._open.values()):
+            store.close()
+        for conn, _ in self._parked.values():
+            conn.close()
+        self._parked.clear()
+
+    def __repr__(self) -> str:
+        where = self.dataDir if self.dataDir is not None else ":memory:"
+        return f"<SqliteBackend {where} open={len(self._open)}>"
+
+
+def _fsyncDir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - e.g. platforms that cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
