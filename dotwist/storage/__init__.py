@@ -50,8 +50,8 @@ Layout: one SQLite database per object
       data directory needs the files moved.)
     * Open connections are bounded by *live* objects, not stored ones: a store holds one
       connection (two file descriptors: the database and its WAL) from ``open`` to ``close``.
-      The runtime must close idle objects (Cloudflare evicts objects after about 10 s idle, 70-140 s
-      for hibernatable WebSockets) and size ``RLIMIT_NOFILE`` for about twice the live objects.
+      The runtime must close idle objects (as Cloudflare evicts them) and size ``RLIMIT_NOFILE``
+      for about twice the number of live objects.
       Memory per open object is SQLite's page cache, up to ``cacheSizeKiB`` (2 MB by default; it
       only grows with use).
     * WAL checkpoints: SQLite checkpoints a WAL into its database whenever the WAL passes 1000

@@ -439,7 +439,8 @@ class SqlEngine:
         self.onTransactionLost = onTransactionLost
         self.inTransaction = False
         self._auth = _Authorizer()
-        self._writes: dict[str, bool] = {}  # user statement -> can it write (from the authorizer)
+        # user statement -> (can it write, is it an ALTER TABLE), from the authorizer
+        self._seen: dict[str, tuple[bool, bool]] = {}
         self._cursor = conn.cursor()
         conn.set_authorizer(self._auth)
         self.pageSize: int = self.trusted(trustedSql("PRAGMA page_size")).fetchone()[0]
@@ -561,20 +562,20 @@ class SqlEngine:
         limits = self.limits
         if not isinstance(query, str):
             raise InvalidValueError(f"a SQL query is a str, not {type(query).__qualname__}")
-        n = len(query)
-        if n > limits.maxSqlStatementLength or (
-            n * 4 > limits.maxSqlStatementLength and not query.isascii()
-        ):
+        size = len(query)
+        if not query.isascii():
             try:
                 size = len(query.encode("utf-8"))
             except UnicodeEncodeError:
-                raise SqlError("the SQL query contains a lone surrogate") from None
-            if size > limits.maxSqlStatementLength:
-                raise limitError(
-                    f"SQL statement too long: {size} bytes",
-                    "maxSqlStatementLength",
-                    limits.maxSqlStatementLength,
-                )
+                raise InvalidValueError(
+                    "the SQL query is not valid Unicode: it contains a lone surrogate"
+                ) from None
+        if size > limits.maxSqlStatementLength:
+            raise limitError(
+                f"SQL statement too long: {size} bytes",
+                "maxSqlStatementLength",
+                limits.maxSqlStatementLength,
+            )
         if len(bindings) > limits.maxSqlBindings:
             raise limitError(
                 f"too many SQL parameter bindings: {len(bindings)} were provided",
@@ -582,15 +583,22 @@ class SqlEngine:
                 limits.maxSqlBindings,
             )
         for i, value in enumerate(bindings):
-            if type(value) not in _BINDABLE:
+            if type(value) not in _BINDABLE and not isinstance(value, _BINDABLE):
                 raise InvalidValueError(
                     f"SQL binding {i + 1} is a {type(value).__qualname__}: SQL bindings must be "
                     "None, int, float, str or bytes"
                 )
-            if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+            if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
                 raise InvalidValueError(
                     f"SQL binding {i + 1} ({value}) does not fit SQLite's 64-bit INTEGER"
                 )
+            if isinstance(value, str) and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidValueError(
+                        f"SQL binding {i + 1} is not valid Unicode: it contains a lone surrogate"
+                    ) from None
         return str(query)
 
     def exec(self, query: str, bindings: tuple[Any, ...]) -> tuple[Cursor, bool]:
@@ -622,13 +630,17 @@ class SqlEngine:
                     raise SqlError(
                         f"{MULTI_PARAMETERS if i < last else WRONG_BINDINGS} ({e})"
                     ) from None
+                # The authorizer runs when a statement is prepared, not when sqlite3 reuses it
+                # from its cache: remember what it saw, per statement text.
                 if auth.called:
-                    if len(self._writes) > 1000:
-                        self._writes.clear()
-                    self._writes[statement] = auth.wrote or auth.altered
-                    if auth.altered:
-                        self._checkReservedNames()
-                wrote = wrote or self._writes.get(statement, True)
+                    if len(self._seen) > 1000:
+                        self._seen.clear()
+                    seen = self._seen[statement] = (auth.wrote or auth.altered, auth.altered)
+                else:
+                    seen = self._seen.get(statement, (True, True))
+                if seen[1]:
+                    self._checkReservedNames()
+                wrote = wrote or seen[0]
                 rowsRead += len(rows)
                 if i == last:
                     columnNames = [d[0] for d in cursor.description or ()]

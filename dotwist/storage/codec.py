@@ -203,9 +203,10 @@ def _strBytes(v: str) -> bytes:
     return bytes(out)
 
 
-# Encoded dict keys: most dicts stored reuse a few key names. Bounded; never evicts (a full cache
-# simply stops growing), and only str keys go in, so 1, 1.0 and True cannot collide.
+# Encoded dict keys: most dicts stored reuse a few key names. Bounded (short keys only, and a full
+# cache simply stops growing), and only str keys go in, so 1, 1.0 and True cannot collide.
 _KEY_CACHE_SIZE = 4096
+_KEY_CACHE_MAX_LEN = 65
 _keyCache: dict[str, bytes] = {}
 
 
@@ -342,7 +343,7 @@ def _enc(v: Any, out: bytearray, depth: int, maxSize: int) -> None:
                 kb = _keyCache.get(k)
                 if kb is None:
                     kb = _strBytes(k)
-                    if len(_keyCache) < _KEY_CACHE_SIZE:
+                    if len(kb) <= _KEY_CACHE_MAX_LEN and len(_keyCache) < _KEY_CACHE_SIZE:
                         _keyCache[k] = kb
                 out += kb
             else:

@@ -35,7 +35,7 @@ from ._validation import (
 from .codec import decode
 from .errors import InvalidArgumentError, ObjectOpenError, StorageClosedError
 from .interface import MISSING, StorageBackend
-from .limits import StorageLimits
+from .limits import StorageLimits, limitError
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "SqliteObjectStore"]
 
@@ -109,6 +109,33 @@ class SqliteObjectStore(BaseObjectStore):
         self._backend = backend
         self._conn = conn
         self.path = path
+        # For the database size limit: the size last measured (None: measure again) and the bytes
+        # put since. SQLite's own limit (max_page_count) is the backstop, but hitting it makes
+        # SQLite roll back the whole batch, so key-value writes are refused a little earlier.
+        self._knownSize: int | None = None
+        self._putSince = 0
+
+    def _reserve(self, growth: int) -> None:
+        """Refuse a key-value write of about ``growth`` bytes that could fill the database."""
+        limit = self.limits.maxDatabaseSize
+        margin = 2 * growth + self._engine.pageSize
+        if self._knownSize is None or self._knownSize + 2 * self._putSince + margin > limit:
+            self._knownSize = self._engine.databaseSize()
+            self._putSince = 0
+            if self._knownSize + margin > limit:
+                raise limitError(
+                    f"the database is full: it holds {self._knownSize} bytes, and {growth} more "
+                    "could not be stored",
+                    "maxDatabaseSize",
+                    limit,
+                )
+        self._putSince += growth
+
+    def _execSql(self, query: str, bindings: tuple[Any, ...]) -> Any:
+        cursor = super()._execSql(query, bindings)
+        if self._pending:
+            self._knownSize = None
+        return cursor
 
     # -- key-value ----------------------------------------------------------------------------
 
@@ -136,7 +163,9 @@ class SqliteObjectStore(BaseObjectStore):
     def put(self, key: str, value: Any) -> None:
         if self._closed:
             self._check()
-        data = encodeValue(value, keySize(key, self.limits), self.limits)
+        n = keySize(key, self.limits)
+        data = encodeValue(value, n, self.limits)
+        self._reserve(n + len(data))
         engine = self._engine
         engine.begin()
         engine.trusted(_Q_PUT, (key, data))
@@ -147,6 +176,7 @@ class SqliteObjectStore(BaseObjectStore):
         rows = entryList(entries, self.limits)
         if not rows:
             return
+        self._reserve(sum(len(key.encode("utf-8")) + len(data) for key, data in rows))
         self._engine.atomically(lambda: self._engine.trustedMany(_Q_PUT, rows))
         self._pending = True
 

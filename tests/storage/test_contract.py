@@ -270,6 +270,24 @@ def test_limitsAreConfigurable(makeBackend: MakeBackend) -> None:
         store.put("k", [[[1]]])
 
 
+def test_databaseSizeLimit(makeBackend: MakeBackend) -> None:
+    """Key-value writes that would pass maxDatabaseSize raise StorageLimitError and keep the batch."""
+    store = makeBackend(StorageLimits(maxDatabaseSize=100_000)).open(NAMESPACE, OBJECT_ID)
+    store.put("committed", 1)
+    store.commit()
+    with pytest.raises(StorageLimitError, match="maxDatabaseSize = 100000") as info:
+        for i in range(100):
+            store.put(f"k{i:02}", b"x" * 5000)
+    assert info.value.limit == "maxDatabaseSize"
+    assert 10 <= i < 20 and len(store.list()) == i + 1
+    assert store.hasPendingWrites
+    store.rollback()
+    assert store.list() == {"committed": 1}
+    with pytest.raises(StorageError):
+        store.sql.exec("CREATE TABLE t (x); INSERT INTO t VALUES (randomblob(200000))")
+    assert store.list() == {"committed": 1}
+
+
 def test_invalidLimitsAreRefused() -> None:
     """StorageLimits refuses zero, negative and non-int limits."""
     for bad in (0, -1, 1.5, "10"):
@@ -646,9 +664,13 @@ def test_sqlValueTypes(store: ObjectStore) -> None:
     ).one()
     assert row == {"n": None, "i": 2**63 - 1, "f": 0.5, "t": "héllo", "b": b"\x00\xff", "yes": 1, "bb": b"ab"}
     assert type(row["b"]) is bytes
-    for bad in ({"a": 1}, [1], 2**63, object()):
+    for bad in ({"a": 1}, [1], 2**63, object(), "lone \udc00 surrogate"):
         with pytest.raises(InvalidValueError, match="binding 1"):
             sql.exec("SELECT ?", bad)
+    with pytest.raises(InvalidValueError, match="surrogate"):
+        sql.exec("SELECT '\ud800'")
+    with pytest.raises(SqlError, match="null character"):
+        sql.exec("SELECT 1\x00")
 
 
 def test_sqlMultipleStatementsBindTheLastAndReturnItsRows(store: ObjectStore) -> None:
