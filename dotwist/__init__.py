@@ -7,7 +7,9 @@ The public API mirrors Cloudflare's names::
 
 from .config import Limits
 from .errors import ConfigError, DurableObjectError, RangeError
+from .alarms import AlarmInfo
 from .fetch import Headers, Request, Response
+from .hibernation import WebSocketRequestResponsePair
 from .ids import DurableObjectId
 from .objects import (
     DurableObject,
@@ -21,6 +23,7 @@ from .worker import App, Env, ExecutionContext, Runtime, WorkerEntrypoint
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlarmInfo",
     "App",
     "CloseEvent",
     "ConfigError",
@@ -42,5 +45,6 @@ __all__ = [
     "Runtime",
     "WebSocket",
     "WebSocketPair",
+    "WebSocketRequestResponsePair",
     "WorkerEntrypoint",
 ]

@@ -22,6 +22,13 @@ class Limits:
     closeHandshakeTimeout: float = 2.0
     #: On shutdown, how long open sockets get to finish their close handshake, in seconds.
     shutdownTimeout: float = 5.0
+    #: An object whose only activity is hibernatable WebSockets leaves memory after this long idle.
+    hibernateAfter: float = 10.0
+    #: An object with no sockets and nothing pending leaves memory after this long idle
+    #: (Cloudflare: 70 to 140 s).
+    evictAfter: float = 70.0
+    #: ``ctx.waitUntil`` keeps an idle object in memory for at most this long, in seconds.
+    waitUntilTimeout: float = 30.0
 
     def replace(self, **changes: Any) -> "Limits":
         known = {f.name for f in fields(self)}

@@ -207,9 +207,20 @@ class DurableObjectStorage:
         return self._read(self._store.getAlarm, opts)
 
     def setAlarm(self, scheduledTime: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
+        """Set the object's one alarm (ms since the epoch, or a datetime); ``alarm()`` runs then."""
         opts = _options(options, kwargs, _OP_OPTIONS)
         millis = _alarmMillis(scheduledTime)
-        return self._write(lambda: self._store.setAlarm(millis), opts)
+        actor = self._actor
+        if getattr(actor.instance, "alarm", None) is None and actor.instance is not None:
+            raise TypeError(
+                "Your Durable Object class must have an alarm() handler in order to call setAlarm()"
+            )
+
+        def op() -> None:
+            self._store.setAlarm(millis)
+            actor.registry.alarms.alarmSet(actor.namespace.name, actor.id.toString(), millis)
+
+        return self._write(op, opts)
 
     def deleteAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
         opts = _options(options, kwargs, _OP_OPTIONS)

@@ -22,7 +22,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .alarms import AlarmInfo, AlarmScheduler
 from .errors import DurableObjectError
+from .hibernation import HibernationRecord, WebSocketRequestResponsePair
 from .fetch import Request, Response
 from .ids import DEFAULT_SECRET, DurableObjectId, IdMinter
 from .placement import LocalPlacement, Placement
@@ -83,6 +85,48 @@ class DurableObjectState:
         """
         return self._actor._blockConcurrencyWhile(callback)
 
+    # -- the WebSocket Hibernation API -----------------------------------------------------------
+
+    def acceptWebSocket(self, ws: Any, tags: Optional[list[str]] = None) -> None:
+        """Accept ``ws`` (a server end) as hibernatable: its events go to this class's
+        ``webSocketMessage``/``webSocketClose``/``webSocketError``, and the object may leave
+        memory while the socket stays open."""
+        self._actor._record().accept(ws, tags)
+        self._actor._armIdle()  # idle now means hibernation, which comes sooner than eviction
+
+    def getWebSockets(self, tag: Optional[str] = None) -> list[Any]:
+        """The open hibernatable sockets of this object (with ``tag``, if given)."""
+        record = self._actor._record(create=False)
+        return record.getWebSockets(tag) if record is not None else []
+
+    def getTags(self, ws: Any) -> list[str]:
+        return self._actor._record().getTags(ws)
+
+    def setWebSocketAutoResponse(self, pair: Optional[WebSocketRequestResponsePair] = None) -> None:
+        """Answer a text message equal to ``pair.request`` with ``pair.response``, without waking
+        the object; no argument removes the auto-response."""
+        if pair is not None and not isinstance(pair, WebSocketRequestResponsePair):
+            raise TypeError("setWebSocketAutoResponse() takes a WebSocketRequestResponsePair")
+        self._actor._record().autoResponse = pair
+
+    def getWebSocketAutoResponse(self) -> Optional[WebSocketRequestResponsePair]:
+        record = self._actor._record(create=False)
+        return record.autoResponse if record is not None else None
+
+    def getWebSocketAutoResponseTimestamp(self, ws: Any) -> Any:
+        """When the runtime last auto-responded on ``ws`` (a UTC datetime), or None."""
+        return ws._autoResponseTimestamp
+
+    def setHibernatableWebSocketEventTimeout(self, timeoutMs: Optional[int] = None) -> None:
+        """Limit how long one webSocket* handler may run (ms); past it the object is reset."""
+        if timeoutMs is not None and (not isinstance(timeoutMs, int) or timeoutMs <= 0):
+            raise TypeError("The event timeout is a positive number of milliseconds, or None")
+        self._actor._record().eventTimeout = timeoutMs
+
+    def getHibernatableWebSocketEventTimeout(self) -> Optional[int]:
+        record = self._actor._record(create=False)
+        return record.eventTimeout if record is not None else None
+
     def waitUntil(self, awaitable: Any) -> None:
         """Keep the object alive until ``awaitable`` settles; errors are logged."""
         self._actor._waitUntil(_asDeferred(awaitable))
@@ -112,10 +156,16 @@ class Actor:
         self._outputHeld = False
         # (send, args, onFail): what waits at the output gate, and how to fail it instead.
         self._heldOutput: list[tuple[Callable[..., Any], tuple[Any, ...], Optional[Callable[[Any], Any]]]] = []
-        self._waiting: set[Deferred[Any]] = set()
+        self._waiting: dict[Deferred[Any], float] = {}
         self._broken: Optional[BaseException] = None
         self._sockets: set[Any] = set()
         self._storage: Any = None
+        self._inflight = 0
+        self._lastActive = self.registry.clock.seconds()
+        self._idleTimer: Any = None
+
+    def _record(self, create: bool = True) -> Optional[HibernationRecord]:
+        return self.registry.hibernationRecord(self.namespace, self.id, create)
 
     def _openStorage(self) -> Any:
         if self._storage is None:
@@ -146,6 +196,7 @@ class Actor:
         The object is constructed first, so that a ``blockConcurrencyWhile`` in its constructor
         holds back this very event.
         """
+        self._lastActive = self.registry.clock.seconds()
         if self.instance is None and self._broken is None:
             try:
                 self._construct()
@@ -195,6 +246,7 @@ class Actor:
         if self._broken is not None:
             result.errback(_resetError(self._broken))
             return
+        self._inflight += 1
         try:
             outcome = _asDeferred(method(self.instance, *args))
         except BaseException:
@@ -203,6 +255,8 @@ class Actor:
 
     def _reply(self, outcome: Any, result: Deferred[Any]) -> None:
         """Hand a call's outcome to its caller, through the output gate."""
+        self._inflight -= 1
+        self._lastActive = self.registry.clock.seconds()
         if isinstance(outcome, Failure):
             _remoteFailure(outcome)
         if self._outputHeld:
@@ -300,13 +354,180 @@ class Actor:
         else:
             self._submit(reply.callback, outcome)
 
+    # -- hibernatable WebSocket events and alarms ----------------------------------------------
+
+    def _hibernatedEvent(self, ws: Any, kind: str, event: Any) -> None:
+        if self._broken is not None:
+            return
+        name = _HANDLERS[kind]
+        handler = getattr(self.instance, name, None)
+        if handler is None:
+            if kind == "message":
+                _log.warn(
+                    "{cls} accepted a hibernatable WebSocket but has no webSocketMessage(); "
+                    "the message is dropped",
+                    cls=self.namespace.cls.__name__,
+                )
+            return
+        if kind == "message":
+            args: tuple[Any, ...] = (ws, event.data)
+        elif kind == "close":
+            args = (ws, event.code, event.reason, event.wasClean)
+        else:
+            args = (ws, event.error)
+        self._inflight += 1
+        try:
+            outcome = _asDeferred(handler(*args))
+        except BaseException:
+            outcome = fail()
+        record = self._record(create=False)
+        timeout = record.eventTimeout if record is not None else None
+        timer = None
+        if timeout is not None and not outcome.called:
+            timer = self.registry.clock.callLater(timeout / 1000.0, self._eventTimedOut, name, timeout)
+
+        def done(result: Any) -> None:
+            self._inflight -= 1
+            self._lastActive = self.registry.clock.seconds()
+            if timer is not None and timer.active():
+                timer.cancel()
+            if isinstance(result, Failure):
+                _log.failure("{cls}.{name}() raised", result, cls=self.namespace.cls.__name__, name=name)
+
+        outcome.addBoth(done)
+
+    def _eventTimedOut(self, name: str, timeout: int) -> None:
+        _log.error(
+            "{cls}.{name}() ran longer than the hibernatable WebSocket event timeout "
+            "({timeout} ms); the object is reset",
+            cls=self.namespace.cls.__name__, name=name, timeout=timeout,
+        )
+        self._reset(DurableObjectError(f"{name}() exceeded its {timeout} ms timeout", durableObjectReset=True))
+
+    def _runAlarm(self, retryCount: int) -> None:
+        scheduler = self.registry.alarms
+        ns, key = self.namespace.name, self.id.toString()
+        if self._broken is not None:
+            # Reset between timer and delivery: try again on the next incarnation.
+            scheduler._schedule(ns, key, 0, retryCount, delay=0)
+            return
+        storage = self._openStorage()
+        store = storage._store
+        stored = store.getAlarm()
+        if stored is None:
+            scheduler.finished(ns, key, None)
+            return
+        if retryCount == 0 and stored > scheduler.nowMillis():
+            scheduler.finished(ns, key, stored)
+            return
+        handler = getattr(self.instance, "alarm", None)
+        if handler is None:
+            _log.error("{cls} has an alarm set but no alarm() handler; the alarm is deleted", cls=self.namespace.cls.__name__)
+            store.deleteAlarm()
+            storage._wrote(confirm=False)
+            storage.sync().addBoth(lambda _: scheduler.finished(ns, key, None))
+            return
+        self._inflight += 1
+        try:
+            outcome = _asDeferred(handler(AlarmInfo(retryCount)))
+        except BaseException:
+            outcome = fail()
+
+        def succeeded(_: Any) -> None:
+            if store.closed:
+                return
+            if store.getAlarm() == stored:
+                store.deleteAlarm()
+                storage._wrote(confirm=False)
+            storage.sync().addCallbacks(
+                lambda _: scheduler.finished(ns, key, None if store.closed else store.getAlarm()),
+                lambda f: _log.failure("Could not record that the alarm ran", f),
+            )
+
+        def failed(f: Failure) -> None:
+            _log.failure(
+                "{cls}.alarm() raised (retry {retry} of {most})", f,
+                cls=self.namespace.cls.__name__, retry=retryCount, most=6,
+            )
+            if not scheduler.failed(ns, key, retryCount, stored) and not store.closed:
+                _log.error("Giving up on the alarm of {cls} {id} after 6 retries", cls=self.namespace.cls.__name__, id=key)
+                if store.getAlarm() == stored:
+                    store.deleteAlarm()
+                    storage._wrote(confirm=False)
+                storage.sync().addBoth(lambda _: scheduler.finished(ns, key, None if store.closed else store.getAlarm()))
+
+        def settled(result: Any) -> Any:
+            self._inflight -= 1
+            self._lastActive = self.registry.clock.seconds()
+            return result
+
+        outcome.addBoth(settled).addCallbacks(succeeded, failed)
+
+    # -- staying in memory, and leaving it --------------------------------------------------------
+
+    def _armIdle(self, delay: Optional[float] = None) -> None:
+        if self._idleTimer is not None and self._idleTimer.active():
+            self._idleTimer.cancel()
+        if delay is None:
+            delay = self._idleDelay()
+        self._idleTimer = self.registry.clock.callLater(delay, self._idleCheck)
+
+    def _idleDelay(self) -> float:
+        record = self._record(create=False)
+        limits = self.registry.limits
+        if record is not None and record.sockets:
+            return limits.hibernateAfter
+        return limits.evictAfter
+
+    def _pinned(self, now: float) -> bool:
+        """Whether something keeps the object in memory regardless of idleness."""
+        if self._inflight or self._queue or self._gateClosed or self._outputHeld or self._sockets:
+            return True
+        storage = self._storage
+        if storage is not None and (storage._commitCall is not None or storage._transactions):
+            return True
+        if self._waiting:
+            cap = self.registry.limits.waitUntilTimeout
+            if any(now - since < cap for since in self._waiting.values()):
+                return True
+        return False
+
+    def _idleCheck(self) -> None:
+        self._idleTimer = None
+        if self._broken is not None or self.namespace.actors.get(self.id.toString()) is not self:
+            return
+        now = self.registry.clock.seconds()
+        delay = self._idleDelay()
+        if self._pinned(now):
+            self._armIdle(delay)
+            return
+        remaining = self._lastActive + delay - now
+        if remaining > 0:
+            self._armIdle(remaining)
+            return
+        self._evict()
+
+    def _evict(self) -> None:
+        """Leave memory: the instance goes; storage (all committed) closes; hibernatable sockets
+        stay open in the registry; the next event constructs the object again."""
+        self._broken = _EVICTED
+        self.registry._forget(self)
+        self.instance = None
+        if self._storage is not None:
+            storage, self._storage = self._storage, None
+            storage._close()
+        record = self._record(create=False)
+        if record is not None and not record.sockets:
+            self.registry.dropRecord(self.namespace, self.id)
+        self.registry.evictions += 1
+
     # -- lifetime ------------------------------------------------------------------------------
 
     def _waitUntil(self, d: Deferred[Any]) -> None:
-        self._waiting.add(d)
+        self._waiting[d] = self.registry.clock.seconds()
 
         def settled(result: Any) -> None:
-            self._waiting.discard(d)
+            self._waiting.pop(d, None)
             if isinstance(result, Failure):
                 _log.failure("waitUntil() task failed", result)
 
@@ -322,6 +543,8 @@ class Actor:
         if self._broken is not None:
             return
         self._broken = error
+        if self._idleTimer is not None and self._idleTimer.active():
+            self._idleTimer.cancel()
         self.registry._forget(self)
         self.instance = None
         for _, _, onFail in self._heldOutput:
@@ -348,6 +571,11 @@ def _remote(error: BaseException) -> BaseException:
     except AttributeError:
         pass
     return error
+
+
+_HANDLERS = {"message": "webSocketMessage", "close": "webSocketClose", "error": "webSocketError"}
+
+_EVICTED = DurableObjectError("This Durable Object left memory; a new call constructs it again.")
 
 
 def _resetError(cause: BaseException) -> DurableObjectError:
@@ -469,6 +697,7 @@ class ObjectRegistry:
         placement: Optional[Placement] = None,
         idSecret: bytes = DEFAULT_SECRET,
         storage: Any = None,
+        alarmIndex: Any = None,
     ) -> None:
         if storage is None:
             from .storage import MemoryBackend
@@ -481,6 +710,9 @@ class ObjectRegistry:
         self.idSecret = idSecret
         self.namespaces: dict[str, Namespace] = {}
         self.env: Any = None
+        self.records: dict[tuple[str, str], HibernationRecord] = {}
+        self.alarms = AlarmScheduler(self, alarmIndex)
+        self.evictions = 0
 
     def namespace(self, cls: type, name: Optional[str] = None) -> Namespace:
         name = name or cls.__name__
@@ -505,7 +737,28 @@ class ObjectRegistry:
                     retryable=True,
                 )
             actor = namespace.actors[key] = Actor(namespace, objectId)
+            actor._armIdle()
         return actor
+
+    def hibernationRecord(self, namespace: Namespace, objectId: DurableObjectId, create: bool = True) -> Optional[HibernationRecord]:
+        key = (namespace.name, objectId.toString())
+        record = self.records.get(key)
+        if record is None and create:
+            record = self.records[key] = HibernationRecord(namespace, objectId)
+        return record
+
+    def dropRecord(self, namespace: Namespace, objectId: DurableObjectId) -> None:
+        self.records.pop((namespace.name, objectId.toString()), None)
+
+    def _deliverHibernated(self, record: HibernationRecord, ws: Any, kind: str, event: Any) -> None:
+        """An event on a hibernatable socket: auto-respond, or wake the object and deliver."""
+        if kind == "message" and record.autoResponse is not None:
+            if record.autoRespond(ws, event.data, self.clock.seconds()):
+                return
+        if kind == "close":
+            record.remove(ws)
+        actor = self.actorFor(record.namespace, record.objectId)
+        actor._submit(actor._hibernatedEvent, ws, kind, event)
 
     def flush(self) -> None:
         """Commit every live object's pending writes now (used at shutdown)."""

@@ -122,13 +122,14 @@ def buildApp(spec: str, bindings: dict[str, str], vars: dict[str, str]) -> App:
     return app
 
 
-def makeStorage(options: Options) -> Any:
-    """The storage backend the options ask for."""
+def makeStorage(options: Options) -> tuple[Any, Any]:
+    """The storage backend and alarm index the options ask for."""
+    from .alarms import MemoryAlarmIndex, SqliteAlarmIndex
     from .storage import MemoryBackend, SqliteBackend
 
     if options["storage"] == "memory":
-        return MemoryBackend()
-    return SqliteBackend(options["data-dir"])
+        return MemoryBackend(), MemoryAlarmIndex()
+    return SqliteBackend(options["data-dir"]), SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite"))
 
 
 class DotwistService(service.MultiService):
@@ -151,6 +152,7 @@ class DotwistService(service.MultiService):
 
     def startService(self) -> None:
         self.factory.startFactory()
+        self.runtime.start()
         super().startService()
 
     def stopService(self) -> Deferred[Any]:
@@ -169,12 +171,14 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    storage, alarmIndex = makeStorage(options)
     runtime = Runtime(
         options["appObject"],
         reactor,
         limits=options["limits"],
         idSecret=options["idSecret"],
-        storage=makeStorage(options),
+        storage=storage,
+        alarmIndex=alarmIndex,
     )
     return DotwistService(runtime, options["listen"], reactor=reactor, accessLog=bool(options["access-log"]))
 

@@ -95,6 +95,11 @@ class WebSocket:
         self._transport: Optional[_Transport] = None
         self._outbox: Optional[list[Any]] = []
         self._handed = False
+        # Hibernation API (ctx.acceptWebSocket): the record that outlives the object instance.
+        self._hib: Any = None
+        self._tags: list[str] = []
+        self._attachment: Optional[bytes] = None
+        self._autoResponseTimestamp: Any = None
 
     # -- the API user code sees -------------------------------------------------------------
 
@@ -140,7 +145,7 @@ class WebSocket:
             raise TypeError(
                 f"WebSocket send() takes str or bytes, not {type(message).__name__}"
             )
-        owner = self._owner
+        owner = self._owner if self._hib is None else self._hib.liveActor()
         if owner is not None and owner._outputHeld:
             owner._holdOutput(self._peer._transmit, payload, isBinary)
         else:
@@ -161,7 +166,7 @@ class WebSocket:
             if len(reason.encode("utf-8")) > 123:
                 raise TypeError("The WebSocket close reason may be at most 123 bytes of UTF-8.")
         self.readyState = CLOSING
-        owner = self._owner
+        owner = self._owner if self._hib is None else self._hib.liveActor()
         if owner is not None and owner._outputHeld:
             owner._holdOutput(self._peer._transmitClose, code, reason)
         else:
@@ -206,7 +211,9 @@ class WebSocket:
         server = self._peer
         if code is None:
             code = 1005 if wasClean else 1006
-        if not wasClean:
+        # A hibernatable socket's webSocketError is for failures, not for a peer that vanished
+        # (that is webSocketClose with 1006); listeners get "error" for both, as browsers do.
+        if not wasClean and not (server._hib is not None and code == 1006):
             server._route("error", ErrorEvent(reason or "WebSocket connection failed"))
         server._route("close", CloseEvent(code, reason or "", wasClean))
 
@@ -217,6 +224,9 @@ class WebSocket:
             self.readyState = CLOSED
             if self._owner is not None:
                 self._owner._sockets.discard(self)
+        if self._hib is not None:
+            self._hib.namespace.registry._deliverHibernated(self._hib, self, kind, event)
+            return
         if not self._accepted:
             if self._early is not None:
                 self._early.append((kind, event))
@@ -240,6 +250,18 @@ class WebSocket:
                         "WebSocket {kind} listener raised", f, kind=kind
                     )
                 )
+
+    def serializeAttachment(self, value: Any) -> None:
+        """Keep ``value`` (at most 16 KiB serialized) with this socket; it survives hibernation."""
+        from .hibernation import serializeAttachment
+
+        serializeAttachment(self, value)
+
+    def deserializeAttachment(self) -> Any:
+        """The value last given to ``serializeAttachment`` (a fresh copy), or None."""
+        from .hibernation import deserializeAttachment
+
+        return deserializeAttachment(self)
 
     def _resetByRuntime(self, code: int, reason: str) -> None:
         """The owning object was reset: close the connection; nobody listens any more."""

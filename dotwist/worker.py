@@ -155,20 +155,29 @@ class Runtime:
         placement: Optional[Placement] = None,
         idSecret: bytes = DEFAULT_SECRET,
         storage: Any = None,
+        alarmIndex: Any = None,
     ) -> None:
         self.app = app
         self.limits = limits or Limits()
-        self.registry = ObjectRegistry(clock, self.limits, placement, idSecret, storage=storage)
+        self.registry = ObjectRegistry(
+            clock, self.limits, placement, idSecret, storage=storage, alarmIndex=alarmIndex
+        )
         bindings: dict[str, Any] = dict(app.vars)
         for name, cls in app.durableObjects.items():
             bindings[name] = DurableObjectNamespace(self.registry.namespace(cls))
         self.env = Env(bindings)
         self.registry.env = self.env
 
+    def start(self) -> None:
+        """Schedule the alarms stored before this process started."""
+        self.registry.alarms.start()
+
     def close(self) -> None:
         """Commit what live objects wrote this turn, then close the storage backend."""
+        self.registry.alarms.stop()
         self.registry.flush()
         self.registry.storage.close()
+        self.registry.alarms.index.close()
 
     def fetch(self, request: Request) -> Deferred[Response]:
         """Run the Worker's ``fetch`` for one request; fires with its ``Response``."""
