@@ -364,6 +364,10 @@ def _enc(v: Any, out: bytearray, depth: int, maxSize: int) -> None:
                     out += b
             elif tx is int and _SMALL_INT_MIN <= x < _SMALL_INT_END:
                 out.append(x + _SMALL_INT_ZERO)
+            elif tx is bool:
+                out.append(_TRUE if x else _FALSE)
+            elif x is None:
+                out.append(_NONE)
             else:
                 _enc(x, out, depth, maxSize)
     elif t is list:
