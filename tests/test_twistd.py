@@ -127,3 +127,41 @@ def test_options_defaults_and_overrides():
     assert options["appObject"].vars == {"GREETING": "hi"} and options["listen"] == ["tcp:1", "tcp:2"]
     with pytest.raises(OptionsError, match="not a DurableObject"):
         Options().parseOptions(["--binding", "X=dotwist.examples.echo:Default"])
+
+
+def test_alarm_survives_a_restart_of_twistd(tmp_path, stopAfter):
+    """An alarm set in one `twistd dotwist` process, which is then stopped, fires in the next
+    process started on the same data directory."""
+    import json
+    import time
+
+    data = tmp_path / "data"
+    args = ["dotwist", "--app", "dotwist.examples.alarms", "--data-dir", str(data)]
+    port = freePort()
+    first = twistd(*args, "--listen", f"tcp:{port}:interface=127.0.0.1", cwd=tmp_path)
+    stopAfter(first)
+    waitForPort(port, first)
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", "/t/schedule?in=1500")
+    scheduled = json.loads(connection.getresponse().read())
+    assert scheduled["alarm"] is not None and scheduled["runs"] == []
+    first.send_signal(signal.SIGTERM)
+    assertCleanExit(first)
+
+    port = freePort()
+    second = twistd(*args, "--listen", f"tcp:{port}:interface=127.0.0.1", cwd=tmp_path)
+    stopAfter(second)
+    waitForPort(port, second)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = json.loads(httpGet(port, "/t")[1])
+        if state["runs"]:
+            break
+        time.sleep(0.1)  # waiting on a subprocess's real clock: there is nothing to inject
+    assert [run["pid"] for run in state["runs"]] == [second.pid]
+    assert state["alarm"] is None
+    assert state["runs"][0]["at"] * 1000 >= scheduled["alarm"]
+    second.send_signal(signal.SIGTERM)
+    assertCleanExit(second)
