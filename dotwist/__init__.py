@@ -11,6 +11,8 @@ from .alarms import AlarmInfo
 from .fetch import Headers, Request, Response
 from .hibernation import WebSocketRequestResponsePair
 from .ids import DurableObjectId
+from .outbound import fetch
+from .rpc import RemoteError
 from .objects import (
     DurableObject,
     DurableObjectNamespace,
@@ -47,4 +49,6 @@ __all__ = [
     "WebSocketPair",
     "WebSocketRequestResponsePair",
     "WorkerEntrypoint",
+    "fetch",
+    "RemoteError",
 ]

@@ -27,6 +27,12 @@ class Limits:
     #: An object with no sockets and nothing pending leaves memory after this long idle
     #: (Cloudflare: 70 to 140 s).
     evictAfter: float = 70.0
+    #: Calls (requests and RPC) pending at one object, queued or running, before new ones are
+    #: refused with an ``overloaded`` error (HTTP 503 from outside). Cloudflare does not publish
+    #: its threshold; this default lets a burst queue for a few seconds at typical rates.
+    maxPendingCalls: int = 1000
+    #: Bytes of request bodies and RPC arguments pending at one object, before refusing.
+    maxPendingBytes: int = 64 * MiB
     #: ``ctx.waitUntil`` keeps an idle object in memory for at most this long, in seconds.
     waitUntilTimeout: float = 30.0
 

@@ -284,6 +284,18 @@ class Response(_Body):
         if isinstance(body, str) and not self.headers.has("content-type"):
             self.headers.set("content-type", "text/plain;charset=UTF-8")
 
+    @classmethod
+    def _fromWire(cls, status: int, statusText: str, headers: Headers, body: Optional[bytes]) -> "Response":
+        """A response received from elsewhere (any status the peer sent)."""
+        response = cls.__new__(cls)
+        response.status = status
+        response.statusText = statusText
+        response.headers = headers
+        response.webSocket = None
+        response._body = body
+        response.bodyUsed = False
+        return response
+
     @property
     def ok(self) -> bool:
         return 200 <= self.status <= 299

@@ -161,6 +161,9 @@ class Actor:
         self._sockets: set[Any] = set()
         self._storage: Any = None
         self._inflight = 0
+        self._pendingCalls = 0
+        self._pendingBytes = 0
+        self._rejected = 0
         self._lastActive = self.registry.clock.seconds()
         self._idleTimer: Any = None
 
@@ -236,9 +239,35 @@ class Actor:
         finally:
             self._draining = False
 
-    def call(self, method: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        """Deliver an event whose result the caller waits for (a request, later an RPC)."""
+    def call(self, method: Callable[..., Any], *args: Any, size: int = 0) -> Deferred[Any]:
+        """Deliver an event whose result the caller waits for (a request or an RPC call).
+
+        Past the object's bound on pending calls (count or bytes), the call fails at once with an
+        ``overloaded`` error instead of queueing.
+        """
+        limits = self.registry.limits
+        if self._pendingCalls >= limits.maxPendingCalls or self._pendingBytes + size > limits.maxPendingBytes:
+            self._rejected += 1
+            if self._rejected & (self._rejected - 1) == 0:  # 1st, 2nd, 4th, 8th... rejection
+                _log.warn(
+                    "{cls} {id} is overloaded: {pending} calls ({bytes} bytes) pending; "
+                    "{rejected} calls rejected so far",
+                    cls=self.namespace.cls.__name__, id=self.id.toString(),
+                    pending=self._pendingCalls, bytes=self._pendingBytes, rejected=self._rejected,
+                )
+            from .rpc import overloaded
+
+            return fail(overloaded(self._pendingCalls, self._pendingBytes))
+        self._pendingCalls += 1
+        self._pendingBytes += size
         result: Deferred[Any] = Deferred()
+
+        def settled(outcome: Any) -> Any:
+            self._pendingCalls -= 1
+            self._pendingBytes -= size
+            return outcome
+
+        result.addBoth(settled)
         self._submit(self._startCall, method, args, result)
         return result
 
@@ -559,7 +588,8 @@ class Actor:
         queued, self._queue = self._queue, deque()
         for fn, args in queued:
             if fn == self._startCall:
-                args[2].errback(_resetError(error))
+                # Never started: safe to retry on the next incarnation.
+                args[2].errback(_resetError(error, retryable=True))
         sockets, self._sockets = self._sockets, set()
         for socket in sockets:
             socket._resetByRuntime(1011, "Durable Object reset")
@@ -578,13 +608,18 @@ _HANDLERS = {"message": "webSocketMessage", "close": "webSocketClose", "error": 
 _EVICTED = DurableObjectError("This Durable Object left memory; a new call constructs it again.")
 
 
-def _resetError(cause: BaseException) -> DurableObjectError:
+def _resetError(cause: BaseException, retryable: bool = False) -> DurableObjectError:
     if isinstance(cause, DurableObjectError) and cause.durableObjectReset:
+        if retryable and not cause.retryable:
+            copy = DurableObjectError(str(cause), durableObjectReset=True, retryable=True)
+            copy.__cause__ = cause
+            return copy
         return cause
     error = DurableObjectError(
         f"Durable Object reset because its code raised {cause!r}",
         remote=True,
         durableObjectReset=True,
+        retryable=retryable,
     )
     error.__cause__ = cause
     return error
@@ -596,12 +631,37 @@ def _remoteFailure(failure: Failure) -> Failure:
 
 
 class DurableObjectStub:
-    """A client for one object: ``await stub.fetch(request)``. Returned at once by ``get``."""
+    """A client for one object: ``await stub.fetch(request)`` or ``await stub.method(...)``.
+
+    Returned at once by ``get``. Calls through one stub arrive in the order they were made. A
+    stub whose call failed because the object was reset (or overloaded the runtime) is broken: its
+    later calls fail at once with the same error; make a new stub with ``get``.
+    """
 
     def __init__(self, namespace: "Namespace", objectId: DurableObjectId) -> None:
         self._namespace = namespace
         self.id = objectId
         self.name = objectId.name
+        self._brokenBy: Optional[BaseException] = None
+
+    def _send(self, method: Callable[..., Any], *args: Any, size: int = 0) -> Deferred[Any]:
+        if self._brokenBy is not None:
+            return fail(self._brokenBy)
+        target = self._namespace.registry.actorFor(self._namespace, self.id)
+        caller = currentActor()
+        if caller is None:
+            d = target.call(method, *args, size=size)
+        else:
+            d = caller._outgoing(lambda: target.call(method, *args, size=size))
+        return d.addErrback(self._maybeBreak)
+
+    def _maybeBreak(self, failure: Failure) -> Failure:
+        error = failure.value
+        if getattr(error, "durableObjectReset", False) and not getattr(error, "remote", False) or (
+            isinstance(error, DurableObjectError) and error.durableObjectReset
+        ):
+            self._brokenBy = error
+        return failure
 
     def fetch(
         self, input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any
@@ -611,22 +671,45 @@ class DurableObjectStub:
             request = input
         else:
             request = Request(input, init, **kwargs)
-        target = self._namespace.registry.actorFor(self._namespace, self.id)
-        caller = currentActor()
-        if caller is None:
-            return target.call(_callFetch, request)
-        return caller._outgoing(lambda: target.call(_callFetch, request))
+        return self._send(_callFetch, request, size=len(request._body or b""))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        raise AttributeError(
-            f"Durable Object stubs support fetch() only for now; {name!r} is not available "
-            "(RPC methods are not implemented yet)."
-        )
+        return _RpcMethod(self, name)
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._namespace.name} {self.id.toString()}>"
+
+
+class _RpcMethod:
+    """``stub.name``: calling it sends the call to the object."""
+
+    __slots__ = ("_stub", "_name")
+
+    def __init__(self, stub: DurableObjectStub, name: str) -> None:
+        self._stub = stub
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        from . import rpc
+
+        try:
+            rpc.checkCallable(self._name)
+            payload = rpc.encodeCall(args, kwargs)
+        except TypeError:
+            return fail()
+        d = self._stub._send(_callRpc, self._name, payload, size=len(payload))
+        return d.addCallback(rpc.decodeResult)
+
+    def __repr__(self) -> str:
+        return f"<RPC method {self._name} of {self._stub!r}>"
+
+
+def _callRpc(instance: Any, name: str, payload: bytes) -> Any:
+    from .rpc import invoke
+
+    return invoke(instance, name, payload)
 
 
 def _callFetch(instance: Any, request: Request) -> Any:

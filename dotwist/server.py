@@ -237,7 +237,12 @@ class Front:
             return f"Request body is larger than the limit of {limit} bytes.".encode()
         try:
             response = await self._runtime.fetch(incoming)
-        except Exception:
+        except Exception as e:
+            if getattr(e, "overloaded", False):
+                request.setResponseCode(503)
+                request.setHeader(b"retry-after", b"1")
+                request.setHeader(b"content-type", b"text/plain;charset=UTF-8")
+                return str(e).encode("utf-8")
             _log.failure("Worker threw exception for {method} {url}", method=incoming.method, url=incoming.url)
             request.setResponseCode(500)
             request.setHeader(b"content-type", b"text/plain;charset=UTF-8")

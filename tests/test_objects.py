@@ -93,7 +93,7 @@ def test_blockConcurrencyWhile_in_constructor_holds_events_in_order(clock):
 
 def test_blockConcurrencyWhile_timeout_resets_the_object(clock):
     """A callback that runs past the limit resets the object; waiting calls fail with the
-    reset flag; the next call constructs a fresh instance."""
+    reset flag; that stub stays broken, and a new stub's call constructs a fresh instance."""
     runtime = runtimeWith(Gated, clock, blockConcurrencyTimeout=30)
     stub = runtime.env.NS.getByName("g")
     waiting = stub.fetch("http://x/1")
@@ -103,7 +103,10 @@ def test_blockConcurrencyWhile_timeout_resets_the_object(clock):
     clock.advance(0.2)
     with pytest.raises(DurableObjectError) as info:
         result(waiting)
-    assert info.value.durableObjectReset
+    assert info.value.durableObjectReset and info.value.retryable
+    with pytest.raises(DurableObjectError):
+        result(stub.fetch("http://x/broken"))
+    stub = runtime.env.NS.getByName("g")
     again = stub.fetch("http://x/2")
     second = runtime.registry.namespaces["Gated"].actors[stub.id.toString()]
     assert second is not first and not again.called
@@ -125,13 +128,18 @@ class Exploding(DurableObject):
 
 
 def test_constructor_error_resets_and_next_call_constructs_again(clock):
-    """An object whose constructor raises fails that call; the next call builds it again."""
+    """An object whose constructor raises fails that call and breaks that stub; a call through a
+    new stub constructs it again."""
     Exploding.attempts = 0
-    stub = runtimeWith(Exploding, clock).env.NS.getByName("e")
+    ns = runtimeWith(Exploding, clock).env.NS
+    stub = ns.getByName("e")
     with pytest.raises(DurableObjectError) as info:
         result(stub.fetch("http://x/"))
     assert info.value.durableObjectReset and "boom in constructor" in str(info.value)
-    assert result(stub.fetch("http://x/")).body == b"attempt 2"
+    with pytest.raises(DurableObjectError):
+        result(stub.fetch("http://x/"))
+    assert Exploding.attempts == 1
+    assert result(ns.getByName("e").fetch("http://x/")).body == b"attempt 2"
 
 
 class Raising(DurableObject):

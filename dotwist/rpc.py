@@ -1,0 +1,100 @@
+"""RPC to Durable Objects: ``await stub.method(*args, **kwargs)``.
+
+Arguments and results cross by value, through the same codec as storage (so the same types are
+accepted, and code behaves the same when the object lives in another process); errors cross as
+copies that keep their type and message and carry Cloudflare's flags. Names the runtime calls
+itself (``fetch``, ``alarm``, the ``webSocket*`` handlers) and names starting with ``_`` are not
+callable through a stub.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+from typing import Any
+
+from .errors import DurableObjectError
+from .storage import codec
+
+RESERVED = frozenset(
+    {"fetch", "alarm", "webSocketMessage", "webSocketClose", "webSocketError", "constructor", "dup"}
+)
+
+_FLAGS = ("remote", "retryable", "overloaded", "durableObjectReset")
+
+
+class RemoteError(Exception):
+    """An error from an object whose own type cannot be rebuilt here; ``name`` is that type's."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def checkCallable(name: str) -> None:
+    if name in RESERVED:
+        raise TypeError(
+            f'"{name}" is called by the runtime and cannot be called through a stub'
+            + ("; use stub.fetch()" if name == "fetch" else "")
+            + "."
+        )
+
+
+def encodeCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    try:
+        return codec.encode((args, kwargs))
+    except codec_errors() as e:
+        raise TypeError(f"RPC arguments cannot be sent: {e}") from None
+
+
+def codec_errors() -> tuple[type[BaseException], ...]:
+    from .storage.errors import InvalidValueError, StorageLimitError
+
+    return (InvalidValueError, StorageLimitError)
+
+
+def copyError(error: BaseException, **flags: bool) -> BaseException:
+    """A copy of ``error`` for the caller: same type (or RemoteError naming it), same message,
+    Cloudflare's flags, and the remote traceback as text in ``remoteStack``."""
+    cls = type(error)
+    copy: BaseException
+    try:
+        copy = cls(*error.args)
+        if str(copy) != str(error):
+            raise TypeError()
+    except Exception:
+        copy = RemoteError(cls.__name__, str(error))
+    for flag in _FLAGS:
+        setattr(copy, flag, flags.get(flag, getattr(error, flag, False)))
+    copy.remoteStack = "".join(traceback.format_exception(error))  # type: ignore[attr-defined]
+    return copy
+
+
+async def invoke(instance: Any, name: str, payload: bytes) -> bytes:
+    """Run the method in the object; the result goes back encoded (a copy)."""
+    method = getattr(type(instance), name, None)
+    if method is None or not callable(method) or name.startswith("_") or name in RESERVED:
+        raise TypeError(f'The RPC receiver does not implement the method "{name}".')
+    args, kwargs = codec.decode(payload)
+    try:
+        result = getattr(instance, name)(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception as e:
+        raise copyError(e, remote=True) from None
+    try:
+        return codec.encode(result)
+    except codec_errors() as e:
+        raise TypeError(f'The result of "{name}" cannot be returned through RPC: {e}') from None
+
+
+def decodeResult(payload: bytes) -> Any:
+    return codec.decode(payload)
+
+
+def overloaded(queued: int, queuedBytes: int) -> DurableObjectError:
+    return DurableObjectError(
+        "Durable Object is overloaded. Too many requests queued "
+        f"({queued} pending, {queuedBytes} bytes).",
+        overloaded=True,
+    )
