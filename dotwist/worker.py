@@ -53,6 +53,42 @@ class WorkerEntrypoint:
         return Response("No fetch handler is defined for this Worker.", status=500)
 
 
+class ServiceStub:
+    """``env.SERVICE``: a binding to a ``WorkerEntrypoint`` class (Cloudflare's service bindings).
+
+    ``await env.SERVICE.fetch(request)`` runs its ``fetch``; ``await env.SERVICE.method(...)``
+    calls a public method by RPC, arguments and result copied by value. Each call gets a fresh
+    instance with its own ``ctx``, as each Worker invocation does.
+    """
+
+    def __init__(self, cls: type, runtime: "Runtime") -> None:
+        self._cls = cls
+        self._runtime = runtime
+
+    def fetch(self, input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Response]:
+        request = input if isinstance(input, Request) and not init and not kwargs else Request(input, init, **kwargs)
+        return Deferred.fromCoroutine(self._runtime._run(self._cls, "fetch", request))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from . import rpc
+
+        def call(*args: Any, **kwargs: Any) -> Deferred[Any]:
+            async def run() -> Any:
+                rpc.checkCallable(name)
+                payload = rpc.encodeCall(args, kwargs)
+                entry = self._cls(ExecutionContext(), self._runtime.env)
+                return rpc.decodeResult(await rpc.invoke(entry, name, payload))
+
+            return Deferred.fromCoroutine(run())
+
+        return call
+
+    def __repr__(self) -> str:
+        return f"<ServiceStub {self._cls.__name__}>"
+
+
 class Env:
     """``env``: one attribute per binding (a Durable Object namespace, or a plain variable)."""
 
@@ -82,12 +118,21 @@ class App:
         worker: type,
         durableObjects: Optional[Mapping[str, type]] = None,
         vars: Optional[Mapping[str, Any]] = None,
+        services: Optional[Mapping[str, type]] = None,
     ) -> None:
         if not (isinstance(worker, type) and issubclass(worker, WorkerEntrypoint)):
             raise ConfigError(f"An App's worker must be a WorkerEntrypoint subclass, not {worker!r}")
         self.worker = worker
         self.durableObjects = dict(durableObjects or {})
         self.vars = dict(vars or {})
+        self.services = dict(services or {})
+        for name, cls in self.services.items():
+            _checkBindingName(name)
+            if not (isinstance(cls, type) and issubclass(cls, WorkerEntrypoint)):
+                raise ConfigError(f"Service binding {name}: {cls!r} is not a WorkerEntrypoint subclass")
+        names = list(self.durableObjects) + list(self.vars) + list(self.services)
+        if len(names) != len(set(names)):
+            raise ConfigError("A binding name is used twice: " + ", ".join(sorted(n for n in set(names) if names.count(n) > 1)))
         for name, cls in self.durableObjects.items():
             _checkBindingName(name)
             if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
@@ -96,8 +141,6 @@ class App:
                 )
         for name in self.vars:
             _checkBindingName(name)
-            if name in self.durableObjects:
-                raise ConfigError(f"Binding {name} is both a Durable Object and a var")
 
     def withBindings(
         self,
@@ -109,6 +152,7 @@ class App:
             self.worker,
             {**self.durableObjects, **(durableObjects or {})},
             {**self.vars, **(vars or {})},
+            self.services,
         )
 
 
@@ -165,6 +209,8 @@ class Runtime:
         bindings: dict[str, Any] = dict(app.vars)
         for name, cls in app.durableObjects.items():
             bindings[name] = DurableObjectNamespace(self.registry.namespace(cls))
+        for name, cls in app.services.items():
+            bindings[name] = ServiceStub(cls, self)
         self.env = Env(bindings)
         self.registry.env = self.env
 
@@ -181,12 +227,11 @@ class Runtime:
 
     def fetch(self, request: Request) -> Deferred[Response]:
         """Run the Worker's ``fetch`` for one request; fires with its ``Response``."""
-        ctx = ExecutionContext()
-        return Deferred.fromCoroutine(self._fetch(request, ctx))
+        return Deferred.fromCoroutine(self._run(self.app.worker, "fetch", request))
 
-    async def _fetch(self, request: Request, ctx: ExecutionContext) -> Response:
-        entry = self.app.worker(ctx, self.env)
-        result: Any = entry.fetch(request)
+    async def _run(self, cls: type, method: str, request: Request) -> Response:
+        entry = cls(ExecutionContext(), self.env)
+        result: Any = getattr(entry, method)(request)
         while inspect.isawaitable(result):
             result = await result
         if not isinstance(result, Response):

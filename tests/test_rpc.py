@@ -309,3 +309,56 @@ async def test_outbound_fetch_from_worker_and_object():
         assert "refused" in repr(info.value).lower() or "ConnectError" in repr(info.value)
     finally:
         await upstream.stopListening()
+
+
+class Greeter(WorkerEntrypoint):
+    async def greet(self, name, punctuation="!"):
+        return f"hello {name}{punctuation} ({self.env.GREETING})"
+
+    async def fetch(self, request):
+        return Response("greeter fetch")
+
+
+class Front(WorkerEntrypoint):
+    async def fetch(self, request):
+        return Response(await self.env.GREETER.greet("ada", punctuation="?"))
+
+
+def test_worker_entrypoint_rpc_through_a_service_binding(clock):
+    """A WorkerEntrypoint's public methods are callable through a service binding, by value;
+    its fetch too; reserved names are refused."""
+    from dotwist import Request
+
+    runtime = Runtime(App(Front, vars={"GREETING": "hi"}, services={"GREETER": Greeter}), clock)
+    assert result(runtime.fetch(Request("http://h/"))).body == b"hello ada? (hi)"
+    assert result(runtime.env.GREETER.fetch("http://h/")).body == b"greeter fetch"
+    with pytest.raises(TypeError, match="does not implement"):
+        result(runtime.env.GREETER.missing())
+
+
+class Lingering(WorkerEntrypoint):
+    async def fetch(self, request):
+        self.ctx.passThroughOnException()
+        self.ctx.waitUntil(self.env.DONE)
+        if request.url.endswith("/boom"):
+            raise RuntimeError("worker bug")
+        return Response("answered first")
+
+
+@pytest_twisted.ensureDeferred
+async def test_worker_waitUntil_and_passThroughOnException():
+    """waitUntil work may finish after the response; an exception (even after
+    passThroughOnException) answers 500 and the server keeps serving."""
+    done = Deferred()
+    service, port = await serve(App(Lingering, vars={"DONE": done}))
+    try:
+        response = await treq.get(f"http://127.0.0.1:{port}/", persistent=False)
+        assert response.code == 200 and await response.text() == "answered first"
+        assert not done.called
+        done.callback(None)
+        response = await treq.get(f"http://127.0.0.1:{port}/boom", persistent=False)
+        assert response.code == 500 and await response.text() == "Worker threw exception"
+        response = await treq.get(f"http://127.0.0.1:{port}/", persistent=False)
+        assert response.code == 200
+    finally:
+        await service.stopService()
