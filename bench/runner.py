@@ -454,6 +454,18 @@ def fmt_num(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
+def compact(v):
+    if v >= 100000:
+        return f"{v / 1000:.0f}k"
+    if v >= 10000:
+        return f"{v / 1000:.1f}k"
+    if v >= 1000:
+        return f"{v / 1000:.2f}k"
+    if v >= 100:
+        return f"{v:.0f}"
+    return f"{v:.1f}"
+
+
 def fmt_lat(v):
     if v is None:
         return "—"
@@ -473,18 +485,22 @@ def markdown(data):
     for fig in data["figures"]:
         fid = fig["id"]
 
-        def cell(n, key, fmt):
+        def cell(n, key, fmt, spread=False):
             f = data["servers"][n]["figures"].get(fid)
             if not f or f.get("skipped"):
                 return "n/a"
-            return fmt(f["median"].get(key))
+            text = fmt(f["median"].get(key))
+            vals = [r[key] for r in f.get("runs", []) if not r.get("error") and isinstance(r.get(key), (int, float))]
+            if spread and len(vals) > 1 and f["median"].get(key) is not None:
+                text += f" ({compact(min(vals))}–{compact(max(vals))})"
+            return text
 
         if fig["kind"] == "idle":
             L.append(f"| {fig['title']} ({fig['unit']}, {data['config']['idle_sockets']} sockets) | "
-                     + " | ".join(cell(n, "kib_per_socket", lambda v: fmt_num(v, 1)) for n in names) + " |")
+                     + " | ".join(cell(n, "kib_per_socket", lambda v: fmt_num(v, 1), True) for n in names) + " |")
             continue
         L.append(f"| {fig['title']} ({fig['unit']}) | "
-                 + " | ".join(cell(n, "rate", fmt_num) for n in names) + " |")
+                 + " | ".join(cell(n, "rate", fmt_num, True) for n in names) + " |")
         if fig["kind"] in ("echo", "http"):
             L.append(f"| &nbsp;&nbsp;latency p50 / p99 | "
                      + " | ".join(
@@ -514,8 +530,37 @@ def markdown(data):
             for n in rnames:
                 r = data["ratios_to_reference"].get(n, {}).get(fig["id"], {}).get(key)
                 cells.append("n/a" if r is None else f"{r:.2f}×")
+            refm = (data["servers"][ref]["figures"].get(fig["id"]) or {}).get("median")
+            if not refm or refm.get(key) is None:
+                continue  # the reference has no such figure (e.g. no HTTP endpoint)
             R.append(f"| {fig['title']} ({fig['unit']}) | " + " | ".join(cells) + " |")
-    return table, "\n".join(R)
+    C = []
+    if "cecho" in names:
+        others = [n for n in names if n != "cecho"]
+        C.append("| figure | wsload vs C echo server | wsload CPU there (cores) | wsload CPU per request "
+                 "| at a full core | fastest server under test | headroom | wsload CPU against it (cores) |")
+        C.append("|---|---:|---:|---:|---:|---|---:|---:|")
+        for fig in data["figures"]:
+            if fig["kind"] == "idle":
+                continue
+            ce = (data["servers"]["cecho"]["figures"].get(fig["id"]) or {}).get("median") or {}
+            best, bestn = None, None
+            for n in others:
+                m = (data["servers"][n]["figures"].get(fig["id"]) or {}).get("median") or {}
+                if m.get("rate") and (best is None or m["rate"] > best["rate"]):
+                    best, bestn = m, n
+            if not ce.get("rate"):
+                continue
+            g = ce.get("gen_cpu")
+            per = f"{g / ce['rate'] * 1e6:.1f} µs" if g else "—"
+            full = fmt_num(ce["rate"] / g) if g else "—"
+            head = f"| {fig['title']} ({fig['unit']}) | {fmt_num(ce['rate'])} | {fmt_num(g, 2)} | {per} | {full} "
+            if best:
+                C.append(head + f"| {data['servers'][bestn]['label']}: {fmt_num(best['rate'])} | "
+                         f"{ce['rate'] / best['rate']:.1f}× | {fmt_num(best.get('gen_cpu'), 2)} |")
+            else:
+                C.append(head + "| — | — | — |")
+    return table, "\n".join(R), "\n".join(C)
 
 
 def plot(data, path):
@@ -564,9 +609,17 @@ def plot(data, path):
     ax1.legend(fontsize=8)
     ax2.legend(fontsize=6, ncol=2)
     env = data["environment"]
+    other = []
+    for s in data["servers"].values():
+        for f in s["figures"].values():
+            for r in f.get("runs", []):
+                if r.get("machine_busy_cores", -1) >= 0 and r.get("gen_cpu", -1) >= 0 and r.get("server_cpu", -1) >= 0:
+                    other.append(r["machine_busy_cores"] - r["gen_cpu"] - r["server_cpu"])
+    noise = f"; other load on the machine: median {statistics.median(other):.2f} cores (noisy)" if other else ""
     fig.suptitle(
-        f"dotwist bench, {env['date'][:10]}: server on core {SERVER_CORE}, wsload on core {LOAD_CORE}; "
-        f"{data['config']['repeats']} repeat(s), {data['config']['duration']} s windows; {env['cpu_model']}",
+        f"dotwist bench, {env['date'][:10]}: server on core {data['config'].get('server_core', SERVER_CORE)}, "
+        f"wsload on core {data['config'].get('load_core', LOAD_CORE)}; {data['config']['repeats']} repeat(s), "
+        f"{data['config']['warmup']} s warm-up + {data['config']['duration']} s windows; {env['cpu_model']}{noise}",
         fontsize=9,
     )
     fig.tight_layout()
@@ -589,7 +642,13 @@ def main():
     ap.add_argument("--idle-sockets", type=int)
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output path without suffix (default results/latest)")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--render", metavar="JSON", help="only re-make the tables and plot from a saved JSON (no measuring)")
     args = ap.parse_args()
+
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        write_outputs(data, Path(args.out) if args.out != str(RESULTS / "latest") else Path(args.render).with_suffix(""))
+        return 0
 
     if args.list:
         for n in SERVER_ORDER:
@@ -628,7 +687,7 @@ def main():
     env = environment()
     log(f"bench: {env['cpu_model']} x{env['cpus']}, {env['uname']}")
     log(f"bench: python {env['python']}, twisted {env['twisted']}, autobahn {env['autobahn']}, "
-        f"workerd {env['workerd']}, load average {' '.join(env['loadavg_at_start'])}")
+        f"{env['workerd'] or 'workerd: not installed'}, load average {' '.join(env['loadavg_at_start'])}")
     log(f"bench: servers {', '.join(names)}; {cfg.repeats} repeat(s), {cfg.warmup} s warm-up + "
         f"{cfg.duration} s measured per figure; server on core {SERVER_CORE}, wsload on core {LOAD_CORE}")
 
@@ -744,30 +803,41 @@ def main():
                                                                  "kib_per_socket")
                                 if f["median"].get(k) is not None}
     data["generator_ceiling"] = ceiling
-    table, rtable = markdown(data)
+    write_outputs(data, Path(args.out))
+    log(f"bench: done in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def write_outputs(data, out):
+    """Tables (markdown), JSON and plot from the collected data; also used by --render."""
+    env, cfg, servers = data["environment"], data["config"], data["servers"]
+    table, rtable, ctable = markdown(data)
     data["table_markdown"] = table
     data["ratio_table_markdown"] = rtable
-
-    out = Path(args.out)
+    data["ceiling_table_markdown"] = ctable
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     has_plot = plot(data, out.with_suffix(".png"))
     md = [f"Measured {env['date']} on {env['cpu_model']} ({env['cpus']} CPUs, {env['mem_total']}), "
           f"`{env['uname']}`; Python {env['python']}, Twisted {env['twisted']}, Autobahn {env['autobahn']}, "
-          f"workerd {env['workerd']}. Command: `{data['config']['command'].strip()}` "
-          f"({cfg.repeats} repeat(s), {cfg.warmup} s warm-up + {cfg.duration} s measured, medians).", "", table, ""]
+          f"{env['workerd'] or 'workerd: not installed'}; git HEAD {env.get('git_head')}"
+          f"{' (dotwist/ had uncommitted changes)' if env.get('dotwist_worktree_dirty') else ''}. "
+          f"Command: `{cfg['command'].strip()}` ({cfg['repeats']} repeat(s), {cfg['warmup']} s warm-up + "
+          f"{cfg['duration']} s measured per figure; median, with the range over the repeats in brackets).",
+          "", table, ""]
     if rtable:
-        md += [rtable, ""]
-    skipped = [f"- {servers[n]['label']}: {servers[n]['status']}" for n in names if servers[n]["status"] != "ok"]
+        md += ["Ratios to the reference (medians):", "", rtable, ""]
+    if ctable:
+        md += ["Load generator ceiling (wsload against bench/wsecho.c, a minimal C epoll echo server, same pinning; "
+               "'at a full core' = rate / wsload CPU, what wsload could drive if it were CPU-bound):", "", ctable, ""]
+    skipped = [f"- {servers[n]['label']}: {servers[n]['status']}" for n in data["servers_run"]
+               if servers[n]["status"] != "ok"]
     if skipped:
         md += ["Not measured:", *skipped, ""]
     out.with_suffix(".md").write_text("\n".join(md))
     log("")
     log("\n".join(md))
     log(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}" + (f", {out.with_suffix('.png')}" if has_plot else ""))
-    log(f"bench: done in {time.monotonic() - t0:.0f} s")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -71,6 +71,7 @@ typedef struct conn {
     uint64_t t_start; /* churn: start of this connection's life */
     /* http response parsing */
     int http_until_eof;
+    int no_next; /* http: the server closes after this response; don't send on this socket */
 } conn;
 
 /* ---- options ---- */
@@ -300,6 +301,7 @@ static void start_conn(int idx) {
     c->olen = c->ooff = 0;
     c->awaiting = c->replied = c->frag = 0;
     c->http_until_eof = 0;
+    c->no_next = 0;
     c->want_out = 1;
     c->t_start = now_ns();
     n_pending++;
@@ -401,7 +403,7 @@ static void on_message(conn *c, int idx) {
         n_msgs++;
         record_sample(t - c->t_sent);
     }
-    if (phase == P_WARMUP || phase == P_MEASURE) send_request(c, idx);
+    if ((phase == P_WARMUP || phase == P_MEASURE) && !c->no_next) send_request(c, idx);
 }
 
 /* Returns -1 if the connection was closed/replaced while handling. */
@@ -628,11 +630,8 @@ static int http_parse(conn *c, int idx) {
         c->rlen -= (size_t)n;
         if (close_after) {
             /* count it, then reconnect */
-            c->awaiting = 1;
-            int was = phase;
-            phase = P_DONE; /* don't send on the doomed socket */
+            c->no_next = 1; /* count it, but don't send on the doomed socket */
             on_message(c, idx);
-            phase = was;
             conn_close(c);
             if (phase < P_DONE) {
                 n_reconnects++;
@@ -653,10 +652,8 @@ static void on_eof(conn *c, int idx) {
     if (mode == M_HTTP && c->state == S_OPEN && c->http_until_eof) {
         int status = atoi((char *)c->rbuf + 9);
         if (status < 200 || status >= 300) n_non2xx++;
-        int was = phase;
-        phase = P_DONE;
+        c->no_next = 1;
         on_message(c, idx);
-        phase = was;
         conn_close(c);
         if (phase < P_DONE) {
             n_reconnects++;
