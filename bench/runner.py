@@ -20,6 +20,7 @@ import os
 import platform
 import resource
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -50,8 +51,11 @@ def project_python():
 
 # --- servers --------------------------------------------------------------------------
 # cmd(port) -> argv; ws: WebSocket path; http: HTTP path for the http figure (None: skipped).
-# `python -m twisted` is Twisted's `twist` runner: it always runs in the foreground and writes
-# no pidfile, so it takes no `-n --pidfile=` (those are twistd's options, which it rejects).
+# dotwist runs under twistd, as the project's README documents (`twistd -n dotwist`), in the
+# foreground with no pidfile. (`python -m twisted` is the `twist` runner, which rejects twistd's
+# `-n --pidfile=`.) twistd is started as `python -c "...twistd run()"` so that the server's
+# pid is the Python process itself.
+TWISTD = ("-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=")
 
 
 def _py(*args):
@@ -76,7 +80,7 @@ SERVERS = {
     },
     "dotwist-seed": {
         "label": "dotwist seed",
-        "cmd": _py("-m", "twisted", "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1"),
+        "cmd": _py(*TWISTD, "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1"),
         "ws": "/websocket",
         "http": "/getCurrentConnections",
         "note": "default app (Cloudflare's WebSocket server example): Worker -> Durable Object, "
@@ -84,9 +88,7 @@ SERVERS = {
     },
     "dotwist-echo": {
         "label": "dotwist echo",
-        "cmd": _py(
-            "-m", "twisted", "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1", "--app", "dotwist.examples.echo"
-        ),
+        "cmd": _py(*TWISTD, "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1", "--app", "dotwist.examples.echo"),
         "ws": "/echo",
         "http": None,
         "note": "dotwist.examples.echo: Worker -> Durable Object, echoes unchanged; no 2xx HTTP path",
@@ -698,7 +700,7 @@ def main():
             "label": spec["label"],
             "note": spec["note"],
             "ceiling": bool(spec.get("ceiling")),
-            "command": " ".join(spec["cmd"]("PORT")),
+            "command": "taskset -c " + SERVER_CORE + " " + shlex.join(spec["cmd"]("PORT")),
             "ws_path": spec["ws"],
             "http_path": spec["http"],
             "status": "ok",
@@ -718,15 +720,24 @@ def main():
                 if rep == 0:
                     log(f"[{n}] {s['status']}")
                 continue
+            if s.get("problem"):
+                continue
             for fig in figures:
                 if fig["kind"] == "http" and not SERVERS[n]["http"]:
                     s["figures"][fig["id"]] = {"skipped": "no HTTP endpoint"}
                     continue
                 res, err = run_figure(n, SERVERS[n], fig, cfg, rep)
                 if err:
-                    s["status"] = f"skipped: server did not start: {err.splitlines()[0]}"
-                    log(f"[{n}] SKIPPED: server did not start: {err}")
+                    if any(raw[n].values()):
+                        # it ran before: keep what was measured, stop running it
+                        s["problem"] = f"did not start in repeat {rep + 1} ({fig['id']}): {err.splitlines()[0]}"
+                        log(f"[{n}] STOPPED: server did not start in repeat {rep + 1}: {err}")
+                    else:
+                        s["status"] = f"skipped: server did not start: {err.splitlines()[0]}"
+                        log(f"[{n}] SKIPPED: server did not start: {err}")
                     break
+                if fig["kind"] != "idle" and res.get("open_at_end", fig["conns"]) < fig["conns"] and fig["kind"] != "churn":
+                    res["warning"] = f"only {res.get('open_at_end')} of {fig['conns']} connections open at the end"
                 raw[n][fig["id"]].append(res)
                 if res.get("error"):
                     desc = f"ERROR {res['error']}"
@@ -740,6 +751,8 @@ def main():
                     desc += f" (server cpu {res.get('server_cpu', -1):.2f}, wsload cpu {res.get('gen_cpu', -1):.2f})"
                     if res.get("errors"):
                         desc += f" [{res['errors']} errors: {res.get('first_error')}]"
+                if res.get("warning"):
+                    desc += f" WARNING: {res['warning']}"
                 log(f"[{n}] rep {rep + 1}/{cfg.repeats} {fig['id']:14} {desc}")
         log(f"bench: repeat {rep + 1} done after {time.monotonic() - t0:.0f} s")
 
@@ -832,8 +845,16 @@ def write_outputs(data, out):
                "'at a full core' = rate / wsload CPU, what wsload could drive if it were CPU-bound):", "", ctable, ""]
     skipped = [f"- {servers[n]['label']}: {servers[n]['status']}" for n in data["servers_run"]
                if servers[n]["status"] != "ok"]
+    skipped += [f"- {servers[n]['label']}: {servers[n]['problem']}" for n in data["servers_run"]
+                if servers[n].get("problem")]
+    warns = sorted({f"- {servers[n]['label']}, {fid}: {r['warning']}" for n in data["servers_run"]
+                    for fid, f in servers[n]["figures"].items() for r in f.get("runs", []) if r.get("warning")})
+    errs = sorted({f"- {servers[n]['label']}, {fid}: {r['error']}" for n in data["servers_run"]
+                   for fid, f in servers[n]["figures"].items() for r in f.get("runs", []) if r.get("error")})
     if skipped:
-        md += ["Not measured:", *skipped, ""]
+        md += ["Not measured (or not fully):", *skipped, ""]
+    if errs or warns:
+        md += ["Runs with errors (left out of the medians) or warnings:", *errs, *warns, ""]
     out.with_suffix(".md").write_text("\n".join(md))
     log("")
     log("\n".join(md))
