@@ -271,6 +271,10 @@ class DurableObjectStorage:
             self._transactions -= 1
             if self._store.hasPendingWrites:
                 self._wrote()
+            elif actor._outputHeld and self._commitCall is None:
+                # Everything the transaction wrote was rolled back, but its writes held the
+                # output gate: an empty commit releases it.
+                self._wrote(confirm=False)
             actor._openGate()
 
     def sync(self) -> Deferred[None]:

@@ -166,7 +166,21 @@ class DotwistService(service.MultiService):
         return stopped
 
 
+def raiseFileLimit() -> None:
+    """Every socket and every live object's SQLite database holds file descriptors: take the
+    hard limit rather than the (often 1024) soft one."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20), hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def makeService(options: Options, reactor: Any = None) -> DotwistService:
+    raiseFileLimit()
     if reactor is None:
         from twisted.internet import reactor as _reactor
 

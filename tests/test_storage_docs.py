@@ -191,12 +191,6 @@ def test_transaction_example_keeps_both_puts(clock):
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug (dotwist/durable_storage.py, _transaction): when a transaction's writes "
-    "are all undone and the turn has no other pending write, no commit is scheduled, so the "
-    "output gate is never released and the response never leaves",
-)
 def test_transaction_example_undoes_both_puts_on_rollback(clock):
     """The transfer undoes both puts after txn.rollback() when there is not enough money, and
     the response is sent."""
