@@ -168,6 +168,11 @@ class _Handover:
         protocol._response = self._response
         channel.setTimeout(None)
         channel.transport = None
+        # HTTPChannel registered itself as the transport's producer; left there, it would keep
+        # the whole upgrade request (channel, request, headers, Klein's state) alive for as long
+        # as the socket is open: about 6 KB per socket.
+        if getattr(transport, "producer", None) is channel:
+            transport.unregisterProducer()
         if isinstance(transport, ProtocolWrapper):
             transport.wrappedProtocol = protocol
         elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
