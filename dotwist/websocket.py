@@ -244,7 +244,7 @@ class WebSocket:
             except Exception:
                 _log.failure("WebSocket {kind} listener raised", kind=kind)
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 Deferred.fromCoroutine(_awaitIt(result)).addErrback(
                     lambda f, kind=kind: _log.failure(
                         "WebSocket {kind} listener raised", f, kind=kind
