@@ -59,7 +59,11 @@ class DotwistWebSocketProtocol(WebSocketServerProtocol):
     _response: Response
 
     # The runtime side of the pair talks to the connection through these two names.
-    wsSend = WebSocketServerProtocol.sendMessage
+    def wsSend(self, payload: bytes, isBinary: bool) -> None:
+        # A message sent while the connection is going away (its close event is not delivered
+        # yet) is dropped, as a browser's would be, instead of raising in the sender's code.
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(payload, isBinary)
 
     def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
         reasonUtf8 = reason.encode("utf-8")[:123] if reason else None
