@@ -26,11 +26,14 @@ __all__ = [
 ]
 
 
+from ..errors import RangeError  # noqa: E402  (a ValueError, like Cloudflare's RangeError)
+
+
 class StorageError(Exception):
     """Base class of every error raised by ``dotwist.storage``."""
 
 
-class StorageLimitError(StorageError, ValueError):
+class StorageLimitError(StorageError, RangeError):
     """A limit of :class:`~dotwist.storage.StorageLimits` was exceeded (Cloudflare's ``RangeError``).
 
     ``limit`` is the name of the :class:`~dotwist.storage.StorageLimits` field and ``value`` its
