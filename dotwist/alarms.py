@@ -4,7 +4,8 @@ again after a restart.
 Each object's alarm time is stored with its data (``storage.setAlarm``), so it commits and rolls
 back with the object's writes; that stored value is the truth. The runtime also keeps an
 ``AlarmIndex``, a list of (namespace, object) that may have an alarm, so that after a restart it can
-schedule them without opening every object. An entry is added (durably) *before* the object's
+schedule them without opening every object (``dotwist.storage.alarmindex.SqliteAlarmIndex`` keeps
+it on disk; this module does no I/O). An entry is added (durably) *before* the object's
 write that sets the alarm commits, and is only removed once the object's own storage says it has no
 alarm, so the index can hold stale entries (harmless: checked when they fire) but never miss one.
 
@@ -15,10 +16,7 @@ retries fires it again.
 
 from __future__ import annotations
 
-import os
 import random
-import sqlite3
-import time
 from typing import Any, Iterable, Optional, Protocol, TYPE_CHECKING
 
 from twisted.logger import Logger
@@ -76,36 +74,6 @@ class MemoryAlarmIndex:
 
     def close(self) -> None:
         pass
-
-
-class SqliteAlarmIndex:
-    """The index in one small SQLite file beside the objects' data, committed at once."""
-
-    def __init__(self, path: str) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS alarms (namespace TEXT, objectId TEXT, millis INTEGER,"
-            " PRIMARY KEY (namespace, objectId)) WITHOUT ROWID"
-        )
-
-    def add(self, namespace: str, objectId: str, millis: int) -> None:
-        self._db.execute(
-            "INSERT INTO alarms VALUES (?, ?, ?) ON CONFLICT (namespace, objectId)"
-            " DO UPDATE SET millis = excluded.millis",
-            (namespace, objectId, millis),
-        )
-
-    def remove(self, namespace: str, objectId: str) -> None:
-        self._db.execute("DELETE FROM alarms WHERE namespace = ? AND objectId = ?", (namespace, objectId))
-
-    def entries(self) -> Iterable[tuple[str, str, int]]:
-        return list(self._db.execute("SELECT namespace, objectId, millis FROM alarms"))
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class AlarmScheduler:
@@ -184,4 +152,4 @@ class AlarmScheduler:
         return True
 
 
-__all__ = ["AlarmInfo", "AlarmScheduler", "MemoryAlarmIndex", "SqliteAlarmIndex", "retryDelay", "MAX_RETRIES", "time"]
+__all__ = ["AlarmIndex", "AlarmInfo", "AlarmScheduler", "MemoryAlarmIndex", "MAX_RETRIES", "retryDelay"]

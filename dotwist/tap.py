@@ -124,7 +124,8 @@ def buildApp(spec: str, bindings: dict[str, str], vars: dict[str, str]) -> App:
 
 def makeStorage(options: Options) -> tuple[Any, Any]:
     """The storage backend and alarm index the options ask for."""
-    from .alarms import MemoryAlarmIndex, SqliteAlarmIndex
+    from .alarms import MemoryAlarmIndex
+    from .storage.alarmindex import SqliteAlarmIndex
     from .storage import MemoryBackend, SqliteBackend
 
     if options["storage"] == "memory":

@@ -16,7 +16,8 @@ from dotwist import (
     WebSocketRequestResponsePair,
     WorkerEntrypoint,
 )
-from dotwist.alarms import MAX_RETRIES, MemoryAlarmIndex, SqliteAlarmIndex, retryDelay
+from dotwist.alarms import MAX_RETRIES, retryDelay
+from dotwist.storage.alarmindex import SqliteAlarmIndex
 from dotwist.config import Limits
 from dotwist.examples import websocket_hibernation_server
 from dotwist.storage import MemoryBackend, SqliteBackend
