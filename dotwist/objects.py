@@ -699,7 +699,7 @@ class _RpcMethod:
             payload = rpc.encodeCall(args, kwargs)
         except TypeError:
             return fail()
-        d = self._stub._send(_callRpc, self._name, payload, size=len(payload))
+        d = self._stub._send(_callRpc, self._name, payload, size=rpc.payloadSize(payload))
         return d.addCallback(rpc.decodeResult)
 
     def __repr__(self) -> str:

@@ -9,8 +9,11 @@ callable through a stub.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import inspect
 import traceback
+import uuid
 from typing import Any
 
 from .errors import DurableObjectError
@@ -40,11 +43,53 @@ def checkCallable(name: str) -> None:
         )
 
 
-def encodeCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+# Values that cannot be mutated can be handed over as they are: a copy would be equal, of the same
+# type, and indistinguishable. Only these exact types (no subclasses) take the shortcut.
+_SHAREABLE = frozenset(
+    {
+        type(None), bool, int, float, str, bytes, datetime.datetime, datetime.date,
+        datetime.time, datetime.timedelta, decimal.Decimal, uuid.UUID,
+    }
+)
+
+
+def _shareable(value: Any) -> bool:
+    kind = type(value)
+    if kind in _SHAREABLE:
+        return True
+    return kind is tuple and all(_shareable(item) for item in value)
+
+
+def _estimate(value: Any) -> int:
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, tuple):
+        return sum(_estimate(item) for item in value)
+    return 8
+
+
+class Shared:
+    """A call's arguments or result made only of immutable values, handed over without copying."""
+
+    __slots__ = ("value", "size")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.size = _estimate(value)
+
+
+def encodeCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The arguments as they cross to the object: encoded bytes, or ``Shared`` if immutable."""
+    if _shareable(args) and all(_shareable(v) for v in kwargs.values()):
+        return Shared((args, kwargs))
     try:
         return codec.encode((args, kwargs))
     except codec_errors() as e:
         raise TypeError(f"RPC arguments cannot be sent: {e}") from None
+
+
+def payloadSize(payload: Any) -> int:
+    return payload.size if isinstance(payload, Shared) else len(payload)
 
 
 def codec_errors() -> tuple[type[BaseException], ...]:
@@ -70,26 +115,28 @@ def copyError(error: BaseException, **flags: bool) -> BaseException:
     return copy
 
 
-async def invoke(instance: Any, name: str, payload: bytes) -> bytes:
-    """Run the method in the object; the result goes back encoded (a copy)."""
+async def invoke(instance: Any, name: str, payload: Any) -> Any:
+    """Run the method in the object; the result goes back encoded (a copy) or shared."""
     method = getattr(type(instance), name, None)
     if method is None or not callable(method) or name.startswith("_") or name in RESERVED:
         raise TypeError(f'The RPC receiver does not implement the method "{name}".')
-    args, kwargs = codec.decode(payload)
+    args, kwargs = payload.value if isinstance(payload, Shared) else codec.decode(payload)
     try:
         result = getattr(instance, name)(*args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
     except Exception as e:
         raise copyError(e, remote=True) from None
+    if _shareable(result):
+        return Shared(result)
     try:
         return codec.encode(result)
     except codec_errors() as e:
         raise TypeError(f'The result of "{name}" cannot be returned through RPC: {e}') from None
 
 
-def decodeResult(payload: bytes) -> Any:
-    return codec.decode(payload)
+def decodeResult(payload: Any) -> Any:
+    return payload.value if isinstance(payload, Shared) else codec.decode(payload)
 
 
 def overloaded(queued: int, queuedBytes: int) -> DurableObjectError:
