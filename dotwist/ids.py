@@ -33,6 +33,9 @@ class IdMinter:
         self._key = hashlib.sha256(
             b"dotwist-namespace-key-v1\x00" + secret + b"\x00" + namespace.encode("utf-8")
         ).digest()
+        # Apps ask for the same names again and again (the seed: "foo" on every request); two
+        # HMACs per call show in profiles. IDs are immutable, so a bounded cache is safe.
+        self._named: dict[str, DurableObjectId] = {}
 
     def _mac(self, base: bytes) -> bytes:
         return hmac.new(self._key, base, hashlib.sha256).digest()[:MAC_LENGTH]
@@ -43,8 +46,15 @@ class IdMinter:
     def fromName(self, name: str) -> DurableObjectId:
         if not isinstance(name, str):
             raise TypeError(f"idFromName() expects a string name, not {type(name).__name__}")
+        found = self._named.get(name)
+        if found is not None:
+            return found
         base = hmac.new(self._key, b"name\x00" + name.encode("utf-8"), hashlib.sha256).digest()
-        return self._make(base[:BASE_LENGTH], name)
+        made = self._make(base[:BASE_LENGTH], name)
+        if len(self._named) >= 4096:
+            self._named.clear()
+        self._named[name] = made
+        return made
 
     def unique(self) -> DurableObjectId:
         return self._make(os.urandom(BASE_LENGTH), None)
