@@ -351,3 +351,34 @@ def test_attachment_and_tag_limits():
         record.accept(server, [str(i) for i in range(11)])
     with pytest.raises(RangeError, match="256"):
         record.accept(server, ["x" * 257])
+
+
+class Slow(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        ctx.setHibernatableWebSocketEventTimeout(500)
+
+    async def fetch(self, request):
+        client, server = WebSocketPair()
+        self.ctx.acceptWebSocket(server)
+        return Response(None, status=101, webSocket=client)
+
+    async def webSocketMessage(self, ws, message):
+        from twisted.internet.defer import Deferred
+
+        await Deferred()  # never finishes
+
+
+def test_event_timeout_resets_a_stuck_handler(clock):
+    """A webSocketMessage that runs past setHibernatableWebSocketEventTimeout resets the object;
+    the socket stays open and the next message reaches a new instance."""
+    runtime = Runtime(App(Forward, durableObjects={"NS": Slow}), clock)
+    ws, transport = connect(runtime)
+    ws._received(b"hang", False)
+    actor = next(iter(runtime.registry.namespaces["Slow"].actors.values()))
+    clock.advance(0.4)
+    assert actor._broken is None
+    clock.advance(0.2)
+    assert actor._broken is not None and transport.closes == []
+    ws._received(b"again", False)
+    assert next(iter(runtime.registry.namespaces["Slow"].actors.values())) is not actor
