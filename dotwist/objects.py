@@ -656,11 +656,8 @@ class DurableObjectStub:
         return d.addErrback(self._maybeBreak)
 
     def _maybeBreak(self, failure: Failure) -> Failure:
-        error = failure.value
-        if getattr(error, "durableObjectReset", False) and not getattr(error, "remote", False) or (
-            isinstance(error, DurableObjectError) and error.durableObjectReset
-        ):
-            self._brokenBy = error
+        if getattr(failure.value, "durableObjectReset", False):
+            self._brokenBy = failure.value
         return failure
 
     def fetch(

@@ -15,8 +15,9 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Optional, Protocol, Union, TYPE_CHECKING
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+
+from .objects import _asDeferred
 
 if TYPE_CHECKING:  # pragma: no cover
     from .objects import Actor
@@ -245,7 +246,7 @@ class WebSocket:
                 _log.failure("WebSocket {kind} listener raised", kind=kind)
                 continue
             if result is not None and inspect.isawaitable(result):
-                Deferred.fromCoroutine(_awaitIt(result)).addErrback(
+                _asDeferred(result).addErrback(
                     lambda f, kind=kind: _log.failure(
                         "WebSocket {kind} listener raised", f, kind=kind
                     )
@@ -274,10 +275,6 @@ class WebSocket:
     def __repr__(self) -> str:
         end = "client" if self._isClientEnd else "server"
         return f"<WebSocket {end} end readyState={self.readyState}>"
-
-
-async def _awaitIt(awaitable: Any) -> Any:
-    return await awaitable
 
 
 class WebSocketPair:
