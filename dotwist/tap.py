@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from twisted.application import service, strports
+from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python import usage
 
@@ -148,8 +148,16 @@ class DotwistService(service.MultiService):
         self.reactor = reactor
         self.runtime = runtime
         self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
+        from twisted.application.internet import StreamServerEndpointService
+        from twisted.internet.endpoints import serverFromString
+
+        from ._transport import DirectWriteEndpoint
+
         for description in listen:
-            strports.service(description, self.site, reactor=reactor).setServiceParent(self)
+            endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
+            listening = StreamServerEndpointService(endpoint, self.site)
+            listening._raiseSynchronously = True  # as strports.service: a port in use fails startup
+            listening.setServiceParent(self)
 
     def startService(self) -> None:
         self.factory.startFactory()
