@@ -52,8 +52,10 @@ def _acceptDeflate(offers: list[Any]) -> Optional[PerMessageDeflateOfferAccept]:
     return None
 
 
-class DotwistWebSocketProtocol(WebSocketServerProtocol):
-    """One client's WebSocket, joined to the client end of a ``WebSocketPair``."""
+class DotwistWebSocketProtocol(_autobahn.FastMessages, WebSocketServerProtocol):
+    """One client's WebSocket, joined to the client end of a ``WebSocketPair``.
+
+    Whole, uncompressed data frames take ``FastMessages``' path; everything else is Autobahn's."""
 
     _clientEnd: WebSocket
     _response: Response
@@ -63,7 +65,7 @@ class DotwistWebSocketProtocol(WebSocketServerProtocol):
         # A message sent while the connection is going away (its close event is not delivered
         # yet) is dropped, as a browser's would be, instead of raising in the sender's code.
         if self.state == self.STATE_OPEN:
-            self.sendMessage(payload, isBinary)
+            self._sendFast(payload, isBinary)
 
     def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
         reasonUtf8 = reason.encode("utf-8")[:123] if reason else None
@@ -90,6 +92,10 @@ class DotwistWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self.factory.connections.add(self)
         self._clientEnd._attach(self)
+
+    def _deliver(self, message: Any) -> None:
+        # FastMessages: a whole message, text already decoded (and so validated).
+        self._clientEnd._receivedMessage(message)
 
     def onMessageEnd(self) -> None:
         # Autobahn's version also fires its observer signal through a txaio future per message;

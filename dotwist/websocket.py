@@ -203,6 +203,10 @@ class WebSocket:
         """The connection delivered a message (UTF-8 already validated for text)."""
         self._peer._route("message", MessageEvent(payload if isBinary else payload.decode("utf-8")))
 
+    def _receivedMessage(self, message: Message) -> None:
+        """The connection delivered a message: ``str`` for text (validated), ``bytes`` for binary."""
+        self._peer._route("message", MessageEvent(message))
+
     def _connectionClosed(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         """The connection is gone. Tell the server end, once."""
         if self.readyState == CLOSED:

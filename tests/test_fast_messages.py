@@ -1,0 +1,235 @@
+"""``FastMessages``: whole data frames skip Autobahn's frame machinery; everything else still gets
+Autobahn's exact behaviour. Every case is checked against a stock Autobahn protocol fed the same
+bytes, in memory."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from typing import Any
+
+import pytest
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+import dotwist.server  # noqa: F401  (installs the Autobahn tuning)
+from dotwist import _autobahn
+
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+class Transport(StringTransport):
+    def unregisterProducer(self) -> None:
+        # Autobahn unregisters when it drops the connection, registered or not; a real TCP
+        # transport allows that, StringTransport does not.
+        self.producer = None
+
+
+class Stock(WebSocketServerProtocol):
+    """Autobahn as it comes: records messages and the close."""
+
+    def onOpen(self) -> None:
+        self.got: list[Any] = []
+        self.fast = 0
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.got.append(payload if isBinary else payload.decode("utf-8"))
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.closed = (code, wasClean)
+
+
+class Fast(_autobahn.FastMessages, Stock):
+    def _deliver(self, message: Any) -> None:
+        self.fast += 1
+        self.got.append(message)
+
+
+def opened(cls: type, maxSize: int = 1 << 20) -> Any:
+    factory = WebSocketServerFactory()
+    factory.setProtocolOptions(maxMessagePayloadSize=maxSize, maxFramePayloadSize=maxSize, failByDrop=False)
+    factory.protocol = cls
+    protocol = factory.buildProtocol(None)
+    transport = Transport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(HANDSHAKE)
+    assert protocol.state == protocol.STATE_OPEN
+    transport.clear()
+    return protocol
+
+
+def frame(payload: bytes, opcode: int = 1, fin: bool = True, rsv: int = 0, masked: bool = True,
+          lengthForm: str = "minimal") -> bytes:
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    maskBit = 0x80 if masked else 0
+    if lengthForm == "minimal":
+        if n <= 125:
+            header = bytes((b0, maskBit | n))
+        elif n <= 0xFFFF:
+            header = bytes((b0, maskBit | 126)) + struct.pack("!H", n)
+        else:
+            header = bytes((b0, maskBit | 127)) + struct.pack("!Q", n)
+    elif lengthForm == "16":
+        header = bytes((b0, maskBit | 126)) + struct.pack("!H", n)
+    else:
+        header = bytes((b0, maskBit | 127)) + struct.pack("!Q", n)
+    if not masked:
+        return header + payload
+    mask = os.urandom(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def feed(cls: type, data: bytes, chunks: list[int] | None = None, maxSize: int = 1 << 20) -> Any:
+    protocol = opened(cls, maxSize)
+    if chunks is None:
+        protocol.dataReceived(data)
+    else:
+        pos = 0
+        for size in chunks:
+            protocol.dataReceived(data[pos:pos + size])
+            pos += size
+        if pos < len(data):
+            protocol.dataReceived(data[pos:])
+    if protocol.transport.disconnecting:
+        protocol.connectionLost(Failure(ConnectionDone()))
+    return protocol
+
+
+def sentCloseCode(protocol: Any) -> Any:
+    """The code of the close frame the server wrote (server frames are unmasked)."""
+    data, i = protocol.transport.value(), 0
+    while i < len(data):
+        opcode, n, i = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+        if n == 126:
+            n, i = struct.unpack("!H", data[i:i + 2])[0], i + 2
+        elif n == 127:
+            n, i = struct.unpack("!Q", data[i:i + 8])[0], i + 8
+        if opcode == 8:
+            return struct.unpack("!H", data[i:i + 2])[0]
+        i += n
+    return None
+
+
+def same(data: bytes, chunks: list[int] | None = None, maxSize: int = 1 << 20) -> Any:
+    """Feed both protocols; they must agree on messages, what they wrote and the close."""
+    stock = feed(Stock, data, chunks, maxSize)
+    fast = feed(Fast, data, chunks, maxSize)
+    assert fast.got == stock.got
+    assert fast.transport.value() == stock.transport.value()
+    assert fast.state == stock.state
+    assert getattr(fast, "closed", None) == getattr(stock, "closed", None)
+    return fast
+
+
+MESSAGES = [
+    frame(b""),
+    frame("héllo wörld ✓".encode()),
+    frame(os.urandom(125), opcode=2),
+    frame(b"x" * 126),
+    frame(os.urandom(5000), opcode=2),
+    frame(b"y" * 70000),
+]
+
+
+def test_whole_frames_take_the_fast_path_in_order() -> None:
+    fast = same(b"".join(MESSAGES))
+    assert fast.fast == len(MESSAGES)
+    assert fast.got[1] == "héllo wörld ✓" and fast.got[5] == "y" * 70000
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_chunking_gives_the_same_messages(seed: int) -> None:
+    rng = random.Random(seed)
+    data = b"".join(MESSAGES)
+    chunks = [rng.choice([1, 2, 3, 5, 7, 100, 4000, 70000]) for _ in range(200)]
+    same(data, chunks)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ids=["utf8", "surrogate", "rsv", "opcode", "unmasked", "unmasked-binary", "len16", "len16-binary",
+         "len64", "len64-binary", "continuation"],
+    argvalues=[
+        frame(b"\xff\xfe", opcode=1),  # invalid UTF-8: 1007
+        frame(b"ok\xed\xa0\x80", opcode=1),  # a surrogate: 1007
+        frame(b"abc", rsv=1),  # reserved bit, no extension: 1002
+        frame(b"abc", opcode=3),  # reserved opcode: 1002
+        frame(b"abc", masked=False),  # unmasked client frame: 1002
+        frame(b"abc", opcode=2, masked=False),  # the same, binary (no UTF-8 check to catch it)
+        frame(b"abc", lengthForm="16"),  # non-minimal length: 1002
+        frame(b"abc", opcode=2, lengthForm="16"),
+        frame(b"abc" * 100, lengthForm="64"),  # non-minimal length: 1002
+        frame(b"abc" * 100, opcode=2, lengthForm="64"),
+        frame(b"abc", opcode=0),  # continuation outside a message: 1002
+    ],
+)
+def test_bad_frames_fail_exactly_as_autobahn_does(bad: bytes) -> None:
+    fast = same(frame(b"before") + bad + frame(b"after"))
+    assert fast.got == ["before"]
+    assert sentCloseCode(fast) in (1002, 1007)
+
+
+def test_oversized_message_is_1009() -> None:
+    fast = same(frame(b"a" * 10) + frame(b"b" * 101) + frame(b"c"), maxSize=100)
+    assert fast.got == ["a" * 10] and sentCloseCode(fast) == 1009
+
+
+def test_fragments_pings_and_close_go_to_autobahn() -> None:
+    data = (
+        frame(b"one")
+        + frame(b"frag-", fin=False)
+        + frame(b"ping", opcode=9)
+        + frame(b"ment", opcode=0)
+        + frame(b"two", opcode=2)
+        + frame(struct.pack("!H", 1000) + b"bye", opcode=8)
+        + frame(b"after close")
+    )
+    fast = same(data)
+    assert fast.got == ["one", "frag-ment", b"two"]
+    assert fast.closed == (1000, True)
+
+
+def test_closing_inside_a_message_handler_stops_the_fast_path() -> None:
+    class ClosesOnFirst(Fast):
+        def _deliver(self, message: Any) -> None:
+            super()._deliver(message)
+            self.sendClose(1000)
+
+    class StockClosesOnFirst(Stock):
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            super().onMessage(payload, isBinary)
+            self.sendClose(1000)
+
+    data = frame(b"first") + frame(b"second") + frame(b"third")
+    fast = feed(ClosesOnFirst, data)
+    stock = feed(StockClosesOnFirst, data)
+    assert fast.fast == 1
+    # Autobahn goes on reading while the close handshake is under way, as it always does.
+    assert fast.got == stock.got
+    assert fast.transport.value() == stock.transport.value()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 100000])
+@pytest.mark.parametrize("isBinary", [False, True])
+def test_sent_frames_are_byte_for_byte_autobahns(size: int, isBinary: bool) -> None:
+    payload = os.urandom(size)
+    fast, stock = opened(Fast), opened(Stock)
+    fast._sendFast(payload, isBinary)
+    stock.sendMessage(payload, isBinary)
+    assert fast.transport.value() == stock.transport.value()
+
+
+def test_sending_over_the_limit_raises_as_autobahn_does() -> None:
+    from autobahn.exception import PayloadExceededError
+
+    fast = opened(Fast, maxSize=100)
+    with pytest.raises(PayloadExceededError):
+        fast._sendFast(b"x" * 101, False)
+    assert fast.transport.value() == b""
