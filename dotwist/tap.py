@@ -50,6 +50,8 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["access-log", None, "Log every HTTP request (off by default: it costs on every request)."],
+        ["no-tuning", None, "Leave the reactor's per-event log context and the garbage collector's "
+         "settings as Python and Twisted have them (see docs/operating.md)."],
     ]
 
     def __init__(self) -> None:
@@ -203,7 +205,13 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         storage=storage,
         alarmIndex=alarmIndex,
     )
-    return DotwistService(runtime, options["listen"], reactor=reactor, accessLog=bool(options["access-log"]))
+    served = DotwistService(runtime, options["listen"], reactor=reactor, accessLog=bool(options["access-log"]))
+    if not options["no-tuning"]:
+        from ._tuning import tuneGarbageCollector, withoutEventContext
+
+        withoutEventContext(reactor)
+        tuneGarbageCollector()
+    return served
 
 
 def makeApplication(

@@ -1,0 +1,90 @@
+"""Process-wide tuning that ``twistd dotwist`` (and ``run.tac``) apply; embedding code opts in.
+
+Both are measured by the benchmarks in ``bench/`` (see ``docs/operating.md``), and both can be
+turned off with ``--no-tuning``.
+
+**The reactor's per-event wrapper.** Twisted's epoll reactor runs every ready socket's
+``doRead``/``doWrite`` inside ``log.callWithLogger``, which asks the connection for its log prefix
+and pushes a logging context (three nested calls and a dictionary) so that legacy
+``twisted.python.log`` calls made during the event carry that prefix as ``system``. On a busy
+WebSocket server that is about a tenth of the CPU. ``withoutEventContext`` gives one reactor
+instance a ``doIteration`` that dispatches events the same way without the context; errors that
+escape an event are still caught and logged with the connection's prefix, exactly as before. What
+changes: a legacy ``log.msg`` inside an event handler is logged with ``system`` "-" instead of the
+connection's prefix (``twisted.logger`` events, which dotwist uses, never took it from there).
+
+**The garbage collector.** Every connection leaves reference cycles behind (protocol and transport,
+Deferreds and their callbacks), so the cyclic collector runs often, and each full collection walks
+every object the server has, including the thousands that live as long as the process (modules,
+classes, the app). ``tuneGarbageCollector`` moves everything that exists once the app is loaded
+into the permanent generation (``gc.freeze``) and raises the first generation's threshold from 700
+to 10,000 allocations, so that short-lived objects die by reference counting before a collection
+looks at them. Cycles are still collected.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+from typing import Any
+
+from twisted.python import log
+
+GC_THRESHOLD = 10_000
+
+
+def tuneGarbageCollector(threshold: int = GC_THRESHOLD) -> None:
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(threshold, 700), gen1, gen2)
+
+
+def withoutEventContext(reactor: Any) -> bool:
+    """Give an epoll ``reactor`` the context-free event dispatch; False if it is another kind."""
+    try:
+        from twisted.internet.epollreactor import EPollReactor
+    except ImportError:  # pragma: no cover (not Linux)
+        return False
+    if type(reactor) is not EPollReactor or "doIteration" in vars(reactor):
+        return False
+
+    poll = reactor._poller.poll
+    selectables = reactor._selectables
+    dispatch = reactor._doReadOrWrite
+
+    def doPoll(timeout: Any) -> None:
+        # EPollReactor.doPoll, with the event dispatched directly instead of via callWithLogger.
+        if timeout is None:
+            timeout = -1
+        try:
+            events = poll(timeout, len(selectables))
+        except OSError as err:
+            if err.errno == errno.EINTR:
+                return
+            raise
+        for fd, event in events:
+            try:
+                selectable = selectables[fd]
+            except KeyError:
+                continue
+            try:
+                dispatch(selectable, fd, event)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                _logEscaped(selectable)
+
+    reactor.doIteration = doPoll
+    return True
+
+
+def _logEscaped(selectable: Any) -> None:
+    """What ``callWithLogger`` does with an exception that escaped an event."""
+    try:
+        prefix = selectable.logPrefix()
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        prefix = "(buggy logPrefix method)"
+    log.err(system=prefix)
