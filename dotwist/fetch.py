@@ -7,6 +7,8 @@ body can be read once.
 
 from __future__ import annotations
 
+import re
+
 import json as _json
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union, TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -18,6 +20,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HeadersInit = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], None]
 BodyInit = Union[str, bytes, bytearray, memoryview, None]
+
+
+_BAD_NAME = re.compile("[ \t\r\n:]")
 
 
 class Headers:
@@ -36,11 +41,18 @@ class Headers:
         for name, value in pairs:
             self.append(name, value)
 
+    @classmethod
+    def _trusted(cls, items: list[tuple[str, str]]) -> "Headers":
+        """Headers from pairs already checked and lower-cased (by the HTTP parser)."""
+        headers = cls()
+        headers._items = items
+        return headers
+
     @staticmethod
     def _name(name: Union[str, bytes]) -> str:
         if isinstance(name, bytes):
             name = name.decode("latin-1")
-        if not name or any(c in name for c in " \t\r\n:"):
+        if not name or _BAD_NAME.search(name):
             raise TypeError(f"Invalid header name: {name!r}")
         return name.lower()
 

@@ -242,10 +242,15 @@ class Front:
             host = f"{address.host}:{address.port}".encode("ascii")
         scheme = "https" if request.isSecure() else "http"
         url = f"{scheme}://{host.decode('latin-1')}{request.uri.decode('utf-8', 'replace')}"
-        headers = Headers()
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            for value in values:
-                headers.append(name.decode("latin-1"), value.decode("latin-1"))
+        # twisted.web's parser has already refused names, and values with line breaks.
+        items = [
+            (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
+            for name, values in request.requestHeaders.getAllRawHeaders()
+            for value in values
+        ]
+        if any("\x00" in value for _, value in items):
+            raise ValueError("NUL in a header value")
+        headers = Headers._trusted(items)
         body = request.content.read() if request.content is not None else b""
         return Request._fromWire(url, request.method.decode("ascii"), headers, body or None)
 
