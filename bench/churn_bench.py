@@ -6,7 +6,7 @@ One life is what ``bench/run``'s churn figure does over a socket: the HTTP upgra
 ``101``, one 32-byte text echo, the client's close frame and the server's reply, and the connection
 going away. Here the bytes go through ``dataReceived`` on in-memory transports (no sockets, no
 kernel, no load generator), so the figure is the Python CPU per life (``time.process_time``,
-garbage collection included), median of 5 fresh subprocesses. It is far steadier than the socket
+garbage collection included), median of 7 fresh subprocesses per server, run interleaved. It is far steadier than the socket
 figure on a shared machine, and it leaves out the kernel's share (accept, close, TIME_WAIT), which
 the socket figure includes.
 
@@ -112,9 +112,13 @@ def measure(kind: str, lives: int) -> float:
 
 def main() -> None:
     lives = int(sys.argv[sys.argv.index("--lives") + 1]) if "--lives" in sys.argv else 3_000
-    rows = {}
-    for kind in ("autobahn", "seed"):
-        rows[kind] = statistics.median(measure(kind, lives) for _ in range(5))
+    # Interleaved (reference, seed, reference, ...): the machine's speed drifts over minutes, and
+    # measuring one server's five runs after the other's would put that drift into the ratio.
+    samples: dict[str, list[float]] = {"autobahn": [], "seed": []}
+    for _ in range(7):
+        for kind in samples:
+            samples[kind].append(measure(kind, lives))
+    rows = {kind: statistics.median(values) for kind, values in samples.items()}
     names = {"autobahn": "plain Autobahn echo (reference)", "seed": "dotwist seed (Worker -> object)"}
     print("| server | CPU per connection life (µs) | lives/s of one core | vs reference |")
     print("|---|---:|---:|---:|")
