@@ -123,6 +123,7 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         super().__init__(server="dotwist", reactor=reactor)
         limits = runtime.limits
         self.connections: set[DotwistWebSocketProtocol] = set()
+        self.earlyLimit = limits.maxPendingBytes
         self._closedWaiters: dict[DotwistWebSocketProtocol, Deferred[None]] = {}
         self.setProtocolOptions(
             perMessageCompressionAccept=_acceptDeflate,
@@ -190,6 +191,7 @@ class _Handover:
             return b"connection is gone"
         protocol = self._factory.buildProtocol(transport.getPeer())
         protocol._clientEnd = self._response.webSocket
+        protocol._clientEnd._earlyLimit = self._factory.earlyLimit
         protocol._response = self._response
         channel.setTimeout(None)
         channel.transport = None

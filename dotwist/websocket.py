@@ -78,6 +78,10 @@ def _validCloseCode(code: int) -> bool:
 class WebSocket:
     """One end of a ``WebSocketPair``."""
 
+    # How many bytes of messages may wait for a server end that is not accepted yet (the client
+    # end's setting; the server glue sets it from Limits.maxPendingBytes).
+    _earlyLimit = 64 * 1024 * 1024
+
     READY_STATE_CONNECTING = CONNECTING
     READY_STATE_OPEN = OPEN
     READY_STATE_CLOSING = CLOSING
@@ -92,6 +96,7 @@ class WebSocket:
         self._owner: Optional[Actor] = None
         self._listeners: dict[str, list[Callable[[Any], Any]]] = {}
         self._early: Optional[list[Any]] = []
+        self._earlyBytes = 0
         # Client end: the real connection, and what was sent before it existed.
         self._transport: Optional[_Transport] = None
         self._outbox: Optional[list[Any]] = []
@@ -201,11 +206,24 @@ class WebSocket:
 
     def _received(self, payload: bytes, isBinary: bool) -> None:
         """The connection delivered a message (UTF-8 already validated for text)."""
-        self._peer._route("message", MessageEvent(payload if isBinary else payload.decode("utf-8")))
+        self._receivedMessage(payload if isBinary else payload.decode("utf-8"))
 
     def _receivedMessage(self, message: Message) -> None:
         """The connection delivered a message: ``str`` for text (validated), ``bytes`` for binary."""
-        self._peer._route("message", MessageEvent(message))
+        server = self._peer
+        if not server._accepted and server._hib is None:
+            # Nobody has accepted the server end yet: messages wait for accept(), up to a bound.
+            server._earlyBytes += len(message)
+            if server._earlyBytes > self._earlyLimit:
+                if server._earlyBytes - len(message) <= self._earlyLimit:
+                    _log.warn(
+                        "A WebSocket that was never accepted received more than {limit} bytes; "
+                        "closing it with 1011",
+                        limit=self._earlyLimit,
+                    )
+                    self._transmitClose(1011, "The WebSocket was not accepted")
+                return
+        server._route("message", MessageEvent(message))
 
     def _connectionClosed(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         """The connection is gone. Tell the server end, once."""

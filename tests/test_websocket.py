@@ -186,3 +186,24 @@ def test_socket_messages_wait_at_the_input_gate_in_order(clock):
     actor = next(iter(runtime.registry.namespaces["GatedEcho"].actors.values()))
     actor.instance.gate.callback(None)
     assert [p for p, _ in transport.sent] == [b"a", b"block", b"b", b"c"]
+
+
+def test_messages_for_a_never_accepted_end_are_bounded_then_1011():
+    """A server end nobody accepts keeps what arrives for it, up to a bound; past it the
+    connection closes with 1011 and nothing more is kept."""
+    client, server = WebSocketPair()
+    transport = RecordingTransport()
+    client._earlyLimit = 10
+    client._attach(transport)
+    client._receivedMessage("12345")
+    client._receivedMessage(b"67890")
+    assert transport.closes == []
+    client._receivedMessage("x")
+    client._receivedMessage("y")
+    assert transport.closes == [(1011, "The WebSocket was not accepted")]
+    assert len(server._early) == 2
+    # What was kept within the bound is still delivered if the end is accepted after all.
+    got = []
+    server.addEventListener("message", lambda e: got.append(e.data))
+    server.accept()
+    assert got == ["12345", b"67890"]
