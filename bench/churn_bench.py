@@ -17,12 +17,11 @@ the handover to Autobahn, the object's listeners.
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import inprocess  # noqa: E402
 
 CHILD = r'''
 import os, sys, time
@@ -105,29 +104,11 @@ print((time.process_time() - start) / N * 1e6)
 '''
 
 
-def measure(kind: str, lives: int) -> float:
-    output = subprocess.run([sys.executable, "-c", CHILD, kind, str(lives)], check=True, capture_output=True, text=True)
-    return float(output.stdout.strip())
-
-
 def main() -> None:
     lives = int(sys.argv[sys.argv.index("--lives") + 1]) if "--lives" in sys.argv else 3_000
-    # Interleaved (reference, seed, reference, ...): the machine's speed drifts over minutes, and
-    # measuring one server's five runs after the other's would put that drift into the ratio.
-    samples: dict[str, list[float]] = {"autobahn": [], "seed": []}
-    for _ in range(7):
-        for kind in samples:
-            samples[kind].append(measure(kind, lives))
-    rows = {kind: statistics.median(values) for kind, values in samples.items()}
+    rows = inprocess.medians(CHILD, ["autobahn", "seed"], lives)
     names = {"autobahn": "plain Autobahn echo (reference)", "seed": "dotwist seed (Worker -> object)"}
-    print("| server | CPU per connection life (µs) | lives/s of one core | vs reference |")
-    print("|---|---:|---:|---:|")
-    for kind, micros in rows.items():
-        print(f"| {names[kind]} | {micros:.0f} | {1e6 / micros:,.0f} | {rows['autobahn'] / micros:.2f}× |")
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "churn.json"), "w") as f:
-        json.dump({"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "lives": lives, "microsPerLife": rows}, f, indent=2)
+    inprocess.report(rows, names, "connection life", "lives/s", 0, "churn.json", {"lives": lives})
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 
 Each server is fed N masked 32-byte text frames through ``dataReceived`` on an in-memory
 transport (no sockets, no reactor), after a real opening handshake; the CPU time per message
-(``time.process_time``) is reported, median of 5 runs, each in a fresh subprocess so that one
-server's patches or warm caches cannot help another. This isolates the per-message cost of the
+(``time.process_time``) is reported, median of 7 runs interleaved across servers, each in a
+fresh subprocess so that one server's patches or warm caches cannot help another. This isolates the per-message cost of the
 code paths from the kernel and the load generator, so it is far less noisy than the socket
 benchmarks of ``bench/run`` on a shared machine; it does not replace them.
 
@@ -15,12 +15,11 @@ Rows: the plain Autobahn echo server as shipped (the reference of ``bench/run``)
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import inprocess  # noqa: E402
 
 CHILD = r'''
 import os, sys, time
@@ -70,25 +69,11 @@ print((time.process_time() - start) / N * 1e6)
 '''
 
 
-def measure(kind: str, messages: int) -> float:
-    output = subprocess.run([sys.executable, "-c", CHILD, kind, str(messages)], check=True, capture_output=True, text=True)
-    return float(output.stdout.strip())
-
-
 def main() -> None:
     messages = int(sys.argv[sys.argv.index("--messages") + 1]) if "--messages" in sys.argv else 30_000
-    rows = {}
-    for kind in ("autobahn", "seed", "echo"):
-        rows[kind] = statistics.median(measure(kind, messages) for _ in range(5))
+    rows = inprocess.medians(CHILD, ["autobahn", "seed", "echo"], messages)
     names = {"autobahn": "plain Autobahn echo (reference)", "seed": "dotwist seed", "echo": "dotwist echo app"}
-    print("| server | CPU per message (µs) | messages/s of one core | vs reference |")
-    print("|---|---:|---:|---:|")
-    for kind, micros in rows.items():
-        print(f"| {names[kind]} | {micros:.1f} | {1e6 / micros:,.0f} | {rows['autobahn'] / micros:.2f}× |")
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "msgpath.json"), "w") as f:
-        json.dump({"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "messages": messages, "microsPerMessage": rows}, f, indent=2)
+    inprocess.report(rows, names, "message", "messages/s", 1, "msgpath.json", {"messages": messages})
 
 
 if __name__ == "__main__":
