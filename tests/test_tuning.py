@@ -106,3 +106,21 @@ def test_the_garbage_collector_is_frozen_and_its_threshold_raised() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+@pytest.mark.parametrize("noTuning", [False, True])
+def test_twistd_dotwist_tunes_unless_told_not_to(epoll: Any, noTuning: bool) -> None:
+    from dotwist.tap import Options, makeService
+
+    options = Options()
+    options.parseOptions(
+        ["--storage", "memory", "--listen", "tcp:0:interface=127.0.0.1"] + (["--no-tuning"] if noTuning else [])
+    )
+    before = gc.get_threshold()
+    try:
+        makeService(options, reactor=epoll)
+        assert ("doIteration" in vars(epoll)) is not noTuning
+        assert (gc.get_threshold()[0] == _tuning.GC_THRESHOLD) is not noTuning
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
