@@ -713,16 +713,20 @@ def main():
 
     raw = {n: {f["id"]: [] for f in figures} for n in names}
     t0 = time.monotonic()
+    # Figure by figure, every server in turn (reference, dotwist, workerd, ...), so that the servers
+    # compared in one figure are measured within the same minute: this VM's speed drifts by tens of
+    # percent over minutes, and running one server's whole set before the next's put that drift
+    # into the ratios.
     for rep in range(cfg.repeats):
-        for n in names:
-            s = servers[n]
-            if s["status"] != "ok":
-                if rep == 0:
-                    log(f"[{n}] {s['status']}")
-                continue
-            if s.get("problem"):
-                continue
-            for fig in figures:
+        for fig in figures:
+            for n in names:
+                s = servers[n]
+                if s["status"] != "ok":
+                    if rep == 0 and fig is figures[0]:
+                        log(f"[{n}] {s['status']}")
+                    continue
+                if s.get("problem"):
+                    continue
                 if fig["kind"] == "http" and not SERVERS[n]["http"]:
                     s["figures"][fig["id"]] = {"skipped": "no HTTP endpoint"}
                     continue
@@ -735,7 +739,7 @@ def main():
                     else:
                         s["status"] = f"skipped: server did not start: {err.splitlines()[0]}"
                         log(f"[{n}] SKIPPED: server did not start: {err}")
-                    break
+                    continue
                 if fig["kind"] != "idle" and res.get("open_at_end", fig["conns"]) < fig["conns"] and fig["kind"] != "churn":
                     res["warning"] = f"only {res.get('open_at_end')} of {fig['conns']} connections open at the end"
                 raw[n][fig["id"]].append(res)
