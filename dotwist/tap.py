@@ -6,9 +6,12 @@ import os
 from typing import Any, Optional
 
 from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python import usage
 
+from ._transport import DirectWriteEndpoint
 from .config import Limits
 from .errors import ConfigError
 from .ids import DEFAULT_SECRET
@@ -150,11 +153,6 @@ class DotwistService(service.MultiService):
         self.reactor = reactor
         self.runtime = runtime
         self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
-        from twisted.application.internet import StreamServerEndpointService
-        from twisted.internet.endpoints import serverFromString
-
-        from ._transport import DirectWriteEndpoint
-
         for description in listen:
             endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
             listening = StreamServerEndpointService(endpoint, self.site)
