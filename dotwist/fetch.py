@@ -7,9 +7,8 @@ body can be read once.
 
 from __future__ import annotations
 
-import re
-
 import json as _json
+import re
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union, TYPE_CHECKING
 from urllib.parse import urlsplit
 

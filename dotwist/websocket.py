@@ -78,8 +78,8 @@ def _validCloseCode(code: int) -> bool:
 class WebSocket:
     """One end of a ``WebSocketPair``."""
 
-    # How many bytes of messages may wait for a server end that is not accepted yet (the client
-    # end's setting; the server glue sets it from Limits.maxPendingBytes).
+    # How many bytes of messages may wait for a server end that is not accepted yet: a setting of
+    # the client end (the connection's side), which the server glue sets from Limits.maxPendingBytes.
     _earlyLimit = 64 * 1024 * 1024
 
     READY_STATE_CONNECTING = CONNECTING
@@ -210,20 +210,7 @@ class WebSocket:
 
     def _receivedMessage(self, message: Message) -> None:
         """The connection delivered a message: ``str`` for text (validated), ``bytes`` for binary."""
-        server = self._peer
-        if not server._accepted and server._hib is None:
-            # Nobody has accepted the server end yet: messages wait for accept(), up to a bound.
-            server._earlyBytes += len(message)
-            if server._earlyBytes > self._earlyLimit:
-                if server._earlyBytes - len(message) <= self._earlyLimit:
-                    _log.warn(
-                        "A WebSocket that was never accepted received more than {limit} bytes; "
-                        "closing it with 1011",
-                        limit=self._earlyLimit,
-                    )
-                    self._transmitClose(1011, "The WebSocket was not accepted")
-                return
-        server._route("message", MessageEvent(message))
+        self._peer._route("message", MessageEvent(message))
 
     def _connectionClosed(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         """The connection is gone. Tell the server end, once."""
@@ -252,13 +239,30 @@ class WebSocket:
             return
         if not self._accepted:
             if self._early is not None:
-                self._early.append((kind, event))
+                self._keepEarly(kind, event)
             return
         owner = self._owner
         if owner is None:
             self._fire(kind, event)
         else:
             owner._submit(self._fire, kind, event)
+
+    def _keepEarly(self, kind: str, event: Any) -> None:
+        """Keep an event for accept(): messages up to the connection's bound, then close with 1011."""
+        if kind == "message":
+            limit = self._peer._earlyLimit
+            size = len(event.data)
+            self._earlyBytes += size
+            if self._earlyBytes > limit:
+                if self._earlyBytes - size <= limit:
+                    _log.warn(
+                        "A WebSocket that was never accepted received more than {limit} bytes; "
+                        "closing it with 1011",
+                        limit=limit,
+                    )
+                    self._peer._transmitClose(1011, "The WebSocket was not accepted")
+                return
+        self._early.append((kind, event))
 
     def _fire(self, kind: str, event: Any) -> None:
         for listener in self._listeners.get(kind, ()):

@@ -11,6 +11,8 @@ batch, and :class:`CommitError`).
 
 from __future__ import annotations
 
+from ..errors import RangeError  # a ValueError, like Cloudflare's RangeError
+
 __all__ = [
     "CommitError",
     "CorruptValueError",
@@ -24,9 +26,6 @@ __all__ = [
     "StorageLimitError",
     "TransactionAbortedError",
 ]
-
-
-from ..errors import RangeError  # noqa: E402  (a ValueError, like Cloudflare's RangeError)
 
 
 class StorageError(Exception):
