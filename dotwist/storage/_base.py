@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._sql import Cursor, SqlEngine, SqlStorageImpl
+from ._sql import Cursor, SqlEngine, SqlDatabaseImpl
 from .errors import CommitError, InvalidArgumentError, StorageClosedError, StorageError
-from .interface import ObjectStore, Savepoint, SqlStorage
+from .interface import ObjectStore, Savepoint, SqlDatabase
 from .limits import StorageLimits
 
 
@@ -28,7 +28,7 @@ class BaseObjectStore(ObjectStore):
         self._savepoints: list[Savepoint] = []
         self._pending = False
         self._closed = False
-        self._sql = SqlStorageImpl(self._execSql, self._databaseSize)
+        self._sql = SqlDatabaseImpl(self._execSql, self._databaseSize)
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ class BaseObjectStore(ObjectStore):
         return cursor
 
     @property
-    def sql(self) -> SqlStorage:
+    def sql(self) -> SqlDatabase:
         self._check()
         return self._sql
 

@@ -38,7 +38,7 @@ __all__ = [
     "Savepoint",
     "SqlCursor",
     "SqlRawIterator",
-    "SqlStorage",
+    "SqlDatabase",
     "SqlValue",
     "StorageBackend",
 ]
@@ -106,7 +106,7 @@ class SqlRawIterator(ABC):
 
 
 class SqlCursor(ABC):
-    """The result of :meth:`SqlStorage.exec`, like Cloudflare's ``SqlStorageCursor``.
+    """The result of :meth:`SqlDatabase.exec`, like Cloudflare's ``SqlStorageCursor``.
 
     The statement has run to completion when ``exec`` returns (so a SQL error is raised by
     ``exec``, never while iterating); the cursor iterates over the buffered rows. Iterating the
@@ -149,8 +149,8 @@ class SqlCursor(ABC):
         """Rows written by the statements of this ``exec`` (see the backend)."""
 
 
-class SqlStorage(ABC):
-    """``ctx.storage.sql``: the object's SQLite database."""
+class SqlDatabase(ABC):
+    """An object's SQLite database, beneath ``ctx.storage.sql`` (``dotwist.durable_storage.SqlStorage``)."""
 
     @abstractmethod
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
@@ -250,7 +250,7 @@ class ObjectStore(ABC):
 
     @property
     @abstractmethod
-    def sql(self) -> SqlStorage:
+    def sql(self) -> SqlDatabase:
         """The SQL API (``ctx.storage.sql``)."""
 
     # -- transactions -----------------------------------------------------------------------
