@@ -1,120 +1,37 @@
-"""Autobahn costs that buy nothing in production, removed without changing behaviour.
+"""The fast path for whole data frames, mixed into dotwist's Autobahn protocol.
 
-Masking: Autobahn builds a new XOR masker for every frame; with its C accelerator (NVX) that is
-a cffi object with a gc hook and a fresh buffer per call, which costs more than unmasking a small
-frame itself. ``IntMasker`` unmasks with one big-integer XOR (C speed, no per-frame C objects);
-frames of ``LARGE`` bytes or more still go to Autobahn's own (SIMD) masker.
-
-Autobahn formats its debug log arguments eagerly: every connection pretty-prints its whole
-configuration (``pformat``, about a fifth of the CPU of opening a connection) and every message
-sent highlights type names (``hltype``/``hlval``, six calls per echoed message), even when debug
-logging is off. In the two Autobahn modules that use them on hot paths, ``pformat`` is replaced by
-a version that returns a placeholder formatting itself only if the log line is emitted, and the
-two highlighters by the identity (a debug line then shows the plain value, without colours).
+Nothing here changes Autobahn itself: ``FastMessages`` is a mixin for a
+``WebSocketServerProtocol`` subclass, and it only overrides that subclass's ``dataReceived``
+(adding ``sendFast``). It relies on Autobahn's protocol internals (``_dataReceived``, ``data``,
+``current_frame``, ``inside_message``, ``_perMessageCompress``, ``send_queue``, the auto-ping
+timer), which is why it lives in this one module; ``tests/test_fast_messages.py`` checks it byte for
+byte against stock Autobahn, so an Autobahn upgrade that changes them fails there first.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.xormasker import create_xor_masker
 
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 
-
-class _Later:
-    __slots__ = ("_fn", "_arg")
-
-    def __init__(self, fn: Callable[[Any], str], arg: Any) -> None:
-        self._fn = fn
-        self._arg = arg
-
-    def __str__(self) -> str:
-        return str(self._fn(self._arg))
-
-    __repr__ = __str__
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-
-def _deferFormatting(fn: Callable[[Any], str]) -> Callable[[Any], _Later]:
-    def later(arg: Any) -> _Later:
-        return _Later(fn, arg)
-
-    later.__wrapped__ = fn  # type: ignore[attr-defined]
-    return later
-
-
+#: Frames this large or larger are unmasked by Autobahn's masker (SIMD with its accelerator);
+#: smaller ones with one big-integer XOR, which costs less than building a masker.
 LARGE = 4096
-
-
-def _plain(value: Any, *args: Any, **kwargs: Any) -> Any:
-    return value
-
-
-class IntMasker:
-    """A WebSocket XOR masker with Autobahn's interface (``process``, ``pointer``, ``reset``)."""
-
-    __slots__ = ("_mask", "_ptr")
-
-    def __init__(self, mask: bytes) -> None:
-        self._mask = bytes(mask)
-        self._ptr = 0
-
-    def pointer(self) -> int:
-        return self._ptr
-
-    def reset(self) -> None:
-        self._ptr = 0
-
-    def process(self, data: bytes) -> bytes:
-        n = len(data)
-        if not n:
-            return b""
-        shift = self._ptr & 3
-        mask = self._mask[shift:] + self._mask[:shift] if shift else self._mask
-        key = mask * ((n >> 2) + 1)
-        self._ptr += n
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key[:n], "little")).to_bytes(n, "little")
-
-
-def _maskerFactory(original: Callable[..., Any]) -> Callable[..., Any]:
-    def create_xor_masker(mask: bytes, length: Any = None) -> Any:
-        if length is not None and length >= LARGE:
-            return original(mask, length)
-        return IntMasker(mask)
-
-    create_xor_masker.__wrapped__ = original  # type: ignore[attr-defined]
-    return create_xor_masker
-
-
-def install() -> None:
-    """Idempotent: patch the hot-path formatting helpers of Autobahn's WebSocket modules."""
-    from autobahn.twisted import websocket as twistedWebsocket
-    from autobahn.websocket import protocol
-
-    if not hasattr(protocol.create_xor_masker, "__wrapped__"):
-        protocol.create_xor_masker = _maskerFactory(protocol.create_xor_masker)
-    for module in (protocol, twistedWebsocket):
-        original = getattr(module, "pformat", None)
-        if original is not None and not hasattr(original, "__wrapped__"):
-            module.pformat = _deferFormatting(original)
-        for name in ("hltype", "hlval"):
-            if hasattr(module, name):
-                setattr(module, name, _plain)
 
 
 class FastMessages:
     """A fast path for whole, unfragmented, uncompressed data frames, mixed into an Autobahn
-    ``WebSocketServerProtocol`` subclass that defines ``_deliver(message)``.
+    ``WebSocketServerProtocol`` subclass that defines ``deliverMessage(message)``.
 
     Autobahn parses every frame through a general state machine (a ``FrameHeader``, a masker
     object, an incremental UTF-8 validator, five callbacks and a list join per message) and builds
     every outgoing frame the same general way. Most messages need none of that: a client sends one
     masked frame with FIN set that is already complete in the read buffer. ``dataReceived`` takes
     such frames itself (header, length, unmask, UTF-8 check by decoding) and hands each message to
-    ``_deliver``; ``_sendFast`` writes an unmasked server frame in one ``write``.
+    ``deliverMessage``; ``sendFast`` writes an unmasked server frame in one ``write``.
 
     Anything else goes to Autobahn unchanged, from the first byte it does not handle: fragments,
     control frames (ping, pong, close), compressed frames, reserved bits or opcodes, unmasked or
@@ -142,7 +59,7 @@ class FastMessages:
         frameLimit = self.maxFramePayloadSize
         if 0 < frameLimit and (limit <= 0 or frameLimit < limit):
             limit = frameLimit
-        deliver = self._deliver
+        deliver = self.deliverMessage
         while n - i >= 6:
             b0 = buf[i]
             b1 = buf[i + 1]
@@ -172,7 +89,7 @@ class FastMessages:
             if end > n:
                 break
             if length >= LARGE:
-                payload = _originalMasker(buf[start - 4 : start], length).process(buf[start:end])
+                payload = create_xor_masker(buf[start - 4 : start], length).process(buf[start:end])
             elif length:
                 key = buf[start - 4 : start] * ((length >> 2) + 1)
                 payload = (
@@ -199,7 +116,11 @@ class FastMessages:
         if buf:
             self.consumeData()
 
-    def _sendFast(self, payload: bytes, isBinary: bool) -> None:
+    def deliverMessage(self, message: Any) -> None:
+        """A whole message arrived: ``str`` for text (valid UTF-8), ``bytes`` for binary."""
+        raise NotImplementedError()
+
+    def sendFast(self, payload: bytes, isBinary: bool) -> None:
         """Send one message as a single unmasked frame (Autobahn's ``sendMessage`` otherwise)."""
         length = len(payload)
         if (
@@ -221,12 +142,3 @@ class FastMessages:
         else:
             header = bytes((b0, 127)) + length.to_bytes(8, "big")
         self.transport.write(header + payload)
-
-
-def _originalMasker(mask: bytes, length: int) -> Any:
-    from autobahn.websocket import protocol
-
-    factory = protocol.create_xor_masker
-    return getattr(factory, "__wrapped__", factory)(mask, length)
-
-

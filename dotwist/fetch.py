@@ -12,6 +12,7 @@ import re
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union, TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from . import websocket
 from .errors import RangeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,8 +42,8 @@ class Headers:
             self.append(name, value)
 
     @classmethod
-    def _trusted(cls, items: list[tuple[str, str]]) -> "Headers":
-        """Headers from pairs already checked and lower-cased (by the HTTP parser)."""
+    def fromWire(cls, items: list[tuple[str, str]]) -> "Headers":
+        """Headers from pairs an HTTP parser already checked and lower-cased (not re-checked)."""
         headers = cls()
         headers._items = items
         return headers
@@ -200,7 +201,8 @@ class Request(_Body):
             raise TypeError("Request with a GET or HEAD method cannot have a body.")
 
     @classmethod
-    def _fromWire(cls, url: str, method: str, headers: Headers, body: Optional[bytes]) -> "Request":
+    def fromWire(cls, url: str, method: str, headers: Headers, body: Optional[bytes]) -> "Request":
+        """A request as an HTTP parser read it (not re-checked)."""
         request = cls.__new__(cls)
         request.url = url
         request.method = method
@@ -276,7 +278,7 @@ class Response(_Body):
         if webSocket is not None:
             if status != 101:
                 raise RangeError("A Response with a webSocket must have status 101.")
-            if not getattr(webSocket, "_isClientEnd", False):
+            if not websocket.isClientEnd(webSocket):
                 raise TypeError(
                     "Response webSocket must be the client end of a WebSocketPair "
                     "(the first of the two); keep the server end and accept() it."
@@ -296,7 +298,7 @@ class Response(_Body):
             self.headers.set("content-type", "text/plain;charset=UTF-8")
 
     @classmethod
-    def _fromWire(cls, status: int, statusText: str, headers: Headers, body: Optional[bytes]) -> "Response":
+    def fromWire(cls, status: int, statusText: str, headers: Headers, body: Optional[bytes]) -> "Response":
         """A response received from elsewhere (any status the peer sent)."""
         response = cls.__new__(cls)
         response.status = status

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 from twisted.internet.defer import Deferred
 
 from .fetch import Headers, Request, Response
-from .objects import currentActor
+from .context import currentActor
 
 
 def fetch(input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Response]:
@@ -20,7 +20,7 @@ def fetch(input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any) -
     caller = currentActor()
     if caller is None:
         return Deferred.fromCoroutine(_send(request))
-    return caller._outgoing(lambda: Deferred.fromCoroutine(_send(request)))
+    return caller.outgoing(lambda: Deferred.fromCoroutine(_send(request)))
 
 
 async def _send(request: Request) -> Response:
@@ -41,4 +41,4 @@ async def _send(request: Request) -> Response:
         for value in values:
             received.append(name.decode("latin-1"), value.decode("latin-1"))
     phrase = response.phrase.decode("latin-1") if isinstance(response.phrase, bytes) else str(response.phrase or "")
-    return Response._fromWire(response.code, phrase, received, body)
+    return Response.fromWire(response.code, phrase, received, body)

@@ -15,7 +15,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-import dotwist.server  # noqa: F401  (installs the Autobahn tuning)
+
 from dotwist import _autobahn
 
 HANDSHAKE = (
@@ -46,7 +46,7 @@ class Stock(WebSocketServerProtocol):
 
 
 class Fast(_autobahn.FastMessages, Stock):
-    def _deliver(self, message: Any) -> None:
+    def deliverMessage(self, message: Any) -> None:
         self.fast += 1
         self.got.append(message)
 
@@ -198,8 +198,8 @@ def test_fragments_pings_and_close_go_to_autobahn() -> None:
 
 def test_closing_inside_a_message_handler_stops_the_fast_path() -> None:
     class ClosesOnFirst(Fast):
-        def _deliver(self, message: Any) -> None:
-            super()._deliver(message)
+        def deliverMessage(self, message: Any) -> None:
+            super().deliverMessage(message)
             self.sendClose(1000)
 
     class StockClosesOnFirst(Stock):
@@ -221,7 +221,7 @@ def test_closing_inside_a_message_handler_stops_the_fast_path() -> None:
 def test_sent_frames_are_byte_for_byte_autobahns(size: int, isBinary: bool) -> None:
     payload = os.urandom(size)
     fast, stock = opened(Fast), opened(Stock)
-    fast._sendFast(payload, isBinary)
+    fast.sendFast(payload, isBinary)
     stock.sendMessage(payload, isBinary)
     assert fast.transport.value() == stock.transport.value()
 
@@ -231,5 +231,5 @@ def test_sending_over_the_limit_raises_as_autobahn_does() -> None:
 
     fast = opened(Fast, maxSize=100)
     with pytest.raises(PayloadExceededError):
-        fast._sendFast(b"x" * 101, False)
+        fast.sendFast(b"x" * 101, False)
     assert fast.transport.value() == b""

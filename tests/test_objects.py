@@ -4,10 +4,7 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from dotwist import App, DurableObject, DurableObjectError, Response, WorkerEntrypoint
-from dotwist.config import Limits
-from dotwist.worker import Runtime
-
-from support import result
+from dotwist.testing import makeRuntime, result
 
 
 class Worker(WorkerEntrypoint):
@@ -31,7 +28,7 @@ class Counter(DurableObject):
 
 
 def runtimeWith(cls, clock, **limits):
-    return Runtime(App(Worker, durableObjects={"NS": cls}), clock, limits=Limits().replace(**limits) if limits else None)
+    return makeRuntime(App(Worker, durableObjects={"NS": cls}), clock=clock, limits=limits or None)
 
 
 def test_one_instance_per_id(clock):
@@ -51,7 +48,7 @@ def test_get_is_lazy_and_refuses_foreign_ids(clock):
     class Other(Counter):
         pass
 
-    runtime = Runtime(App(Worker, durableObjects={"NS": Counter, "OTHER": Other}), clock)
+    runtime = makeRuntime(App(Worker, durableObjects={"NS": Counter, "OTHER": Other}), clock=clock)
     stub = runtime.env.NS.get(runtime.env.NS.newUniqueId())
     assert Counter.constructed == 0 and stub.id.name is None
     with pytest.raises(TypeError, match="namespace"):
