@@ -1,21 +1,29 @@
 """The fast path for whole data frames, mixed into dotwist's Autobahn protocol.
 
 Nothing here changes Autobahn itself: ``FastMessages`` is a mixin for a
-``WebSocketServerProtocol`` subclass, and it only overrides that subclass's ``dataReceived``
-(adding ``sendFast``). It relies on Autobahn's protocol internals (``_dataReceived``, ``data``,
-``current_frame``, ``inside_message``, ``_perMessageCompress``, ``send_queue``, the auto-ping
-timer), which is why it lives in this one module; ``tests/test_fast_messages.py`` checks it byte for
-byte against stock Autobahn, so an Autobahn upgrade that changes them fails there first.
+``WebSocketServerProtocol`` subclass, and it only overrides that subclass's methods. It relies on
+Autobahn's protocol internals (``_dataReceived``, ``data``, ``current_frame``, ``inside_message``,
+``_perMessageCompress``, ``send_queue``, ``trafficStats``, the auto-ping timer), which is why it
+lives in this one module; ``tests/test_fast_messages.py`` checks it byte for byte against stock
+Autobahn, so an Autobahn upgrade that changes them fails there first.
+
+Besides the message path, a few of Autobahn's per-connection methods are given without their
+debug log lines: Autobahn formats those lines' arguments (``hltype``, ``hlval``) before the logger
+decides to drop them, about a tenth of the CPU of a short connection's life.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from autobahn.util import _is_tls_error, _maybe_tls_reason
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.xormasker import create_xor_masker
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
+_STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 
 #: Frames this large or larger are unmasked by Autobahn's masker (SIMD with its accelerator);
 #: smaller ones with one big-integer XOR, which costs less than building a masker.
@@ -142,3 +150,33 @@ class FastMessages:
         else:
             header = bytes((b0, 127)) + length.to_bytes(8, "big")
         self.transport.write(header + payload)
+
+    # -- Autobahn's per-connection methods, without the eagerly formatted debug lines ------------
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None:
+        """Autobahn's ``sendData``: the common case (write now) without its debug line."""
+        if sync or chopsize or self.send_queue or self.logOctets:
+            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+            return
+        self.transport.write(data)
+        state = self.state
+        if state == _STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif state == _STATE_CONNECTING:
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+
+    def _connectionMade(self) -> None:
+        # WebSocketServerProtocol._connectionMade, without its debug line.
+        WebSocketProtocol._connectionMade(self)  # type: ignore[arg-type]
+        self.factory.countConnections += 1
+
+    def _connectionLost(self, reason: Any) -> None:
+        # WebSocketServerProtocol._connectionLost, without its debug line.
+        WebSocketProtocol._connectionLost(self, reason)  # type: ignore[arg-type]
+        self.factory.countConnections -= 1
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # autobahn.twisted's connectionLost, whose other branches only log at debug level.
+        if _is_tls_error(reason.value):
+            self.log.error(_maybe_tls_reason(reason.value))
+        self._connectionLost(reason)

@@ -15,12 +15,14 @@ batches up to ``n``; ``fail(error)`` drops everything queued (the writes it depe
 and tells each waiter's ``onFail`` why. Order is kept: an output never overtakes one queued before
 it.
 
-Pure bookkeeping: neither gate schedules anything, reads a clock or touches a socket. The caller
-supplies the function that runs an event (the actor sets its context there).
+Pure bookkeeping: neither gate schedules anything, reads a clock or touches a socket. The input
+gate runs each event with its owner set in a context variable (``dotwist.context.CURRENT``), so
+that code the event runs knows which object it belongs to.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -31,11 +33,12 @@ OnFail = Optional[Callable[[BaseException], object]]
 class InputGate:
     """Admits one object's events in order; holds them while locked."""
 
-    __slots__ = ("_run", "_locks", "_waiting", "_draining")
+    __slots__ = ("_context", "_owner", "_locks", "_waiting", "_draining")
 
-    def __init__(self, run: Callable[[Callable[..., object], tuple[Any, ...]], None]) -> None:
-        #: ``run(fn, args)`` runs one event (the actor wraps it in its context).
-        self._run = run
+    def __init__(self, context: contextvars.ContextVar[Any], owner: object) -> None:
+        #: Events run with ``context`` set to ``owner``.
+        self._context = context
+        self._owner = owner
         self._locks = 0
         self._waiting: deque[Event] = deque()
         self._draining = False
@@ -49,12 +52,16 @@ class InputGate:
         """How many events wait at the gate."""
         return len(self._waiting)
 
-    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+    def submit(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         """Run ``fn(*args)`` now if the gate is open and nothing waits, else queue it."""
         if self._locks or self._waiting:
             self._waiting.append((fn, args))
             return
-        self._run(fn, args)
+        token = self._context.set(self._owner)
+        try:
+            fn(*args)
+        finally:
+            self._context.reset(token)
 
     def lock(self) -> None:
         """Hold back events until a matching ``unlock``."""
@@ -76,7 +83,11 @@ class InputGate:
         try:
             while self._waiting and not self._locks:
                 fn, args = self._waiting.popleft()
-                self._run(fn, args)
+                token = self._context.set(self._owner)
+                try:
+                    fn(*args)
+                finally:
+                    self._context.reset(token)
         finally:
             self._draining = False
 
@@ -90,17 +101,14 @@ class InputGate:
 class OutputGate:
     """Holds one object's outgoing messages until the writes before them are durable."""
 
-    __slots__ = ("_needed", "_durable", "_queue")
+    __slots__ = ("_needed", "_durable", "_queue", "held")
 
     def __init__(self) -> None:
         self._needed = 0  # the latest batch that output from now on must wait for
         self._durable = 0  # the latest batch known durable
         self._queue: deque[tuple[int, Callable[..., object], tuple[Any, ...], OnFail]] = deque()
-
-    @property
-    def held(self) -> bool:
-        """Whether output sent now would wait."""
-        return self._durable < self._needed or bool(self._queue)
+        #: Whether output sent now would wait (kept up to date: read it freely).
+        self.held = False
 
     @property
     def waiting(self) -> int:
@@ -110,14 +118,22 @@ class OutputGate:
         """A confirmed write went into ``batch``: output from now on waits until it is durable."""
         if batch > self._needed:
             self._needed = batch
+            self.held = self._durable < batch or bool(self._queue)
 
-    def send(self, fn: Callable[..., object], *args: Any, onFail: OnFail = None) -> None:
-        """Run ``fn(*args)`` now if nothing it depends on is pending, else when it is durable.
-        If those writes fail instead, ``onFail(error)`` is called and ``fn`` never is."""
-        if self._queue or self._durable < self._needed:
-            self._queue.append((self._needed, fn, args, onFail))
+    def send(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        """Run ``fn(*args)`` now if nothing it depends on is pending, else when it is durable
+        (never, if those writes fail)."""
+        if self.held:
+            self._queue.append((self._needed, fn, args, None))
         else:
             fn(*args)
+
+    def sendOrFail(self, fn: Callable[[Any], object], arg: Any, onFail: Callable[[BaseException], object]) -> None:
+        """As ``send(fn, arg)``; if the writes it waits for fail, ``onFail(error)`` instead."""
+        if self.held:
+            self._queue.append((self._needed, fn, (arg,), onFail))
+        else:
+            fn(arg)
 
     def durableThrough(self, batch: int) -> None:
         """Batches up to ``batch`` are durable: send, in order, what waited only for them."""
@@ -127,11 +143,13 @@ class OutputGate:
         while queue and queue[0][0] <= self._durable:
             _, fn, args, _ = queue.popleft()
             fn(*args)
+        self.held = self._durable < self._needed or bool(queue)
 
     def fail(self, error: BaseException) -> None:
         """The writes the queued output depended on are lost: drop it, telling each waiter."""
         queue, self._queue = self._queue, deque()
         self._durable = self._needed
+        self.held = False
         for _, _, _, onFail in queue:
             if onFail is not None:
                 onFail(error)

@@ -129,10 +129,11 @@ class Actor:
         self.id = objectId
         self.key = objectId.toString()
         self.registry: "ObjectRegistry" = namespace.registry
+        self._clock = self.registry.clock
         self.lifecycle = ObjectLifecycle.CONSTRUCTING
         self.instance: Any = None
         self.ctx = DurableObjectState(self)
-        self.inputGate = InputGate(self._runEvent)
+        self.inputGate = InputGate(CURRENT, self)
         self.outputGate = OutputGate()
         #: Why the object broke (set with the BROKEN state).
         self.brokenBy: Optional[BaseException] = None
@@ -220,17 +221,10 @@ class Actor:
 
     # -- events --------------------------------------------------------------------------------
 
-    def _runEvent(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        token = CURRENT.set(self)
-        try:
-            fn(*args)
-        finally:
-            CURRENT.reset(token)
-
     def deliver(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` as an event of this object, now or when the input gate opens."""
-        self.lastActive = self.registry.clock.seconds()
-        self.inputGate.submit(fn, *args)
+        self.lastActive = self._clock.seconds()
+        self.inputGate.submit(fn, args)
 
     def call(self, method: Callable[..., Any], *args: Any, size: int = 0) -> Deferred[Any]:
         """Deliver an event whose result the caller waits for (a request or an RPC call):
@@ -283,7 +277,7 @@ class Actor:
         self.lastActive = self.registry.clock.seconds()
         if isinstance(outcome, Failure):
             markRemote(outcome.value)
-        self.outputGate.send(result.callback, outcome, onFail=result.errback)
+        self.outputGate.sendOrFail(result.callback, outcome, result.errback)
 
     def runHandler(
         self, name: str, args: tuple[Any, ...], timeoutMs: Optional[int] = None
@@ -370,7 +364,7 @@ class Actor:
         def go() -> None:
             send().addBoth(self._incoming, reply)
 
-        self.outputGate.send(go, onFail=reply.errback)
+        self.outputGate.sendOrFail(lambda _: go(), None, reply.errback)
         return reply
 
     def _incoming(self, outcome: object, reply: Deferred[Any]) -> None:
@@ -381,7 +375,7 @@ class Actor:
 
     def send(self, fn: Callable[..., object], *args: Any) -> None:
         """Send something out (a WebSocket message or close) through the output gate."""
-        self.outputGate.send(fn, *args)
+        self.outputGate.send(fn, args)
 
     # -- sockets accepted with accept() ------------------------------------------------------
 

@@ -167,10 +167,10 @@ class WebSocket:
                 f"WebSocket send() takes str or bytes, not {type(message).__name__}"
             )
         owner = self._owner if self._hib is None else self._hib.liveActor()
-        if owner is None:
+        if owner is None or not owner.outputGate.held:
             self._peer._transmit(payload, isBinary)
         else:
-            owner.outputGate.send(self._peer._transmit, payload, isBinary)
+            owner.outputGate.send(self._peer._transmit, (payload, isBinary))
 
     def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
         """Start the closing handshake. Closing an end that is already closed does nothing."""
@@ -191,7 +191,7 @@ class WebSocket:
         if owner is None:
             self._peer._transmitClose(code, reason)
         else:
-            owner.outputGate.send(self._peer._transmitClose, code, reason)
+            owner.outputGate.send(self._peer._transmitClose, (code, reason))
 
     def serializeAttachment(self, value: Any) -> None:
         """Keep ``value`` (at most 16 KiB serialized) with this socket; it survives hibernation."""

@@ -7,6 +7,7 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from dotwist import App, DurableObject, DurableObjectError, Request, Response, WebSocketPair, WorkerEntrypoint
+from dotwist.context import CURRENT, currentActor
 from dotwist.gates import InputGate, OutputGate
 from dotwist.storage import MemoryBackend
 from dotwist.testing import FailingCommits, LaterCommits, connectWebSocket, liveActor, makeRuntime, result
@@ -29,32 +30,33 @@ def sessionOf(runtime, stub):
 
 
 def test_input_gate_runs_in_order_and_holds_events_while_locked():
-    """Events run at once while the gate is open; while locked they wait, in order, and run when
-    the last (nested) lock is released."""
+    """Events run at once while the gate is open, with the gate's owner as the current object;
+    while locked they wait, in order, and run when the last (nested) lock is released."""
     ran = []
-    gate = InputGate(lambda fn, args: fn(*args))
-    gate.submit(ran.append, 1)
+    gate = InputGate(CURRENT, "owner")
+    gate.submit(lambda n: ran.append((n, currentActor())), (1,))
     gate.lock()
     gate.lock()
-    gate.submit(ran.append, 2)
-    gate.submit(ran.append, 3)
+    gate.submit(lambda n: ran.append((n, currentActor())), (2,))
+    gate.submit(lambda n: ran.append((n, currentActor())), (3,))
     gate.unlock()
-    assert ran == [1] and gate.waiting == 2
+    assert ran == [(1, "owner")] and gate.waiting == 2
     gate.unlock()
-    assert ran == [1, 2, 3] and not gate.locked
+    assert ran == [(1, "owner"), (2, "owner"), (3, "owner")] and not gate.locked
+    assert currentActor() is None
 
 
 def test_input_gate_keeps_order_when_an_event_locks_it_again():
     """An event that locks the gate while waiting events drain stops the drain; the rest run
     after its unlock, still in order."""
     ran = []
-    gate = InputGate(lambda fn, args: fn(*args))
+    gate = InputGate(CURRENT, "owner")
     gate.lock()
-    gate.submit(lambda: (ran.append("a"), gate.lock()))
-    gate.submit(ran.append, "b")
+    gate.submit(lambda: (ran.append("a"), gate.lock()), ())
+    gate.submit(ran.append, ("b",))
     gate.unlock()
     assert ran == ["a"]
-    gate.submit(ran.append, "c")
+    gate.submit(ran.append, ("c",))
     gate.unlock()
     assert ran == ["a", "b", "c"]
 
@@ -64,15 +66,15 @@ def test_output_gate_releases_each_output_when_the_batch_it_waited_for_is_durabl
     2 waits for batch 2 even when batch 1 is durable; order is never broken."""
     sent = []
     gate = OutputGate()
-    gate.send(sent.append, "free")
+    gate.send(sent.append, ("free",))
     gate.waitFor(1)
-    gate.send(sent.append, "after 1")
+    gate.send(sent.append, ("after 1",))
     gate.waitFor(2)
-    gate.send(sent.append, "after 2")
+    gate.send(sent.append, ("after 2",))
     assert sent == ["free"] and gate.held
     gate.durableThrough(1)
     assert sent == ["free", "after 1"]
-    gate.send(sent.append, "later")  # must not overtake "after 2"
+    gate.send(sent.append, ("later",))  # must not overtake "after 2"
     gate.durableThrough(2)
     assert sent == ["free", "after 1", "after 2", "later"] and not gate.held
 
@@ -82,8 +84,8 @@ def test_output_gate_failure_drops_what_waited_and_tells_each_waiter():
     sent, failed = [], []
     gate = OutputGate()
     gate.waitFor(1)
-    gate.send(sent.append, "x", onFail=failed.append)
-    gate.send(sent.append, "y")
+    gate.sendOrFail(sent.append, "x", failed.append)
+    gate.send(sent.append, ("y",))
     error = RuntimeError("lost")
     gate.fail(error)
     assert sent == [] and failed == [error] and not gate.held
