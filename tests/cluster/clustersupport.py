@@ -105,3 +105,125 @@ async def opened(*stores: Any) -> AsyncIterator[None]:
     finally:
         for store in reversed(done):
             await store.close()
+
+
+class FaultProxy:
+    """A TCP proxy to PostgreSQL that the test controls, to cut a client's link at a chosen point.
+
+    ``arm(action)`` applies to the next bytes a client sends (one shot):
+
+    - ``"dropRequest"``: those bytes never reach the server; both sides are closed.
+    - ``"dropResponse"``: they are forwarded; the server's answer is not: both sides are closed
+      when it arrives (the write happened, the client cannot know).
+    - ``"hold"``: the client's side is closed at once and the bytes are kept with the server's
+      side open; :meth:`releaseHeld` sends them later (a request that arrives late).
+
+    ``triggered`` fires when the armed action has happened; ``answered`` when the server answered
+    released held bytes.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5432) -> None:
+        self.target = (host, port)
+        self.action: str | None = None
+        self.triggered: asyncio.Event = asyncio.Event()
+        self.answered: asyncio.Event = asyncio.Event()
+        self._held: tuple[bytes, asyncio.StreamWriter] | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def conninfo(self, base: str) -> str:
+        parts = [p for p in base.split() if not p.startswith(("host=", "port="))]
+        return " ".join([f"host=127.0.0.1 port={self.port}", *parts])
+
+    def arm(self, action: str) -> None:
+        assert action in ("dropRequest", "dropResponse", "hold")
+        self.action = action
+        self.triggered.clear()
+        self.answered.clear()
+
+    async def releaseHeld(self) -> None:
+        assert self._held is not None, "nothing is held"
+        data, server = self._held
+        self._held = None
+        server.write(data)
+        await server.drain()
+
+    async def _accept(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        sreader, swriter = await asyncio.open_connection(*self.target)
+        self._writers.update((cwriter, swriter))
+        state = {"dropResponse": False, "held": False}
+
+        def close(*writers: asyncio.StreamWriter) -> None:
+            for w in writers:
+                w.close()
+
+        async def up() -> None:
+            while data := await creader.read(65536):
+                action, self.action = self.action, None
+                if action == "dropRequest":
+                    close(cwriter, swriter)
+                    self.triggered.set()
+                    return
+                if action == "hold":
+                    self._held = (data, swriter)
+                    state["held"] = True
+                    close(cwriter)
+                    self.triggered.set()
+                    return
+                if action == "dropResponse":
+                    state["dropResponse"] = True
+                swriter.write(data)
+                await swriter.drain()
+
+        async def down() -> None:
+            while data := await sreader.read(65536):
+                if state["dropResponse"]:
+                    close(cwriter, swriter)
+                    self.triggered.set()
+                    return
+                if state["held"]:
+                    self.answered.set()
+                    close(swriter)
+                    return
+                cwriter.write(data)
+                await cwriter.drain()
+
+        for coro in (up(), down()):
+            task = asyncio.ensure_future(_quietly(coro))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for w in self._writers:
+            w.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def _quietly(coro: Awaitable[None]) -> None:
+    try:
+        await coro
+    except (ConnectionError, OSError, asyncio.CancelledError):
+        pass
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
+    """Poll ``check`` (each poll a query, no sleeping) until it is true; fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
