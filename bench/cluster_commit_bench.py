@@ -56,10 +56,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from dotwist.cluster.pages import WalCapture, buildDatabase  # noqa: E402
-from dotwist.cluster.store import CoordinationStore  # noqa: E402
+from dotwist.cluster.pages import WalCapture, buildDatabase
+from dotwist.cluster.store import CoordinationStore
 
 NS = "Bench"
 VALUE = "v" * 100
@@ -173,7 +173,7 @@ async def manyObjects(
                     waits["sqlite"].append(time.perf_counter() - t0)
             else:
 
-                async def one(obj: ClusterObject) -> None:
+                async def one(obj: ClusterObject, t0: float = t0) -> None:
                     await obj.write()
                     waits["cluster"].append(time.perf_counter() - t0)
 
@@ -187,6 +187,11 @@ async def manyObjects(
             "mean_wait_ms": statistics.fmean(waits[side]) * 1e3,
         }
     return out
+
+
+def _save(path: str, results: dict[str, Any]) -> None:
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
 
 
 async def main() -> None:
@@ -286,11 +291,10 @@ async def main() -> None:
         "repeats": repeats,
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
+    _save(args.out, results)
     print(
-        f"| scenario | figure | sqlite FULL (reference) | cluster (PostgreSQL) | cluster / sqlite |\n"
-        f"|---|---|---:|---:|---:|"
+        "| scenario | figure | sqlite FULL (reference) | cluster (PostgreSQL) | cluster / sqlite |\n"
+        "|---|---|---:|---:|---:|"
     )
     for scenario, key, s, c, r in rows:
         print(f"| {scenario} | {key} | {s:,.2f} | {c:,.2f} | {r:.2f}x |")

@@ -47,7 +47,7 @@ import zlib
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from .errors import ClusterError, LogCorrupt
 
@@ -346,70 +346,70 @@ class WalCapture:
 
     def _read(self) -> PageBatch | None:
         try:
-            f = open(self.walPath, "rb", buffering=0)
+            with open(self.walPath, "rb", buffering=0) as f:
+                return self._readFrom(f)
         except FileNotFoundError:
             return None
-        with f:
-            header = f.read(_WAL_HEADER)
-            if len(header) < _WAL_HEADER:
-                return None
-            magic, version, pageSize, _, salt1, salt2, c1, c2 = struct.unpack(">8I", header)
-            if magic not in (_WAL_MAGIC_LE, _WAL_MAGIC_BE) or version != _WAL_VERSION:
-                raise WalError(f"{self.walPath} is not a SQLite WAL (magic {magic:#x})")
-            _checkPageSize(pageSize)
-            bigEndian = magic == _WAL_MAGIC_BE
-            if (salt1, salt2) != self._salts:
-                # A new generation: SQLite restarted the WAL after a checkpoint.
-                if self.verifyChecksums and _checksum(header[:24], 0, 0, bigEndian) != (c1, c2):
-                    raise WalError(f"the header of {self.walPath} has a bad checksum")
-                self._salts = (salt1, salt2)
-                self._offset = _WAL_HEADER
-                self._sums = (c1, c2)
-                self._bigEndian = bigEndian
-            frameSize = _FRAME_HEADER + pageSize
-            f.seek(self._offset)
-            committed: dict[int, bytes] = {}
-            open_: dict[int, bytes] = {}
-            dbPages = 0
-            offset = self._offset
-            sums = self._sums
-            frames = 0
-            verify = self.verifyChecksums
-            while True:
-                chunk = f.read(frameSize * 64)
-                if not chunk:
+
+    def _readFrom(self, f: BinaryIO) -> PageBatch | None:
+        header = f.read(_WAL_HEADER)
+        if len(header) < _WAL_HEADER:
+            return None
+        magic, version, pageSize, _, salt1, salt2, c1, c2 = struct.unpack(">8I", header)
+        if magic not in (_WAL_MAGIC_LE, _WAL_MAGIC_BE) or version != _WAL_VERSION:
+            raise WalError(f"{self.walPath} is not a SQLite WAL (magic {magic:#x})")
+        _checkPageSize(pageSize)
+        bigEndian = magic == _WAL_MAGIC_BE
+        if (salt1, salt2) != self._salts:
+            # A new generation: SQLite restarted the WAL after a checkpoint.
+            if self.verifyChecksums and _checksum(header[:24], 0, 0, bigEndian) != (c1, c2):
+                raise WalError(f"the header of {self.walPath} has a bad checksum")
+            self._salts = (salt1, salt2)
+            self._offset = _WAL_HEADER
+            self._sums = (c1, c2)
+            self._bigEndian = bigEndian
+        frameSize = _FRAME_HEADER + pageSize
+        f.seek(self._offset)
+        committed: dict[int, bytes] = {}
+        open_: dict[int, bytes] = {}
+        dbPages = 0
+        offset = self._offset
+        sums = self._sums
+        frames = 0
+        verify = self.verifyChecksums
+        while True:
+            chunk = f.read(frameSize * 64)
+            if not chunk:
+                break
+            stop = False
+            for start in range(0, len(chunk) - frameSize + 1, frameSize):
+                number, size, s1, s2, k1, k2 = struct.unpack_from(">6I", chunk, start)
+                if (s1, s2) != self._salts or number == 0:
+                    stop = True
                     break
-                stop = False
-                for start in range(0, len(chunk) - frameSize + 1, frameSize):
-                    number, size, s1, s2, k1, k2 = struct.unpack_from(">6I", chunk, start)
-                    if (s1, s2) != self._salts or number == 0:
+                page = chunk[start + _FRAME_HEADER : start + frameSize]
+                if verify:
+                    sums = _checksum(chunk[start : start + 8], *sums, bigEndian)
+                    sums = _checksum(page, *sums, bigEndian)
+                    if sums != (k1, k2):
                         stop = True
                         break
-                    page = chunk[start + _FRAME_HEADER : start + frameSize]
-                    if verify:
-                        sums = _checksum(chunk[start : start + 8], *sums, bigEndian)
-                        sums = _checksum(page, *sums, bigEndian)
-                        if sums != (k1, k2):
-                            stop = True
-                            break
-                    open_[number] = page
-                    frames += 1
-                    if size:  # a commit frame: the transaction is whole
-                        for n in [n for n in committed if n > size]:
-                            del committed[n]
-                        committed.update(open_)
-                        for n in [n for n in committed if n > size]:
-                            del committed[n]
-                        open_.clear()
-                        dbPages = size
-                        offset = self._offset + (frames * frameSize)
-                        self._commitSums = (k1, k2)
-                if stop or len(chunk) < frameSize * 64:
-                    break
-            if not dbPages:
-                return None
-            self.framesSinceCheckpoint += (offset - self._offset) // frameSize
-            self._offset = offset
-            if verify:
-                self._sums = self._commitSums
-            return PageBatch(pageSize, dbPages, committed)
+                open_[number] = page
+                frames += 1
+                if size:  # a commit frame: the transaction is whole
+                    committed.update(open_)
+                    for n in [n for n in committed if n > size]:
+                        del committed[n]
+                    open_.clear()
+                    dbPages = size
+                    offset = self._offset + (frames * frameSize)
+                    self._commitSums = (k1, k2)
+            if stop or len(chunk) < frameSize * 64:
+                break
+        if not dbPages:
+            return None
+        self.framesSinceCheckpoint += (offset - self._offset) // frameSize
+        self._offset = offset
+        if verify:
+            self._sums = self._commitSums
+        return PageBatch(pageSize, dbPages, committed)

@@ -16,7 +16,7 @@ __all__ = ["preferredNode", "rankNodes"]
 
 def _weight(nodeId: str, namespace: str, objectId: str) -> int:
     # Lengths are part of the hashed text, so ("a", "bc") and ("ab", "c") differ.
-    key = f"{len(nodeId)}:{nodeId}|{len(namespace)}:{namespace}|{objectId}".encode("utf-8")
+    key = f"{len(nodeId)}:{nodeId}|{len(namespace)}:{namespace}|{objectId}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
 
 

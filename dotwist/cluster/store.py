@@ -43,7 +43,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from twisted.internet.defer import Deferred
 
@@ -404,7 +404,7 @@ class CoordinationStore:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def __aenter__(self) -> CoordinationStore:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -489,8 +489,10 @@ class CoordinationStore:
                 log_seq bigint NOT NULL DEFAULT 0 CHECK (log_seq >= 0),
                 alarm_at bigint,
                 PRIMARY KEY (namespace, object_id))""",
-            "CREATE INDEX owner_holder ON {s}.owner (node_id, incarnation) "
-            "WHERE node_id IS NOT NULL",
+            (
+                "CREATE INDEX owner_holder ON {s}.owner (node_id, incarnation) "
+                "WHERE node_id IS NOT NULL"
+            ),
             "CREATE INDEX owner_alarm ON {s}.owner (alarm_at) WHERE alarm_at IS NOT NULL",
             """CREATE TABLE {s}.log (
                 namespace text NOT NULL,

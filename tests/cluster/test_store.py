@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from clustersupport import Pg, asyncioTest
 
 from dotwist.cluster.errors import (
     Fenced,
@@ -19,8 +20,6 @@ from dotwist.cluster.errors import (
 from dotwist.cluster.pages import PageBatch, WalCapture, buildDatabase
 from dotwist.cluster.store import KEEP, CoordinationStore, LogEntry, asDeferred
 from dotwist.storage import SqliteBackend
-
-from clustersupport import Pg, asyncioTest, opened
 
 NS = "Counter"
 
