@@ -8,6 +8,11 @@ What this package owns (the runtime's routing, proxying and ``twistd dotwist --c
     node membership with leases, each object's owner with an epoch, the fenced commit log and
     snapshots, alarms. Needs the ``cluster`` extra (``pip install 'dotwist[cluster]'``), so it is
     not imported here.
+:mod:`dotwist.cluster.replica`
+    :class:`~dotwist.cluster.replica.ObjectReplica`, what the owner keeps per object: loads it
+    from the log into a local file, ships each local commit (in order, coalesced while one is in
+    flight, fenced) and resolves a future when it is durable, takes snapshots. Needs the
+    ``cluster`` extra too.
 :mod:`dotwist.cluster.pages`
     Capturing the pages each local SQLite commit wrote, from the WAL
     (:class:`~dotwist.cluster.pages.WalCapture`), as :class:`~dotwist.cluster.pages.PageBatch`

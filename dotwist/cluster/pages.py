@@ -213,6 +213,8 @@ def buildDatabase(
     would be replayed by SQLite over the rebuilt file). The file is written under a temporary name,
     fsynced (unless ``sync`` is false), and renamed into place.
 
+    An empty ``bytes`` batch (a commit that only changed the object's alarm row) changes nothing.
+
     Returns None, or, if there was nothing to build from (no snapshot, no batch: a new object),
     the empty database it wrote (see :func:`emptyDatabaseImage`, of ``pageSize``) as a batch to
     ship with the object's first commit.
@@ -228,6 +230,8 @@ def buildDatabase(
             _writeAll(fd, snapshot)
         empty = snapshot is None
         for item in batches:
+            if not isinstance(item, PageBatch) and len(item) == 0:
+                continue  # a commit that changed only the alarm
             empty = False
             batch = item if isinstance(item, PageBatch) else PageBatch.decode(item)
             if size is None:
