@@ -220,7 +220,10 @@ class CoordinationStore:
     the PostgreSQL schema that holds the tables (letters, digits, ``_``; made if missing).
     ``minConnections``/``maxConnections`` size the pool; ``connectTimeout`` bounds how long an
     operation waits for a connection (then :class:`CoordinationUnavailable`). ``applicationName``
-    is shown in ``pg_stat_activity``.
+    is shown in ``pg_stat_activity``. ``checkConnections`` tests each pooled connection before
+    use (one more round trip per operation): without it, a connection that broke while idle (say,
+    PostgreSQL restarted) is found broken by the next operation, which for a commit means
+    :class:`CommitOutcomeUnknown` and a reset of the object, although nothing was sent.
 
     Call :meth:`open` (it makes or checks the tables) before anything else, and :meth:`close` at
     the end; or use ``async with store:``.
@@ -353,6 +356,7 @@ class CoordinationStore:
         maxConnections: int = 10,
         connectTimeout: float = 10.0,
         applicationName: str = "dotwist",
+        checkConnections: bool = False,
     ) -> None:
         if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
             raise ValueError(
@@ -374,6 +378,7 @@ class CoordinationStore:
                 max_size=maxConnections,
                 timeout=connectTimeout,
                 kwargs={"autocommit": True, "application_name": applicationName},
+                check=AsyncConnectionPool.check_connection if checkConnections else None,
                 open=False,
                 name=f"dotwist-{schema}",
             )

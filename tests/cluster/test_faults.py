@@ -313,3 +313,32 @@ async def test_leaseLapsesByTheDatabaseClock(pg: Pg) -> None:
             await a.renew(la)
         taken = await b.claim(lb, NS, "x")
         assert taken is not None and taken.epoch == 2
+
+
+@pytest.mark.parametrize("check", [False, True])
+@asyncioTest
+async def test_connectionThatBrokeWhileIdle(pg: Pg, check: bool) -> None:
+    """When PostgreSQL ends a pooled connection while it is idle, the next commit on it is
+    reported unknown (it cannot tell), unless the store checks connections before use, in which
+    case the commit goes through on a fresh connection."""
+    name = f"idle-{check}-{pg.schema}"[:60]
+    store = CoordinationStore(
+        pg.conninfo, schema=pg.schema, applicationName=name, minConnections=1,
+        maxConnections=1, checkConnections=check,
+    )
+    async with opened(store):
+        lease = await store.join("a", "a", 30)
+        own = await store.claim(lease, NS, "x")
+        assert own is not None
+        killed = await _sql(
+            pg,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            name,
+        )
+        assert killed == [(True,)]
+        if check:
+            assert await store.commit(NS, "x", own.epoch, b"1") == 1
+        else:
+            with pytest.raises(CommitOutcomeUnknown):
+                await store.commit(NS, "x", own.epoch, b"1")
+            assert await _stored(pg, "x") == (0, [])
