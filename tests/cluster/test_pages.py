@@ -355,3 +355,50 @@ def test_buildRejectsMixedPageSizes(tmp_path: Path) -> None:
     with pytest.raises(LogCorrupt, match="page size changed"):
         buildDatabase(tmp_path / "x.sqlite", None, [a, b])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_automaticCheckpointsAreHarmlessWhenEveryCommitIsCollected(tmp_path: Path) -> None:
+    """With SQLite's automatic checkpoints left on (the storage backend's default, every 1,000
+    pages), collecting after every commit still captures everything: SQLite restarts the WAL only
+    when the next transaction writes, after the collect."""
+    backend = SqliteBackend(tmp_path / "owner", deleteEmpty=False)
+    path = backend.pathFor(NS, OID)
+    assert path is not None
+    os.makedirs(os.path.dirname(path))
+    base = buildDatabase(path, None, [])
+    store = backend.open(NS, OID)
+    capture = WalCapture(path, base=base, verifyChecksums=True)
+    log = [capture.collect()]
+    generations = set()
+    for i in range(300):
+        store.put(f"k{i % 50}", bytes([i % 256]) * 20_000)  # about five pages a commit
+        store.commit()
+        batch = capture.collect()
+        assert batch is not None
+        log.append(batch)
+        with open(path + "-wal", "rb") as f:
+            generations.add(f.read(32)[16:24])  # the salts
+    assert len(generations) > 1, "no automatic checkpoint happened"
+    expected = store.list()
+    store.close()
+    backend.close()
+    replica = tmp_path / "replica.sqlite"
+    buildDatabase(replica, None, log)
+    assert replica.read_bytes() == Path(path).read_bytes()
+    copy = SqliteBackend(tmp_path / "copy", deleteEmpty=False)
+    copyPath = copy.pathFor(NS, OID)
+    assert copyPath is not None
+    os.makedirs(os.path.dirname(copyPath))
+    os.replace(replica, copyPath)
+    assert copy.open(NS, OID).list() == expected
+    copy.close()
+
+
+def test_notAWal(tmp_path: Path) -> None:
+    """A file in the WAL's place that is not a WAL is refused, not misread."""
+    from dotwist.cluster.pages import WalError
+
+    path = tmp_path / "db.sqlite"
+    (tmp_path / "db.sqlite-wal").write_bytes(b"\x00" * 4096)
+    with pytest.raises(WalError, match="not a SQLite WAL"):
+        WalCapture(path).collect()
