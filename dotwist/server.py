@@ -221,25 +221,28 @@ def _isUpgrade(request: IRequest) -> bool:
 def errorResponse(request: IRequest, error: BaseException, method: str = "", url: str = "") -> bytes:
     """The one place where an error becomes an HTTP response: sets the status and headers of
     ``request`` and returns the body."""
+    status, body = _errorStatus(request, error, method, url)
+    request.setResponseCode(status)
     request.setHeader(b"content-type", b"text/plain;charset=UTF-8")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+def _errorStatus(request: IRequest, error: BaseException, method: str, url: str) -> tuple[int, bytes]:
     if isinstance(error, RequestTooLarge):
-        request.setResponseCode(413)
-        return str(error).encode("utf-8")
+        return 413, str(error).encode("utf-8")
     if isinstance(error, BadRequest):
-        request.setResponseCode(400)
-        return b"Bad Request"
+        return 400, b"Bad Request"
     if isinstance(error, DurableObjectError) and error.overloaded:
-        request.setResponseCode(503)
         request.setHeader(b"retry-after", b"1")
-        return str(error).encode("utf-8")
+        return 503, str(error).encode("utf-8")
     if isinstance(error, WorkerResponseError):
         _log.error("{error} ({method} {url})", error=str(error), method=method, url=url)
     else:
         _log.failure(
             "Worker threw exception for {method} {url}", Failure(error), method=method, url=url
         )
-    request.setResponseCode(500)
-    return b"Worker threw exception"
+    return 500, b"Worker threw exception"
 
 
 class Front:
