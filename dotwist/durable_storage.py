@@ -174,7 +174,7 @@ class StorageSession:
         def failed(f: Failure) -> None:
             self._inFlight = False
             if not self.store.closed:
-                self._failed(f.value)
+                self._failed(f.value if f.value is not None else RuntimeError(str(f)))
 
         asDeferred(pending).addCallbacks(done, failed)
 

@@ -7,6 +7,7 @@ body can be read once.
 
 from __future__ import annotations
 
+import builtins
 import json as _json
 import re
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union, TYPE_CHECKING
@@ -129,19 +130,19 @@ def _toBytes(body: BodyInit) -> Optional[bytes]:
 class _Body:
     """The body readers that ``Request`` and ``Response`` share."""
 
-    _body: Optional[bytes]
+    _body: Optional[builtins.bytes]
     bodyUsed: bool
 
-    def _take(self) -> bytes:
+    def _take(self) -> builtins.bytes:
         if self.bodyUsed:
             raise TypeError("Body has already been used. It can only be used once.")
         self.bodyUsed = True
         return self._body or b""
 
-    async def arrayBuffer(self) -> bytes:
+    async def arrayBuffer(self) -> builtins.bytes:
         return self._take()
 
-    async def bytes(self) -> bytes:
+    async def bytes(self) -> builtins.bytes:
         return self._take()
 
     async def text(self) -> str:
@@ -151,12 +152,16 @@ class _Body:
         return _json.loads(self._take().decode("utf-8"))
 
     @property
-    def body(self) -> Optional[bytes]:
+    def body(self) -> Optional[builtins.bytes]:
         return self._body
 
 
 class Request(_Body):
     """An HTTP request: ``url`` (full, with query), ``method``, ``headers``, and the body readers."""
+
+    url: str
+    method: str
+    headers: Headers
 
     def __init__(
         self,
@@ -248,7 +253,7 @@ def _jsonResponse(
     headers: HeadersInit = None,
 ) -> "Response":
     """A response whose body is ``data`` as JSON, with ``Content-Type: application/json``."""
-    response = cls(_json.dumps(data), init, status=status, headers=headers)
+    response: Response = cls(_json.dumps(data), init, status=status, headers=headers)
     given = Headers(headers if headers is not None else (init or {}).get("headers"))
     if not given.has("content-type"):
         response.headers.set("content-type", "application/json")
@@ -257,6 +262,11 @@ def _jsonResponse(
 
 class Response(_Body):
     """An HTTP response. ``Response(None, status=101, webSocket=client)`` hands a socket over."""
+
+    status: int
+    statusText: str
+    headers: Headers
+    webSocket: Optional["WebSocket"]
 
     def __init__(
         self,

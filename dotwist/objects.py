@@ -76,7 +76,7 @@ class DurableObjectState:
 
     def getWebSockets(self, tag: Optional[str] = None) -> list["WebSocket"]:
         """The open hibernatable sockets of this object (with ``tag``, if given)."""
-        record = self._actor.hibernation(create=False)
+        record = self._actor.existingHibernation()
         return record.getWebSockets(tag) if record is not None else []
 
     def getTags(self, ws: "WebSocket") -> list[str]:
@@ -90,7 +90,7 @@ class DurableObjectState:
         self._actor.hibernation().autoResponse = pair
 
     def getWebSocketAutoResponse(self) -> Optional[WebSocketRequestResponsePair]:
-        record = self._actor.hibernation(create=False)
+        record = self._actor.existingHibernation()
         return record.autoResponse if record is not None else None
 
     def getWebSocketAutoResponseTimestamp(self, ws: "WebSocket") -> Any:
@@ -104,7 +104,7 @@ class DurableObjectState:
         self._actor.hibernation().eventTimeout = timeoutMs
 
     def getHibernatableWebSocketEventTimeout(self) -> Optional[int]:
-        record = self._actor.hibernation(create=False)
+        record = self._actor.existingHibernation()
         return record.eventTimeout if record is not None else None
 
     def waitUntil(self, awaitable: Any) -> None:
@@ -170,12 +170,15 @@ class Actor:
     def waitUntilStarts(self) -> list[float]:
         return list(self._waitUntil.values())
 
-    def hibernation(self, create: bool = True) -> Any:
+    def hibernation(self) -> HibernationRecord:
         """This object's ``HibernationRecord`` (kept by the registry across incarnations)."""
-        record: Optional[HibernationRecord] = self.registry.hibernationRecord(
-            self.namespace, self.id, create
-        )
+        record = self.registry.hibernationRecord(self.namespace, self.id, True)
+        assert record is not None
         return record
+
+    def existingHibernation(self) -> Optional[HibernationRecord]:
+        """This object's ``HibernationRecord``, if it has one (nothing is created)."""
+        return self.registry.hibernationRecord(self.namespace, self.id, False)
 
     def storage(self) -> StorageSession:
         """This incarnation's storage session, opened on first use."""
@@ -275,7 +278,7 @@ class Actor:
         """Hand a call's outcome to its caller, through the output gate."""
         self.running -= 1
         self.lastActive = self.registry.clock.seconds()
-        if isinstance(outcome, Failure):
+        if isinstance(outcome, Failure) and outcome.value is not None:
             markRemote(outcome.value)
         self.outputGate.sendOrFail(result.callback, outcome, result.errback)
 

@@ -13,7 +13,7 @@ becomes an HTTP response in one place, ``errorResponse``.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -53,7 +53,8 @@ def _acceptDeflate(offers: list[Any]) -> Optional[PerMessageDeflateOfferAccept]:
     return None
 
 
-class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
+# Autobahn's own two base classes disagree on the types of ``peer`` and ``_transport_details``.
+class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: ignore[misc]
     """One client's WebSocket, joined to the client end of a ``WebSocketPair``.
 
     Whole, uncompressed data frames take ``FastMessages``' path; everything else is Autobahn's."""
@@ -107,7 +108,7 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
             websocket.received(
                 self.clientEnd, payload if self.message_is_binary else payload.decode("utf-8")
             )
-        self.message_data = None
+        self.message_data = None  # type: ignore[assignment]  # as Autobahn's own onMessageEnd
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         factory = self.factory
@@ -124,12 +125,13 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
     protocol = DotwistWebSocketProtocol
 
     def __init__(self, runtime: Runtime, reactor: Any = None) -> None:
-        super().__init__(server="dotwist", reactor=reactor)
+        WebSocketServerFactory.__init__(self, server="dotwist", reactor=reactor)
         limits = runtime.limits
         self.connections: set[DotwistWebSocketProtocol] = set()
         self.earlyLimit = limits.maxPendingBytes
         self._closedWaiters: dict[DotwistWebSocketProtocol, Deferred[None]] = {}
-        self.setProtocolOptions(
+        WebSocketServerFactory.setProtocolOptions(
+            self,
             perMessageCompressionAccept=_acceptDeflate,
             maxMessagePayloadSize=limits.maxMessageSize,
             maxFramePayloadSize=limits.maxMessageSize,
@@ -150,7 +152,10 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         }
         options["CONFIG_ATTRS"] = ()
         options["earlyLimit"] = self.earlyLimit
-        self.protocol = type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options)
+        self.protocol = cast(
+            type[DotwistWebSocketProtocol],
+            type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options),
+        )
 
     def buildHandover(self, response: Response) -> "WebSocketHandover":
         return WebSocketHandover(_PerRequest(self, response))
@@ -188,7 +193,7 @@ class _PerRequest:
         self._response = response
 
     def buildProtocol(self, addr: IAddress) -> DotwistWebSocketProtocol:
-        protocol: DotwistWebSocketProtocol = self._factory.buildProtocol(addr)
+        protocol = cast(DotwistWebSocketProtocol, self._factory.buildProtocol(addr))
         assert self._response.webSocket is not None
         protocol.clientEnd = self._response.webSocket
         protocol.response = self._response
@@ -203,6 +208,9 @@ class WebSocketHandover(WebSocketResource):
     keep the whole upgrade request (channel, request, headers, Klein's state) alive for as long as
     the socket is open, about 6 KB per socket."""
 
+    def __init__(self, factory: _PerRequest) -> None:
+        WebSocketResource.__init__(self, factory)
+
     def render(self, request: IRequest) -> Any:
         channel = request.channel  # type: ignore[attr-defined]
         transport = channel.transport
@@ -210,7 +218,7 @@ class WebSocketHandover(WebSocketResource):
             channel.setTimeout(None)
             if getattr(transport, "producer", None) is channel:
                 transport.unregisterProducer()
-        return super().render(request)
+        return WebSocketResource.render(self, request)
 
 
 def _isUpgrade(request: IRequest) -> bool:
@@ -322,6 +330,12 @@ class DotwistSite(Site):
 
     accessLog = False
 
+    def __init__(self, resource: IResource, reactor: Any = None) -> None:
+        if reactor is None:
+            Site.__init__(self, resource)
+        else:
+            Site.__init__(self, resource, reactor=reactor)
+
     def log(self, request: Any) -> None:
         if self.accessLog:
             super().log(request)
@@ -333,10 +347,7 @@ def makeSite(
     """The ``Site`` serving ``runtime``, and the WebSocket factory it hands sockets to."""
     factory = DotwistWebSocketFactory(runtime, reactor=reactor)
     front = Front(runtime, factory)
-    if reactor is not None:
-        site = DotwistSite(front.resource(), reactor=reactor)
-    else:
-        site = DotwistSite(front.resource())
+    site = DotwistSite(front.resource(), reactor)
     site.displayTracebacks = False
     site.accessLog = accessLog
     return site, factory

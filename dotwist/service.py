@@ -17,6 +17,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from ._transport import DirectWriteEndpoint
@@ -64,7 +65,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
         self["listen"] = []
         self["bindings"] = {}
         self["vars"] = {}
@@ -121,7 +122,7 @@ def checkEndpoint(description: str) -> None:
     try:
         # Parsing builds the endpoint without listening; standard endpoints only keep the
         # reactor for later, so none is needed (and none is imported) to check a description.
-        serverFromString(None, description)  # type: ignore[arg-type]
+        serverFromString(None, description)
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r} is not a valid endpoint: {e}") from None
 
@@ -163,7 +164,7 @@ class ListeningPort(service.Service):
         self._port: Optional[IListeningPort] = None
 
     def startService(self) -> None:
-        super().startService()
+        service.Service.startService(self)
         starting = True
         failed: list[Failure] = []
 
@@ -184,11 +185,10 @@ class ListeningPort(service.Service):
             failed[0].raiseException()
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        service.Service.stopService(self)
         port, self._port = self._port, None
-        if port is None:
-            return succeed(None)
-        return maybeDeferred(port.stopListening)
+        stopped = port.stopListening() if port is not None else None
+        return stopped if isinstance(stopped, Deferred) else succeed(None)
 
 
 class DotwistService(service.MultiService):
@@ -206,7 +206,7 @@ class DotwistService(service.MultiService):
         accessLog: bool = False,
         tuning: bool = False,
     ) -> None:
-        super().__init__()
+        service.MultiService.__init__(self)
         from .server import makeSite
 
         if reactor is None:
@@ -221,7 +221,7 @@ class DotwistService(service.MultiService):
         for description in listen:
             endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
             port = ListeningPort(endpoint, self.site)
-            port.setServiceParent(self)
+            service.MultiService.addService(self, port)
             self.ports.append(port)
 
     def startService(self) -> None:
@@ -229,20 +229,20 @@ class DotwistService(service.MultiService):
             from ._tuning import tuneProcess
 
             tuneProcess(self.reactor)
-        self.factory.startFactory()
+        self.factory.startFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
         self.runtime.start()
-        super().startService()
+        service.MultiService.startService(self)
 
     def stopService(self) -> Deferred[Any]:
         # Stop accepting first, then say goodbye to the sockets we have.
-        stopped: Deferred[Any] = maybeDeferred(super().stopService)
+        stopped: Deferred[Any] = maybeDeferred(service.MultiService.stopService, self)
         closing = self.factory.closeAll(
             1001, "Server shutting down", self.runtime.limits.shutdownTimeout, self.reactor
         )
         stopped.addCallback(lambda _: closing)
 
         def close(result: object) -> Deferred[Any]:
-            self.factory.stopFactory()
+            self.factory.stopFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
             return self.runtime.close().addCallback(lambda _: result)
 
         return stopped.addBoth(close)
@@ -277,7 +277,7 @@ def makeApplication(
     listen: Optional[list[str]] = None,
     bindings: Optional[dict[str, str]] = None,
     **options: Any,
-) -> service.Application:
+) -> Componentized:
     """Build a twistd ``Application`` (for ``.tac`` files) from the same options as the command;
     a bad option raises ``usage.UsageError``.
 
@@ -295,9 +295,9 @@ def makeApplication(
             argv.append(f"--{name}")
         else:
             argv += [f"--{name}", str(value)]
-    config.parseOptions(argv)
-    application = service.Application("dotwist")
-    makeService(config).setServiceParent(application)
+    usage.Options.parseOptions(config, argv)
+    application: Componentized = service.Application("dotwist")
+    service.Service.setServiceParent(makeService(config), application)
     return application
 
 

@@ -21,7 +21,7 @@ class Options(service.Options):
 
     def parseOptions(self, options: Optional[list[str]] = None) -> None:
         try:
-            super().parseOptions(options)
+            usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             raise SystemExit(f"twistd dotwist: {e}\n(see: twistd dotwist --help)") from None
 

@@ -127,13 +127,19 @@ def connectWebSocket(response: Response, earlyLimit: int = Limits.maxPendingByte
     return FakeConnection(response.webSocket, earlyLimit)
 
 
-class FailingCommits(MemoryBackend):
+class FailingCommits(StorageBackend):
     """A memory backend whose commits fail while ``failing`` is set."""
 
     failing = False
 
+    def __init__(self) -> None:
+        self._memory = MemoryBackend()
+
     def open(self, namespace: str, objectId: str) -> ObjectStore:
-        return cast(ObjectStore, _FailingStore(super().open(namespace, objectId), self))
+        return cast(ObjectStore, _FailingStore(self._memory.open(namespace, objectId), self))
+
+    def close(self) -> None:
+        self._memory.close()
 
 
 class _FailingStore:
@@ -151,21 +157,24 @@ class _FailingStore:
         return getattr(self._store, name)
 
 
-class LaterCommits(MemoryBackend):
+class LaterCommits(StorageBackend):
     """A memory backend whose commits become durable only when the test says so, as a replicated
     store's would: ``commit()`` returns a Deferred, and ``complete()`` (or ``fail()``) fires the
     oldest one. ``pending`` counts the commits in flight."""
 
     def __init__(self) -> None:
-        super().__init__()
+        self._memory = MemoryBackend()
         self.inFlight: list[Deferred[None]] = []
+
+    def close(self) -> None:
+        self._memory.close()
 
     @property
     def pending(self) -> int:
         return len(self.inFlight)
 
     def open(self, namespace: str, objectId: str) -> ObjectStore:
-        return cast(ObjectStore, _LaterStore(super().open(namespace, objectId), self))
+        return cast(ObjectStore, _LaterStore(self._memory.open(namespace, objectId), self))
 
     def complete(self) -> None:
         self.inFlight.pop(0).callback(None)

@@ -23,6 +23,7 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Union
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .errors import RangeError
 from .handlers import asDeferred
@@ -274,11 +275,7 @@ class WebSocket:
                 _log.failure("WebSocket {kind} listener raised", kind=kind)
                 continue
             if result is not None and inspect.isawaitable(result):
-                asDeferred(result).addErrback(
-                    lambda f, kind=kind: _log.failure(
-                        "WebSocket {kind} listener raised", f, kind=kind
-                    )
-                )
+                asDeferred(result).addErrback(_listenerFailed, kind)
 
     def _resetByRuntime(self, code: int, reason: str) -> None:
         """The owning object was reset: close the connection; nobody listens any more."""
@@ -287,6 +284,10 @@ class WebSocket:
         if self.readyState in (CONNECTING, OPEN):
             self.readyState = CLOSING
             self._peer._transmitClose(code, reason)
+
+
+def _listenerFailed(failure: Failure, kind: str) -> None:
+    _log.failure("WebSocket {kind} listener raised", failure, kind=kind)
 
 
 class WebSocketPair:

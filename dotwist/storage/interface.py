@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final, Union
+from typing import Any, Awaitable, Final, Optional, Union
 
 __all__ = [
     "MISSING",
@@ -256,8 +256,11 @@ class ObjectStore(ABC):
     # -- transactions -----------------------------------------------------------------------
 
     @abstractmethod
-    def commit(self) -> None:
-        """Make every write since the last commit durable; return once it is.
+    def commit(self) -> Optional[Awaitable[None]]:
+        """Make every write since the last commit durable; return once it is (None), or return an
+        awaitable that completes once it is (a store whose commits are replicated elsewhere: the
+        runtime holds the object's output until then, and a failure there counts as a failed
+        commit). The embedded backends return None.
 
         Raises :class:`~dotwist.storage.errors.StorageError` if a savepoint is open, and
         :class:`~dotwist.storage.errors.CommitError` if the write fails (the batch is then
