@@ -35,6 +35,13 @@ class Limits:
     maxPendingBytes: int = 64 * MiB
     #: ``ctx.waitUntil`` keeps an idle object in memory for at most this long, in seconds.
     waitUntilTimeout: float = 30.0
+    #: CPU time one invocation of a handler may use, in seconds, summed over its steps; past it,
+    #: it is stopped at its next ``await`` with "exceeded CPU time limit" and its object is reset
+    #: (Cloudflare: 30 s by default on paid plans, configurable up to 5 minutes). asyncio runner only.
+    cpuTimeLimit: float = 30.0
+    #: A single step of a handler (the code between two awaits) that holds the event loop longer
+    #: than this, in seconds, is logged with the handler's name: every other client waits meanwhile.
+    blockedLoopWarning: float = 0.1
 
     def replace(self, **changes: Any) -> "Limits":
         known = {f.name for f in fields(self)}

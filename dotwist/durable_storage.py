@@ -39,7 +39,7 @@ from .errors import DurableObjectError
 from .gates import InputGate, OutputGate
 from .handlers import asDeferred
 from .storage import MISSING
-from .storage.interface import ObjectStore, SqlCursor
+from .storage.interface import ObjectStore, Savepoint, SqlCursor
 
 _log = Logger(namespace="dotwist.storage")
 
@@ -272,12 +272,20 @@ class StorageSession:
             self.wrote()
         return result
 
-    async def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Any:
+    def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
+        """Run ``closure(txn)`` in a savepoint. The input gate is locked now, before this returns,
+        and stays locked until the closure has finished, awaits included."""
         store = self.store
+        savepoint = store.savepoint()
         self._inputGate.lock()
         self._transactions += 1
-        savepoint = store.savepoint()
-        txn = DurableObjectTransaction(self.api)
+        return asDeferred(self._transaction(closure, savepoint, DurableObjectTransaction(self.api)))
+
+    async def _transaction(
+        self, closure: Callable[["DurableObjectTransaction"], Any], savepoint: Savepoint,
+        txn: "DurableObjectTransaction",
+    ) -> Any:
+        store = self.store
         try:
             result = closure(txn)
             while hasattr(result, "__await__"):
@@ -389,7 +397,7 @@ class DurableObjectStorage:
     def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
         """Run ``await closure(txn)`` atomically. ``txn.rollback()`` undoes it; an exception
         undoes it and propagates. No other event reaches the object meanwhile."""
-        return Deferred.fromCoroutine(self._session.transaction(closure))
+        return self._session.transaction(closure)
 
     def sync(self) -> Deferred[None]:
         """Fires when every write made so far is durable."""

@@ -275,7 +275,9 @@ class WebSocket:
                 _log.failure("WebSocket {kind} listener raised", kind=kind)
                 continue
             if result is not None and inspect.isawaitable(result):
-                asDeferred(result).addErrback(_listenerFailed, kind)
+                owner = self._owner
+                gate = owner.inputGate if owner is not None else None
+                asDeferred(result, gate=gate).addErrback(_listenerFailed, kind)
 
     def _resetByRuntime(self, code: int, reason: str) -> None:
         """The owning object was reset: close the connection; nobody listens any more."""
