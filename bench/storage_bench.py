@@ -248,6 +248,11 @@ class Dotwist:
         d = stub.fetch(url)
         expectOk(d, url)
 
+    def storageOf(self, stub: Any) -> Any:
+        """The object's ``ctx.storage`` (the object must have been used)."""
+        registry = self.runtime.registry
+        return registry.actorFor(registry.namespaces[NAMESPACE], stub.id)._storage
+
     def storeOf(self, stub: Any) -> Any:
         registry = self.runtime.registry
         actor = registry.actorFor(registry.namespaces[NAMESPACE], stub.id)

@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_CACHE_BYTES",
     "DEFAULT_CACHE_ENTRIES",
     "ENTRY_OVERHEAD",
+    "Encoded",
     "UNKNOWN",
     "ValueCache",
     "cacheBounds",
@@ -104,7 +105,7 @@ def shareable(value: Any, depth: int = 8) -> bool:
     return False
 
 
-class _Encoded:
+class Encoded:
     """A cached value kept encoded: every read decodes a fresh copy."""
 
     __slots__ = ("data",)
@@ -120,11 +121,12 @@ _EVERYTHING = None
 class ValueCache:
     """The LRU of one object store (see the module docstring)."""
 
-    __slots__ = ("_entries", "_bytes", "maxEntries", "maxBytes", "maxDepth", "_written", "hits", "misses")
+    __slots__ = ("entries", "_bytes", "maxEntries", "maxBytes", "maxDepth", "_written", "hits", "misses")
 
     def __init__(self, maxEntries: int, maxBytes: int, maxDepth: int) -> None:
-        # key -> (value, or _Encoded, or MISSING; size counted in _bytes)
-        self._entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        #: key -> (value, or :class:`Encoded`, or MISSING; its size). Stores read hits straight from
+        #: it (see :meth:`get` for what a hit does); everything else goes through the methods.
+        self.entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
         self._bytes = 0
         self.maxEntries = maxEntries
         self.maxBytes = maxBytes
@@ -135,7 +137,7 @@ class ValueCache:
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.entries)
 
     @property
     def enabled(self) -> bool:
@@ -152,22 +154,22 @@ class ValueCache:
         """The value cached for ``key`` (a fresh copy if it is mutable), :data:`MISSING` if the key
         is known to be absent, or ``default`` if the cache does not know it. ``touch=False``
         (``noCache``) leaves its place in the LRU order alone."""
-        entry = self._entries.get(key)
+        entry = self.entries.get(key)
         if entry is None:
             self.misses += 1
             return default
         self.hits += 1
         if touch:
-            self._entries.move_to_end(key)
+            self.entries.move_to_end(key)
         value = entry[0]
-        if type(value) is _Encoded:
+        if type(value) is Encoded:
             return decode(value.data, maxDepth=self.maxDepth)
         return value
 
     # -- filling ----------------------------------------------------------------------------
 
     def _store(self, key: str, value: Any, size: int) -> None:
-        entries = self._entries
+        entries = self.entries
         old = entries.pop(key, None)
         if old is not None:
             self._bytes -= old[1]
@@ -188,11 +190,11 @@ class ValueCache:
         elif shareable(value):
             self._store(key, value, keyBytes + len(data) + ENTRY_OVERHEAD)
         else:
-            self._store(key, _Encoded(data), keyBytes + len(data) + ENTRY_OVERHEAD)
+            self._store(key, Encoded(data), keyBytes + len(data) + ENTRY_OVERHEAD)
 
     def loadedEncoded(self, key: str, keyBytes: int, data: bytes) -> None:
         """Remember ``data`` (not decoded yet) as the value of ``key``."""
-        self._store(key, _Encoded(data), keyBytes + len(data) + ENTRY_OVERHEAD)
+        self._store(key, Encoded(data), keyBytes + len(data) + ENTRY_OVERHEAD)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -204,7 +206,7 @@ class ValueCache:
             if shareable(value):
                 self._store(key, value, keyBytes + len(data) + ENTRY_OVERHEAD)
             else:
-                self._store(key, _Encoded(data), keyBytes + len(data) + ENTRY_OVERHEAD)
+                self._store(key, Encoded(data), keyBytes + len(data) + ENTRY_OVERHEAD)
         else:
             self.forget(key)
 
@@ -217,12 +219,12 @@ class ValueCache:
             self.forget(key)
 
     def forget(self, key: str) -> None:
-        old = self._entries.pop(key, None)
+        old = self.entries.pop(key, None)
         if old is not None:
             self._bytes -= old[1]
 
     def clear(self) -> None:
-        self._entries.clear()
+        self.entries.clear()
         self._bytes = 0
 
     def changedEverything(self) -> None:

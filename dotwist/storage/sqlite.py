@@ -24,6 +24,7 @@ from ._cache import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_CACHE_ENTRIES,
     UNKNOWN,
+    Encoded,
     ValueCache,
     cacheBounds,
     keyBytes,
@@ -154,9 +155,16 @@ class SqliteObjectStore(BaseObjectStore):
             self._check()
         cache = self._cache
         if type(key) is str:
-            value = cache.get(key, UNKNOWN, not noCache)
-            if value is not UNKNOWN:
+            entry = cache.entries.get(key)
+            if entry is not None:  # a hit, inlined: this is the hot path of every read
+                cache.hits += 1
+                if not noCache:
+                    cache.entries.move_to_end(key)
+                value = entry[0]
+                if type(value) is Encoded:
+                    return decode(value.data, maxDepth=cache.maxDepth)
                 return value
+            cache.misses += 1
         n = keySize(key, self.limits)
         row = self._engine.trusted(_Q_GET, (key,)).fetchone()
         if row is None:
