@@ -331,10 +331,16 @@ class Results:
             self.rows[name].setdefault(side, []).append(rate)
             line += f" {side} {rate:9,.0f}"
         ratio = seconds["sqlite3"] / seconds["dotwist"]
-        sys.stderr.write(f"{line} {unit} (dotwist/sqlite3 {ratio:.2f})\n")
+        extra = "".join(
+            f", {side} {seconds['sqlite3'] / spent:.2f}" for side, spent in seconds.items()
+            if side not in ("dotwist", "sqlite3")
+        )
+        sys.stderr.write(f"{line} {unit} (dotwist/sqlite3 {ratio:.2f}{extra})\n")
         sys.stderr.flush()
 
     def table(self) -> list[dict[str, Any]]:
+        """One row per scenario, and one more per extra side (other than the coalescing row's),
+        named ``scenario [side]``, against the same sqlite3 runs."""
         out = []
         for name in self.order:
             row = dict(self.rows[name])
@@ -344,6 +350,13 @@ class Results:
             if SEPARATE in row:
                 row["separateMedian"] = statistics.median(row[SEPARATE])
             out.append(row)
+            for side in row:
+                if side in ("dotwist", "sqlite3", SEPARATE) or not isinstance(row[side], list):
+                    continue
+                e = statistics.median(row[side])
+                out.append({"scenario": f"{name} [{side}]", "ops": row["ops"], "unit": row["unit"],
+                            side: row[side], "sqlite3": row["sqlite3"], "dotwistMedian": e,
+                            "sqlite3Median": s, "ratio": e / s})
         return out
 
 
@@ -352,6 +365,8 @@ Block = Callable[[int, int], None]
 
 #: The extra side of the coalescing row: dotwist making the same writes one turn (commit) each.
 SEPARATE = "dotwist, one commit per write"
+#: The extra side of read rows: the object's value cache emptied first, so every read misses.
+COLD = "cache emptied"
 
 
 def race(
@@ -427,8 +442,20 @@ def hot(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> None
 
         for r in range(p["repeats"]):
             race(results, "hot read (fetch)", "reads/s", 0, nr, 500, dotwistReads, sqliteReads)
+        # With the value cache (dotwist/storage/_cache.py), the reads above are cache hits. The
+        # extra side empties the object's cache before each block of 500 distinct keys, so each
+        # of its reads misses and goes to SQLite: the cost of a read of a key not used lately.
+        store = dw.storeOf(stub)
+        extra: dict[str, Block] = {}
+        if hasattr(store, "_cache"):
+
+            def dotwistApiReadsCold(lo: int, hi: int) -> None:
+                store._cache.clear()
+                dotwistApiReads(lo, hi)
+
+            extra[COLD] = dotwistApiReadsCold
         for r in range(p["repeats"]):
-            race(results, "hot read (API)", "reads/s", 0, nr, 500, dotwistApiReads, sqliteReads)
+            race(results, "hot read (API)", "reads/s", 0, nr, 500, dotwistApiReads, sqliteReads, extra=extra)
 
         # Coalescing: check once, untimed, that a turn of 100 puts is exactly one commit.
         store = dw.storeOf(stub)
@@ -547,8 +574,18 @@ def spread(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> t
             if row is None or row[0].decode() != VALUE:
                 raise BenchError("sqlite3: first missing")
 
+    extra: dict[str, Block] = {}
+    if hasattr(dw.storeOf(stubs[0]), "_cache"):
+        stores = [dw.storeOf(stub) for stub in stubs]
+
+        def dotwistReadCold(lo: int, hi: int) -> None:
+            for store in stores[lo:hi]:  # about 0.2 us per object, against ~50 us for the read
+                store._cache.clear()
+            dotwistRead(lo, hi)
+
+        extra[COLD] = dotwistReadCold
     for r in range(p["repeats"]):
-        race(results, "spread read", "reads/s", 0, n, block * 10, dotwistRead, sqliteRead)
+        race(results, "spread read", "reads/s", 0, n, block * 10, dotwistRead, sqliteRead, extra=extra)
     return dw, conns
 
 
