@@ -23,6 +23,11 @@ reads of one of 2,000 recently written keys
     ``stub.fetch``: one request per read through the runtime (``storage_bench.py``'s
     "hot read (fetch)").
 
+writes, 100 per commit (one turn)
+    the same in batches: ``sqlite3`` in ``BEGIN``/``COMMIT``; the store; ``await ctx.storage.put``
+    100 times in one turn, then the commit; and the same with the ``put`` fast path proposed for
+    ``durable_storage.py`` (a stand-in here, as for ``get``): per-operation overhead, not fsync.
+
 durable writes of a 100-character str, one commit (fsync) each
     ``sqlite3``: autocommit ``INSERT OR REPLACE``; ``store.put + commit``: the storage package;
     ``ctx.storage.put + end of turn``: ``ctx.storage.put`` then the end-of-turn commit the
@@ -62,6 +67,19 @@ def leanGet(storage: Any, key: Any, options: Any = None, **kwargs: Any) -> Defer
             return storage.get(key)  # today's path reports the error as it does now
         return succeed(None if value is MISSING else value)
     return storage.get(key, options, **kwargs)
+
+
+def leanPut(storage: Any, key: Any, value: Any, options: Any = None, **kwargs: Any) -> Deferred[None]:
+    """The fast path proposed for ``DurableObjectStorage.put``: one key, no options -> the store,
+    then ``_wrote()`` (which holds the output gate and schedules the end-of-turn commit)."""
+    if options is None and not kwargs and type(key) is str:
+        try:
+            storage._store.put(key, value)
+        except Exception:
+            return storage.put(key, value)
+        storage._wrote()
+        return succeed(None)
+    return storage.put(key, value, options, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,6 +174,36 @@ def main(argv: list[str] | None = None) -> None:
                 advance(0)
                 assert not store.hasPendingWrites
 
+        batch = 100
+        nBatches = max(1, nWrites // 10)
+
+        def sqliteBatches() -> None:
+            r = next(counter)
+            execute = conn.execute
+            for b in range(nBatches):
+                execute("BEGIN")
+                for i in range(batch):
+                    execute(sb.SQL_PUT, (f"b{r}.{b}.{i}", data))
+                execute("COMMIT")
+
+        def storeBatches() -> None:
+            r = next(counter)
+            for b in range(nBatches):
+                for i in range(batch):
+                    store.put(f"b{r}.{b}.{i}", sb.VALUE)
+                store.commit()
+
+        async def putLoop(put: Callable[[str, Any], Any], r: int, b: int) -> None:
+            for i in range(batch):
+                await put(f"b{r}.{b}.{i}", sb.VALUE)
+
+        def apiBatches(put: Callable[[str, Any], Any]) -> None:
+            r = next(counter)
+            for b in range(nBatches):
+                d = Deferred.fromCoroutine(putLoop(put, r, b))
+                dw.clock.advance(0)
+                assert d.called and not store.hasPendingWrites
+
         def fetchWrites() -> None:
             r = next(counter)
             for i in range(nWrites):
@@ -176,7 +224,17 @@ def main(argv: list[str] | None = None) -> None:
             ("ctx.storage.put + end of turn", apiWrites),
             ("stub.fetch -> storage.put", fetchWrites),
         ]
-        for title, sides, ops in (("reads", reads, nReads), ("durable writes", writes, nWrites)):
+        batches = [
+            ("sqlite3 BEGIN, 100 INSERT, COMMIT", sqliteBatches),
+            ("store.put x100 + commit", storeBatches),
+            ("ctx.storage.put x100 + end of turn", lambda: apiBatches(storage.put)),
+            ("lean ctx.storage.put (proposed)", lambda: apiBatches(lambda k, v: leanPut(storage, k, v))),
+        ]
+        for title, sides, ops in (
+            ("reads", reads, nReads),
+            ("durable writes", writes, nWrites),
+            ("writes, 100 per commit", batches, nBatches * batch),
+        ):
             times: dict[str, list[float]] = {name: [] for name, _ in sides}
             for r in range(rounds):
                 k = r % len(sides)
