@@ -140,10 +140,6 @@ class ValueCache:
         return len(self.entries)
 
     @property
-    def enabled(self) -> bool:
-        return self.maxEntries > 0
-
-    @property
     def size(self) -> int:
         """Bytes counted against ``maxBytes``."""
         return self._bytes
@@ -191,10 +187,6 @@ class ValueCache:
             self._store(key, value, keyBytes + len(data) + ENTRY_OVERHEAD)
         else:
             self._store(key, Encoded(data), keyBytes + len(data) + ENTRY_OVERHEAD)
-
-    def loadedEncoded(self, key: str, keyBytes: int, data: bytes) -> None:
-        """Remember ``data`` (not decoded yet) as the value of ``key``."""
-        self._store(key, Encoded(data), keyBytes + len(data) + ENTRY_OVERHEAD)
 
     # -- writes -----------------------------------------------------------------------------
 
