@@ -7,9 +7,9 @@ to core 1. Each figure is repeated (default 3 times, servers interleaved) and th
 reported: a markdown table on stdout and in bench/results/latest.md, JSON in
 bench/results/latest.json, a plot in bench/results/latest.png.
 
-    bench/run                                   # everything (about 12-15 minutes)
+    bench/run                                   # everything (about 17 minutes, 9 servers)
     bench/run --quick                           # short windows, 1 repeat (about 3 minutes)
-    bench/run --servers reference,dotwist-seed  # a subset (cecho = generator ceiling)
+    bench/run --servers reference,dotwist-seed  # a subset (cecho = generator ceiling; groups: dotwist, peers, python)
     bench/run --list                            # the servers and figures
 """
 
