@@ -46,9 +46,9 @@ else:
     site, factory = makeSite(runtime, reactor=clock)
     factory.startFactory()
     box = []
-    runtime.fetch(Request._fromWire("http://h" + path, "GET", Headers({"Upgrade": "websocket"}), None)).addBoth(box.append)
+    runtime.fetch(Request.fromWire("http://h" + path, "GET", Headers({"Upgrade": "websocket"}), None)).addBoth(box.append)
     proto = factory.buildProtocol(None)
-    proto._clientEnd, proto._response = box[0].webSocket, box[0]
+    proto.clientEnd, proto.response = box[0].webSocket, box[0]
 transport = StringTransport()
 proto.makeConnection(transport)
 proto.dataReceived(("GET %s HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

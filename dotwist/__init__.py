@@ -13,12 +13,8 @@ from .hibernation import WebSocketRequestResponsePair
 from .ids import DurableObjectId
 from .outbound import fetch
 from .rpc import RemoteError
-from .objects import (
-    DurableObject,
-    DurableObjectNamespace,
-    DurableObjectState,
-    DurableObjectStub,
-)
+from .objects import DurableObject, DurableObjectState
+from .stubs import DurableObjectNamespace, DurableObjectStub
 from .websocket import CloseEvent, ErrorEvent, MessageEvent, WebSocket, WebSocketPair
 from .worker import App, Env, ExecutionContext, Runtime, WorkerEntrypoint
 

@@ -1,120 +1,84 @@
-"""Autobahn costs that buy nothing in production, removed without changing behaviour.
+"""The fast path for whole data frames, mixed into dotwist's Autobahn protocol.
 
-Masking: Autobahn builds a new XOR masker for every frame; with its C accelerator (NVX) that is
-a cffi object with a gc hook and a fresh buffer per call, which costs more than unmasking a small
-frame itself. ``IntMasker`` unmasks with one big-integer XOR (C speed, no per-frame C objects);
-frames of ``LARGE`` bytes or more still go to Autobahn's own (SIMD) masker.
+Nothing here changes Autobahn itself: ``FastMessages`` is a mixin for a
+``WebSocketServerProtocol`` subclass, and it only overrides that subclass's methods. It relies on
+Autobahn's protocol internals (``_dataReceived``, ``data``, ``current_frame``, ``inside_message``,
+``_perMessageCompress``, ``send_queue``, ``trafficStats``, the auto-ping timer), which is why it
+lives in this one module; ``tests/test_fast_messages.py`` checks it byte for byte against stock
+Autobahn, so an Autobahn upgrade that changes them fails there first.
 
-Autobahn formats its debug log arguments eagerly: every connection pretty-prints its whole
-configuration (``pformat``, about a fifth of the CPU of opening a connection) and every message
-sent highlights type names (``hltype``/``hlval``, six calls per echoed message), even when debug
-logging is off. In the two Autobahn modules that use them on hot paths, ``pformat`` is replaced by
-a version that returns a placeholder formatting itself only if the log line is emitted, and the
-two highlighters by the identity (a debug line then shows the plain value, without colours).
+Besides the message path, a few of Autobahn's per-connection methods are given without their
+debug log lines: Autobahn formats those lines' arguments (``hltype``, ``hlval``) before the logger
+decides to drop them, about a tenth of the CPU of a short connection's life.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
+from autobahn.util import _is_tls_error, _maybe_tls_reason
 from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
+_STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 
-
-class _Later:
-    __slots__ = ("_fn", "_arg")
-
-    def __init__(self, fn: Callable[[Any], str], arg: Any) -> None:
-        self._fn = fn
-        self._arg = arg
-
-    def __str__(self) -> str:
-        return str(self._fn(self._arg))
-
-    __repr__ = __str__
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-
-def _deferFormatting(fn: Callable[[Any], str]) -> Callable[[Any], _Later]:
-    def later(arg: Any) -> _Later:
-        return _Later(fn, arg)
-
-    later.__wrapped__ = fn  # type: ignore[attr-defined]
-    return later
-
-
+#: Frames this large or larger are unmasked by Autobahn's masker (SIMD with its accelerator);
+#: smaller ones with one big-integer XOR, which costs less than building a masker.
 LARGE = 4096
 
 
-def _plain(value: Any, *args: Any, **kwargs: Any) -> Any:
-    return value
+if TYPE_CHECKING:  # pragma: no cover
+
+    class _Protocol(Protocol):
+        """What the mixin uses of Autobahn's WebSocket protocol (whose attributes Autobahn sets
+        dynamically, so its own annotations cannot describe them)."""
+
+        state: int
+        current_frame: Any
+        inside_message: bool
+        _perMessageCompress: Any
+        logOctets: bool
+        logFrames: bool
+        data: bytes
+        maxMessagePayloadSize: int
+        maxFramePayloadSize: int
+        autoPingTimeoutCall: Any
+        autoPingRestartOnAnyTraffic: bool
+        send_queue: Any
+        maskServerFrames: bool
+        autoFragmentSize: int
+        transport: Any
+        trafficStats: Any
+        factory: Any
+        log: Any
+
+        def _dataReceived(self, data: bytes) -> None: ...
+
+        def _cancelAutoPingTimeoutCall(self) -> None: ...
+
+        def consumeData(self) -> None: ...
+
+        sendMessage: Any
+
+        def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None: ...
+
+else:
+    _Protocol = object
 
 
-class IntMasker:
-    """A WebSocket XOR masker with Autobahn's interface (``process``, ``pointer``, ``reset``)."""
-
-    __slots__ = ("_mask", "_ptr")
-
-    def __init__(self, mask: bytes) -> None:
-        self._mask = bytes(mask)
-        self._ptr = 0
-
-    def pointer(self) -> int:
-        return self._ptr
-
-    def reset(self) -> None:
-        self._ptr = 0
-
-    def process(self, data: bytes) -> bytes:
-        n = len(data)
-        if not n:
-            return b""
-        shift = self._ptr & 3
-        mask = self._mask[shift:] + self._mask[:shift] if shift else self._mask
-        key = mask * ((n >> 2) + 1)
-        self._ptr += n
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key[:n], "little")).to_bytes(n, "little")
-
-
-def _maskerFactory(original: Callable[..., Any]) -> Callable[..., Any]:
-    def create_xor_masker(mask: bytes, length: Any = None) -> Any:
-        if length is not None and length >= LARGE:
-            return original(mask, length)
-        return IntMasker(mask)
-
-    create_xor_masker.__wrapped__ = original  # type: ignore[attr-defined]
-    return create_xor_masker
-
-
-def install() -> None:
-    """Idempotent: patch the hot-path formatting helpers of Autobahn's WebSocket modules."""
-    from autobahn.twisted import websocket as twistedWebsocket
-    from autobahn.websocket import protocol
-
-    if not hasattr(protocol.create_xor_masker, "__wrapped__"):
-        protocol.create_xor_masker = _maskerFactory(protocol.create_xor_masker)
-    for module in (protocol, twistedWebsocket):
-        original = getattr(module, "pformat", None)
-        if original is not None and not hasattr(original, "__wrapped__"):
-            module.pformat = _deferFormatting(original)
-        for name in ("hltype", "hlval"):
-            if hasattr(module, name):
-                setattr(module, name, _plain)
-
-
-class FastMessages:
+class FastMessages(_Protocol):
     """A fast path for whole, unfragmented, uncompressed data frames, mixed into an Autobahn
-    ``WebSocketServerProtocol`` subclass that defines ``_deliver(message)``.
+    ``WebSocketServerProtocol`` subclass that defines ``deliverMessage(message)``.
 
     Autobahn parses every frame through a general state machine (a ``FrameHeader``, a masker
     object, an incremental UTF-8 validator, five callbacks and a list join per message) and builds
     every outgoing frame the same general way. Most messages need none of that: a client sends one
     masked frame with FIN set that is already complete in the read buffer. ``dataReceived`` takes
     such frames itself (header, length, unmask, UTF-8 check by decoding) and hands each message to
-    ``_deliver``; ``_sendFast`` writes an unmasked server frame in one ``write``.
+    ``deliverMessage``; ``sendFast`` writes an unmasked server frame in one ``write``.
 
     Anything else goes to Autobahn unchanged, from the first byte it does not handle: fragments,
     control frames (ping, pong, close), compressed frames, reserved bits or opcodes, unmasked or
@@ -123,6 +87,9 @@ class FastMessages:
     with the close codes it always uses (1002, 1007, 1009). The fast path does not count Autobahn's
     ``trafficStats``; nothing in dotwist reads them.
     """
+
+    if TYPE_CHECKING:  # pragma: no cover
+        data: bytes
 
     def dataReceived(self, data: bytes) -> None:
         if (
@@ -135,14 +102,15 @@ class FastMessages:
         ):
             self._dataReceived(data)
             return
-        buf = self.data + data if self.data else data
+        pending: bytes = self.data
+        buf = pending + data if pending else data
         n = len(buf)
         i = 0
         limit = self.maxMessagePayloadSize
         frameLimit = self.maxFramePayloadSize
         if 0 < frameLimit and (limit <= 0 or frameLimit < limit):
             limit = frameLimit
-        deliver = self._deliver
+        deliver = self.deliverMessage
         while n - i >= 6:
             b0 = buf[i]
             b1 = buf[i + 1]
@@ -172,7 +140,7 @@ class FastMessages:
             if end > n:
                 break
             if length >= LARGE:
-                payload = _originalMasker(buf[start - 4 : start], length).process(buf[start:end])
+                payload = create_xor_masker(buf[start - 4 : start], length).process(buf[start:end])
             elif length:
                 key = buf[start - 4 : start] * ((length >> 2) + 1)
                 payload = (
@@ -199,7 +167,11 @@ class FastMessages:
         if buf:
             self.consumeData()
 
-    def _sendFast(self, payload: bytes, isBinary: bool) -> None:
+    def deliverMessage(self, message: Any) -> None:
+        """A whole message arrived: ``str`` for text (valid UTF-8), ``bytes`` for binary."""
+        raise NotImplementedError()
+
+    def sendFast(self, payload: bytes, isBinary: bool) -> None:
         """Send one message as a single unmasked frame (Autobahn's ``sendMessage`` otherwise)."""
         length = len(payload)
         if (
@@ -222,11 +194,32 @@ class FastMessages:
             header = bytes((b0, 127)) + length.to_bytes(8, "big")
         self.transport.write(header + payload)
 
+    # -- Autobahn's per-connection methods, without the eagerly formatted debug lines ------------
 
-def _originalMasker(mask: bytes, length: int) -> Any:
-    from autobahn.websocket import protocol
+    def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None:
+        """Autobahn's ``sendData``: the common case (write now) without its debug line."""
+        if sync or chopsize or self.send_queue or self.logOctets:
+            super().sendData(data, sync, chopsize)  # type: ignore[safe-super]
+            return
+        self.transport.write(data)
+        state = self.state
+        if state == _STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif state == _STATE_CONNECTING:
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
 
-    factory = protocol.create_xor_masker
-    return getattr(factory, "__wrapped__", factory)(mask, length)
+    def _connectionMade(self) -> None:
+        # WebSocketServerProtocol._connectionMade, without its debug line.
+        WebSocketProtocol._connectionMade(self)  # type: ignore[arg-type]  # a WebSocketProtocol at run time
+        self.factory.countConnections += 1
 
+    def _connectionLost(self, reason: Any) -> None:
+        # WebSocketServerProtocol._connectionLost, without its debug line.
+        WebSocketProtocol._connectionLost(self, reason)  # type: ignore[arg-type]
+        self.factory.countConnections -= 1
 
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # autobahn.twisted's connectionLost, whose other branches only log at debug level.
+        if _is_tls_error(reason.value):
+            self.log.error(_maybe_tls_reason(reason.value))
+        self._connectionLost(reason)

@@ -1,7 +1,12 @@
-"""Process-wide tuning that ``twistd dotwist`` (and ``run.tac``) apply; embedding code opts in.
+"""Process-wide tuning that the ``twistd dotwist`` service applies when it starts (and ``run.tac``
+too, through the same service); ``--no-tuning`` turns all of it off, and embedding code that builds
+a ``DotwistService`` itself opts in with ``tuning=True``. Nothing here runs on import.
+``tuneProcess`` applies the three and logs each.
 
-Both are measured by the benchmarks in ``bench/`` (see ``docs/operating.md``), and both can be
-turned off with ``--no-tuning``.
+The first two are measured by the benchmarks in ``bench/`` (see ``docs/operating.md``).
+
+**The open-file limit.** Every socket and every live object's SQLite database holds file
+descriptors; the soft limit (often 1024) is raised to the hard one.
 
 **The reactor's per-event wrapper.** Twisted's epoll reactor runs every ready socket's
 ``doRead``/``doWrite`` inside ``log.callWithLogger``, which asks the connection for its log prefix
@@ -26,11 +31,46 @@ from __future__ import annotations
 
 import errno
 import gc
-from typing import Any
+from typing import Any, Callable, Optional
 
+from twisted.logger import Logger
 from twisted.python import log
 
 GC_THRESHOLD = 10_000
+
+_log = Logger(namespace="dotwist.tuning")
+
+
+def tuneProcess(reactor: Any) -> None:
+    """Apply every tuning to this process and ``reactor``, logging what changed."""
+    if withoutEventContext(reactor):
+        _log.info("tuning: the epoll reactor dispatches socket events without a log context")
+    before = gc.get_threshold()[0]
+    tuneGarbageCollector()
+    _log.info(
+        "tuning: garbage collector frozen after load; first-generation threshold {before} -> {after}",
+        before=before, after=gc.get_threshold()[0],
+    )
+    raised = raiseFileLimit()
+    if raised is not None:
+        _log.info("tuning: open-file limit {before} -> {after}", before=raised[0], after=raised[1])
+
+
+def raiseFileLimit() -> Optional[tuple[int, int]]:
+    """Raise the soft open-file limit to the hard one; (before, after), or None if unchanged."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if wanted <= soft:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        return None
+    return soft, wanted
 
 
 def tuneGarbageCollector(threshold: int = GC_THRESHOLD) -> None:
@@ -51,7 +91,7 @@ def withoutEventContext(reactor: Any) -> bool:
 
     poll = reactor._poller.poll
     selectables = reactor._selectables
-    dispatch = reactor._doReadOrWrite
+    dispatch: Callable[[Any, int, int], None] = reactor._doReadOrWrite
 
     def doPoll(timeout: Any) -> None:
         # EPollReactor.doPoll, with the event dispatched directly instead of via callWithLogger.
@@ -75,7 +115,7 @@ def withoutEventContext(reactor: Any) -> bool:
             except BaseException:
                 _logEscaped(selectable)
 
-    reactor.doIteration = doPoll
+    setattr(reactor, "doIteration", doPoll)
     return True
 
 

@@ -1,4 +1,4 @@
-"""Alarms: when each object's alarm fires, the retry schedule, and the index that finds alarms
+"""Alarms: when each object's alarm fires, what follows a run, and the index that finds alarms
 again after a restart.
 
 Each object's alarm time is stored with its data (``storage.setAlarm``), so it commits and rolls
@@ -12,17 +12,23 @@ alarm, so the index can hold stale entries (harmless: checked when they fire) bu
 At-least-once: a handler that raises is retried after 2 s, 4 s, 8 s, ... with up to 25% jitter, at
 most 6 retries; the stored alarm stays in place until the handler succeeds, so a restart during the
 retries fires it again.
+
+The scheduler gets a clock, an index and a ``deliver(namespace, objectId, retryCount)`` function
+(the registry's, which finds or constructs the object and runs ``AlarmScheduler.run`` in it as an
+event); ``nextRetry`` is the pure decision of what follows a failed run.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Iterable, Optional, Protocol, TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Collection, Iterable, Optional, Protocol
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .objects import ObjectRegistry
+    from .objects import Actor
 
 _log = Logger(namespace="dotwist.alarms")
 
@@ -32,8 +38,17 @@ FIRST_RETRY_DELAY = 2.0
 
 def retryDelay(retryCount: int, rng: random.Random) -> float:
     """Seconds to wait before retry number ``retryCount`` (1-based): 2, 4, 8, ... plus jitter."""
-    base = FIRST_RETRY_DELAY * (2 ** (retryCount - 1))
+    base: float = FIRST_RETRY_DELAY * (2 ** (retryCount - 1))
     return base * (1 + 0.25 * rng.random())
+
+
+def nextRetry(retryCount: int, rng: random.Random) -> Optional[tuple[int, float]]:
+    """After run ``retryCount`` (0 for the first) raised: the next retry's number and delay, or
+    None when the retries are used up."""
+    if retryCount >= MAX_RETRIES:
+        return None
+    nextTry = retryCount + 1
+    return nextTry, retryDelay(nextTry, rng)
 
 
 class AlarmInfo:
@@ -76,24 +91,34 @@ class MemoryAlarmIndex:
         pass
 
 
-class AlarmScheduler:
-    """Keeps one timer per object with an alarm, on the registry's clock."""
+Deliver = Callable[[str, str, int], bool]
 
-    def __init__(self, registry: "ObjectRegistry", index: Optional[AlarmIndex] = None, rng: Optional[random.Random] = None) -> None:
-        self.registry = registry
+
+class AlarmScheduler:
+    """Keeps one timer per object with an alarm, on the given clock."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        index: Optional[AlarmIndex],
+        deliver: Deliver,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        self.clock = clock
         self.index: AlarmIndex = index if index is not None else MemoryAlarmIndex()
+        self.deliver = deliver
         self.rng = rng or random.Random()
-        self._timers: dict[tuple[str, str], Any] = {}
+        self._timers: dict[tuple[str, str], IDelayedCall] = {}
 
     def nowMillis(self) -> int:
-        return int(self.registry.clock.seconds() * 1000)
+        return int(self.clock.seconds() * 1000)
 
-    def start(self) -> None:
-        """Schedule every alarm the index knows (after a restart: the ones that came due while
-        the server was down fire at once)."""
+    def start(self, served: Collection[str]) -> None:
+        """Schedule every alarm the index knows for the ``served`` namespaces (after a restart:
+        the ones that came due while the server was down fire at once)."""
         for namespace, objectId, millis in self.index.entries():
-            if namespace in self.registry.namespaces:
-                self._schedule(namespace, objectId, millis, 0)
+            if namespace in served:
+                self.schedule(namespace, objectId, millis, 0)
             else:
                 _log.warn(
                     "An alarm is stored for object {objectId} of namespace {namespace}, which this "
@@ -111,45 +136,100 @@ class AlarmScheduler:
     def alarmSet(self, namespace: str, objectId: str, millis: int) -> None:
         """An object set its alarm (not yet committed): index it durably, then time it."""
         self.index.add(namespace, objectId, millis)
-        self._schedule(namespace, objectId, millis, 0)
+        self.schedule(namespace, objectId, millis, 0)
 
-    def _schedule(self, namespace: str, objectId: str, millis: int, retryCount: int, delay: Optional[float] = None) -> None:
+    def schedule(
+        self, namespace: str, objectId: str, millis: int, retryCount: int, delay: Optional[float] = None
+    ) -> None:
+        """Run the object's alarm at ``millis`` (or after ``delay`` seconds)."""
         key = (namespace, objectId)
         timer = self._timers.pop(key, None)
         if timer is not None and timer.active():
             timer.cancel()
         if delay is None:
-            delay = max(0.0, millis / 1000.0 - self.registry.clock.seconds())
-        self._timers[key] = self.registry.clock.callLater(delay, self._due, namespace, objectId, retryCount)
+            delay = max(0.0, millis / 1000.0 - self.clock.seconds())
+        self._timers[key] = self.clock.callLater(delay, self._due, namespace, objectId, retryCount)
 
     def _due(self, namespace: str, objectId: str, retryCount: int) -> None:
         self._timers.pop((namespace, objectId), None)
-        ns = self.registry.namespaces.get(namespace)
-        if ns is None:
-            return
-        try:
-            objectIdObj = ns.minter.fromString(objectId)
-        except TypeError:
-            _log.error("Dropping an alarm for {objectId}: not an ID of {namespace}", objectId=objectId, namespace=namespace)
+        if not self.deliver(namespace, objectId, retryCount):
+            _log.error(
+                "Dropping an alarm for {objectId}: not an object this app serves as {namespace}",
+                objectId=objectId, namespace=namespace,
+            )
             self.index.remove(namespace, objectId)
-            return
-        actor = self.registry.actorFor(ns, objectIdObj)
-        actor._submit(actor._runAlarm, retryCount)
 
     def finished(self, namespace: str, objectId: str, storedMillis: Optional[int]) -> None:
         """The object's alarm event ended; ``storedMillis`` is its alarm now (None: none left)."""
         if storedMillis is None:
             self.index.remove(namespace, objectId)
         else:
-            self._schedule(namespace, objectId, storedMillis, 0)
+            self.schedule(namespace, objectId, storedMillis, 0)
 
-    def failed(self, namespace: str, objectId: str, retryCount: int, storedMillis: Optional[int]) -> bool:
-        """The handler raised. Schedule retry ``retryCount + 1``; False if retries are used up."""
-        if retryCount >= MAX_RETRIES:
-            return False
-        nextTry = retryCount + 1
-        self._schedule(namespace, objectId, storedMillis or 0, nextTry, delay=retryDelay(nextTry, self.rng))
-        return True
+    def run(self, actor: "Actor", retryCount: int) -> None:
+        """The alarm event, run in the object (through its input gate)."""
+        ns, key = actor.namespace.name, actor.key
+        if not actor.inMemory:
+            # Reset between the timer and the delivery: try again on the next incarnation.
+            self.schedule(ns, key, 0, retryCount, delay=0)
+            return
+        session = actor.storage()
+        stored = session.storedAlarm()
+        if stored is None:
+            self.finished(ns, key, None)
+            return
+        if retryCount == 0 and stored > self.nowMillis():
+            self.finished(ns, key, stored)  # moved later since this timer was set
+            return
+        cls = actor.namespace.cls.__name__
+        outcome = actor.runHandler("alarm", (AlarmInfo(retryCount),))
+        if outcome is None:
+            _log.error("{cls} has an alarm set but no alarm() handler; the alarm is deleted", cls=cls)
+            session.clearAlarm(stored)
+            session.sync().addBoth(lambda _: self.finished(ns, key, None))
+            return
+
+        def retry() -> bool:
+            nextTry = nextRetry(retryCount, self.rng)
+            if nextTry is None:
+                return False
+            self.schedule(ns, key, stored, nextTry[0], delay=nextTry[1])
+            return True
+
+        def settle() -> None:
+            # The alarm that ran is done (or given up): delete it unless the handler set another.
+            if session.closed:
+                # The object was reset before the run's writes committed: they are lost, so the
+                # alarm runs again (the stored alarm is still in place).
+                retry()
+                return
+            session.clearAlarm(stored)
+            session.sync().addCallbacks(
+                lambda _: self.finished(ns, key, session.storedAlarm()),
+                lambda f: retry(),  # the commit failed and reset the object (that is logged)
+            )
+
+        def failed(f: Failure) -> None:
+            _log.failure(
+                "{cls}.alarm() raised (retry {retry} of {most})", f,
+                cls=cls, retry=retryCount, most=MAX_RETRIES,
+            )
+            if not retry():
+                _log.error(
+                    "Giving up on the alarm of {cls} {id} after {most} retries",
+                    cls=cls, id=key, most=MAX_RETRIES,
+                )
+                settle()
+
+        outcome.addCallbacks(lambda _: settle(), failed)
 
 
-__all__ = ["AlarmIndex", "AlarmInfo", "AlarmScheduler", "MemoryAlarmIndex", "MAX_RETRIES", "retryDelay"]
+__all__ = [
+    "AlarmIndex",
+    "AlarmInfo",
+    "AlarmScheduler",
+    "MAX_RETRIES",
+    "MemoryAlarmIndex",
+    "nextRetry",
+    "retryDelay",
+]

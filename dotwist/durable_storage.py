@@ -1,47 +1,57 @@
-"""``ctx.storage``: Cloudflare's Durable Object storage API, with its input and output gates, on
-top of a synchronous ``ObjectStore`` (``dotwist.storage``).
+"""``ctx.storage``: Cloudflare's Durable Object storage API, with its gates, over a synchronous
+``ObjectStore`` (``dotwist.storage``).
 
-How the guarantees are kept (the core does no I/O; a backend's ``commit`` is the only durable step):
+Two layers. ``StorageSession`` is the runtime's side of one object's storage: the open write
+batch, when it commits, and what it does to the object's gates. ``DurableObjectStorage`` (and the
+``kv``, ``sql`` and transaction objects beside it) is the API user code sees, and holds nothing
+but a session.
 
-- **Write coalescing.** Every write goes into the store's open batch at once (so later reads see
-  it) and schedules one commit for the end of the current reactor turn. Writes with no ``await``
-  between them are therefore in one batch and commit atomically (so are writes whose awaits were
-  already-completed storage operations: a larger atomic unit, never a smaller one).
-- **Output gate.** While a batch holds a write that was not made with ``allowUnconfirmed``, the
-  object's outgoing traffic (responses to its callers, WebSocket messages, requests to other
-  objects) is held by the actor. When the commit succeeds it is released in order; if it fails,
-  none of it is sent, waiting callers get an error, and the object is reset.
-- **Input gate.** A read that has not completed closes the object's input gate (unless
-  ``allowConcurrency``), so no other event is delivered until it has. With the embedded backends a
-  read completes before ``get`` returns, so nothing can interleave anyway; the gate is what keeps
-  the guarantee for a backend whose reads complete later (the tests use such a backend).
-- ``transaction(closure)`` runs ``closure(txn)`` in a savepoint with the input gate closed, so no
-  other event's writes can land inside it and be rolled back with it.
+How the guarantees are kept:
+
+- **Write coalescing.** A write goes into the store's open batch at once (later reads see it)
+  and schedules one commit at the end of the current reactor turn. Writes with no ``await``
+  between them are in one batch and commit atomically (so are writes whose awaits were other
+  storage operations: those complete at once, so the unit is larger, never smaller).
+- **Output gate.** A write not made with ``allowUnconfirmed`` makes the object's output from then
+  on (responses, WebSocket messages, calls to other objects and services) wait until its batch
+  is durable. A batch is durable when the store's ``commit()`` returns, or, for a store whose
+  commits complete later (a replicated one), when the result it returned fires. One commit is in
+  flight at a time; writes made meanwhile go into the next batch. If a commit fails, nothing that
+  waited for it is sent, waiting callers get an error, and the object is reset.
+- **Input gate.** Reads complete before ``get`` returns (the embedded database, or the owner's
+  local copy in a cluster), so an ``await`` on a storage operation never lets another event in;
+  ``allowConcurrency`` is accepted and has nothing to relax. ``transaction(closure)`` locks the
+  input gate for as long as the closure runs, awaits included, so no other event's writes land
+  inside it and are rolled back with it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Iterable, Mapping, Optional, TYPE_CHECKING
+from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .errors import DurableObjectError
+from .gates import InputGate, OutputGate
+from .handlers import asDeferred
 from .storage import MISSING
-from .storage.interface import ObjectStore
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .objects import Actor
+from .storage.interface import ObjectStore, SqlCursor
 
 _log = Logger(namespace="dotwist.storage")
+
+T = TypeVar("T")
 
 _LIST_OPTIONS = ("start", "startAfter", "end", "prefix", "reverse", "limit")
 _OP_OPTIONS = ("allowConcurrency", "allowUnconfirmed", "noCache")
 
 
-def _options(options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], allowed: Iterable[str]) -> dict[str, Any]:
+def _options(
+    options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], allowed: Iterable[str]
+) -> dict[str, Any]:
     merged = dict(options or {})
     merged.update(kwargs)
     unknown = set(merged) - set(allowed)
@@ -54,7 +64,8 @@ def _value(v: Any) -> Any:
     return None if v is MISSING else v
 
 
-def _alarmMillis(scheduledTime: Any) -> int:
+def alarmMillis(scheduledTime: object) -> int:
+    """Milliseconds since the epoch from what ``setAlarm`` was given."""
     if isinstance(scheduledTime, _dt.datetime):
         if scheduledTime.tzinfo is None:
             scheduledTime = scheduledTime.replace(tzinfo=_dt.timezone.utc)
@@ -67,225 +78,322 @@ def _alarmMillis(scheduledTime: Any) -> int:
     )
 
 
-class DurableObjectStorage:
-    """``ctx.storage`` of one object. Asynchronous methods return Deferreds (await them)."""
+class StorageSession:
+    """The runtime's side of one object's open storage.
 
-    def __init__(self, actor: "Actor", store: ObjectStore) -> None:
-        self._actor = actor
-        self._store = store
-        self._commitCall: Any = None
-        self._syncWaiters: list[Deferred[None]] = []
+    ``onFailure(error)`` is called when a commit fails (the owner resets the object);
+    ``onAlarmSet(millis)`` when the object sets its alarm (before that write commits);
+    ``hasAlarmHandler()`` says whether ``setAlarm`` is allowed.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        clock: IReactorTime,
+        inputGate: InputGate,
+        outputGate: OutputGate,
+        onFailure: Callable[[DurableObjectError], None],
+        onAlarmSet: Callable[[int], None],
+        hasAlarmHandler: Callable[[], bool],
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self._inputGate = inputGate
+        self._outputGate = outputGate
+        self._onFailure = onFailure
+        self._onAlarmSet = onAlarmSet
+        self._hasAlarmHandler = hasAlarmHandler
+        self._batch = 1  # the number of the open batch
+        self._durable = 0  # the last batch known durable
+        self._commitCall: Optional[IDelayedCall] = None
+        self._inFlight = False
+        self._syncWaiters: list[tuple[int, Deferred[None]]] = []
         self._transactions = 0
-        #: Tests may set this to a function ``op -> Deferred`` that completes reads later, as a
-        #: networked backend would; None means reads complete at once.
-        self._readLater: Optional[Callable[[Callable[[], Any]], Deferred[Any]]] = None
-        self._kv = SyncKvStorage(self)
-        self._sql = SqlStorage(self)
+        self.api = DurableObjectStorage(self)
 
-    # -- plumbing ------------------------------------------------------------------------------
+    # -- state the runtime asks about ----------------------------------------------------------
 
-    def _read(self, op: Callable[[], Any], options: Mapping[str, Any]) -> Deferred[Any]:
-        if self._readLater is None:
-            try:
-                return succeed(op())
-            except Exception:
-                return fail()
-        actor = self._actor
-        gated = not options.get("allowConcurrency", False)
-        if gated:
-            actor._closeGate()
-        answer: Deferred[Any] = Deferred()
+    @property
+    def busy(self) -> bool:
+        """A commit is scheduled or in flight, or a transaction is open."""
+        return self._commitCall is not None or self._inFlight or self._transactions > 0
 
-        def done(result: Any) -> None:
-            # The caller's code continues first (up to its next await), and only then may
-            # another event through the gate: as Cloudflare's gate, which opens after the
-            # continuation's synchronous part has run.
-            answer.callback(result)
-            if gated:
-                actor._openGate()
+    @property
+    def closed(self) -> bool:
+        return self.store.closed
 
-        self._readLater(op).addBoth(done)
-        return answer
+    # -- reads and writes ----------------------------------------------------------------------
 
-    def _wrote(self, confirm: bool = True) -> None:
-        """A write went into the batch: commit it at the end of this turn."""
-        if confirm:
-            self._actor._outputHeld = True
-        if self._commitCall is None and not self._transactions:
-            self._commitCall = self._actor.registry.clock.callLater(0, self._commit)
+    def read(self, op: Callable[[], T]) -> Deferred[T]:
+        try:
+            return succeed(op())
+        except Exception:
+            return fail()
 
-    def _write(self, op: Callable[[], Any], options: Mapping[str, Any]) -> Deferred[Any]:
+    def write(self, op: Callable[[], T], confirm: bool = True) -> Deferred[T]:
         try:
             result = op()
         except Exception:
             return fail()
-        self._wrote(confirm=not options.get("allowUnconfirmed", False))
+        self.wrote(confirm)
         return succeed(result)
+
+    def wrote(self, confirm: bool = True) -> None:
+        """A write went into the open batch: commit it at the end of this turn. ``confirm``:
+        output from now on waits until the batch is durable."""
+        if confirm:
+            self._outputGate.waitFor(self._batch)
+        self._scheduleCommit()
+
+    def _scheduleCommit(self) -> None:
+        if self._commitCall is None and not self._transactions and not self._inFlight:
+            self._commitCall = self._clock.callLater(0, self._commit)
 
     def _commit(self) -> None:
         self._commitCall = None
-        if self._transactions or self._store.closed:
+        if self._transactions or self._inFlight or self.store.closed:
             return
+        batch = self._batch
+        self._batch += 1
         try:
-            self._store.commit()
+            pending = self.store.commit()
         except Exception as e:
-            _log.failure("Durable Object storage commit failed; the object is reset")
-            waiters, self._syncWaiters = self._syncWaiters, []
-            error = DurableObjectError(
-                f"Durable Object storage write failed ({e}); the object was reset.",
-                durableObjectReset=True,
-            )
-            for waiter in waiters:
-                waiter.errback(error)
-            self._actor._outputFailed(error)
+            self._failed(e)
             return
-        waiters, self._syncWaiters = self._syncWaiters, []
-        for waiter in waiters:
-            waiter.callback(None)
-        self._actor._releaseOutput()
+        if pending is None:
+            self._committed(batch)
+            return
+        self._inFlight = True
 
-    def _close(self) -> None:
-        """The object is going away (reset or evicted): drop the uncommitted batch."""
+        def done(_: object) -> None:
+            self._inFlight = False
+            if not self.store.closed:
+                self._committed(batch)
+
+        def failed(f: Failure) -> None:
+            self._inFlight = False
+            if not self.store.closed:
+                self._failed(f.value if f.value is not None else RuntimeError(str(f)))
+
+        asDeferred(pending).addCallbacks(done, failed)
+
+    def _committed(self, batch: int) -> None:
+        self._durable = batch
+        ready = [w for b, w in self._syncWaiters if b <= batch]
+        self._syncWaiters = [(b, w) for b, w in self._syncWaiters if b > batch]
+        for waiter in ready:
+            waiter.callback(None)
+        self._outputGate.durableThrough(batch)
+        if self.store.hasPendingWrites or self._syncWaiters:
+            self._scheduleCommit()
+
+    def _failed(self, cause: BaseException) -> None:
+        _log.failure(
+            "Durable Object storage commit failed; the object is reset", Failure(cause)
+        )
+        error = DurableObjectError(
+            f"Durable Object storage write failed ({cause}); the object was reset.",
+            durableObjectReset=True,
+        )
+        waiters, self._syncWaiters = self._syncWaiters, []
+        for _, waiter in waiters:
+            waiter.errback(error)
+        self._outputGate.fail(error)
+        self._onFailure(error)
+
+    def sync(self) -> Deferred[None]:
+        """Fires when every write made so far is durable."""
+        target = self._batch if (self.store.hasPendingWrites or self._commitCall) else self._batch - 1
+        if target <= self._durable:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._syncWaiters.append((target, waiter))
+        self._scheduleCommit()
+        return waiter
+
+    def flush(self) -> Deferred[None]:
+        """Commit what is pending now (at shutdown); fires when it is durable."""
+        if self._commitCall is not None and self._commitCall.active():
+            self._commitCall.cancel()
+            self._commitCall = None
+            self._commit()
+        if self.store.closed:
+            return succeed(None)
+        return self.sync()
+
+    def close(self) -> None:
+        """The object is going away (evicted or reset): drop the uncommitted batch."""
         if self._commitCall is not None and self._commitCall.active():
             self._commitCall.cancel()
         self._commitCall = None
-        if not self._store.closed:
+        if not self.store.closed:
             try:
-                self._store.rollback()
+                self.store.rollback()
             finally:
-                self._store.close()
+                self.store.close()
 
-    # -- the KV API ----------------------------------------------------------------------------
+    # -- the alarm, as the runtime sees it --------------------------------------------------
 
-    def get(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
-        """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key."""
-        opts = _options(options, kwargs, _OP_OPTIONS)
-        store = self._store
-        if isinstance(keys, (list, tuple)):
-            return self._read(lambda: store.getMany(keys), opts)
-        return self._read(lambda: _value(store.get(keys)), opts)
+    def storedAlarm(self) -> Optional[int]:
+        """The alarm time stored now (None if the store is closed or has none)."""
+        return None if self.store.closed else self.store.getAlarm()
 
-    def put(self, keyOrEntries: Any, value: Any = MISSING, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
-        """``put(key, value)`` or ``put({key: value, ...})`` (at most 128 entries)."""
-        store = self._store
-        if isinstance(keyOrEntries, Mapping):
-            if value is not MISSING and options is None and isinstance(value, Mapping):
-                options, value = value, MISSING
-            if value is not MISSING:
-                raise TypeError("put({entries}) takes no value argument")
-            opts = _options(options, kwargs, _OP_OPTIONS)
-            return self._write(lambda: store.putMany(keyOrEntries), opts)
-        if value is MISSING:
-            raise TypeError("put(key, value) needs a value")
-        opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._write(lambda: store.put(keyOrEntries, value), opts)
+    def clearAlarm(self, expected: Optional[int]) -> None:
+        """Delete the alarm if it is still ``expected`` (the handler did not set a new one)."""
+        if not self.store.closed and self.store.getAlarm() == expected and expected is not None:
+            self.store.deleteAlarm()
+            self.wrote(confirm=False)
 
-    def delete(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
-        """``delete(key)`` → whether it existed; ``delete([keys])`` → how many existed."""
-        opts = _options(options, kwargs, _OP_OPTIONS)
-        store = self._store
-        if isinstance(keys, (list, tuple)):
-            return self._write(lambda: store.deleteMany(keys), opts)
-        return self._write(lambda: store.delete(keys), opts)
-
-    def list(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[dict[str, Any]]:
-        """Entries in key order: ``start``, ``startAfter``, ``end``, ``prefix``, ``reverse``,
-        ``limit``, plus the operation options."""
-        opts = _options(options, kwargs, _LIST_OPTIONS + _OP_OPTIONS)
-        listing = {k: opts[k] for k in _LIST_OPTIONS if k in opts}
-        return self._read(lambda: self._store.list(**listing), opts)
-
-    def deleteAll(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
-        """Delete every key, every SQL table and the alarm."""
-        opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._write(self._store.deleteAll, opts)
-
-    # -- alarms (the schedule that fires them is the lifecycle's) -----------------------------
-
-    def getAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Optional[int]]:
-        opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._read(self._store.getAlarm, opts)
-
-    def setAlarm(self, scheduledTime: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
-        """Set the object's one alarm (ms since the epoch, or a datetime); ``alarm()`` runs then."""
-        opts = _options(options, kwargs, _OP_OPTIONS)
-        millis = _alarmMillis(scheduledTime)
-        actor = self._actor
-        if getattr(actor.instance, "alarm", None) is None and actor.instance is not None:
+    def setAlarm(self, millis: int, confirm: bool) -> Deferred[None]:
+        if not self._hasAlarmHandler():
             raise TypeError(
                 "Your Durable Object class must have an alarm() handler in order to call setAlarm()"
             )
 
         def op() -> None:
-            self._store.setAlarm(millis)
-            actor.registry.alarms.alarmSet(actor.namespace.name, actor.id.toString(), millis)
+            self.store.setAlarm(millis)
+            self._onAlarmSet(millis)
 
-        return self._write(op, opts)
+        return self.write(op, confirm)
 
-    def deleteAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
-        opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._write(self._store.deleteAlarm, opts)
+    # -- transactions ----------------------------------------------------------------------
 
-    # -- transactions --------------------------------------------------------------------------
-
-    def transactionSync(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn()`` atomically: if it raises, its writes are undone and the error re-raised."""
-        savepoint = self._store.savepoint()
+    def transactionSync(self, fn: Callable[[], T]) -> T:
+        store = self.store
+        savepoint = store.savepoint()
         try:
             result = fn()
         except BaseException:
-            self._store.rollbackTo(savepoint)
+            store.rollbackTo(savepoint)
             raise
-        self._store.release(savepoint)
-        if self._store.hasPendingWrites:
-            self._wrote()
+        store.release(savepoint)
+        if store.hasPendingWrites:
+            self.wrote()
         return result
 
-    def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
-        """Run ``await closure(txn)`` atomically. ``txn.rollback()`` undoes it; an exception
-        undoes it and propagates. No other event reaches the object meanwhile."""
-        return Deferred.fromCoroutine(self._transaction(closure))
-
-    async def _transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Any:
-        actor = self._actor
-        actor._closeGate()
+    async def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Any:
+        store = self.store
+        self._inputGate.lock()
         self._transactions += 1
-        savepoint = self._store.savepoint()
-        txn = DurableObjectTransaction(self)
+        savepoint = store.savepoint()
+        txn = DurableObjectTransaction(self.api)
         try:
             result = closure(txn)
             while hasattr(result, "__await__"):
                 result = await result
         except BaseException:
             if savepoint.active:
-                self._store.rollbackTo(savepoint)
+                store.rollbackTo(savepoint)
             raise
         else:
             if savepoint.active:
-                if txn._rolledBack:
-                    self._store.rollbackTo(savepoint)
+                if txn.rolledBack:
+                    store.rollbackTo(savepoint)
                 else:
-                    self._store.release(savepoint)
+                    store.release(savepoint)
             return result
         finally:
             self._transactions -= 1
-            if self._store.hasPendingWrites:
-                self._wrote()
-            elif actor._outputHeld and self._commitCall is None:
-                # Everything the transaction wrote was rolled back, but its writes held the
-                # output gate: an empty commit releases it.
-                self._wrote(confirm=False)
-            actor._openGate()
+            if store.hasPendingWrites:
+                self.wrote()
+            elif self._outputGate.held and self._commitCall is None and not self._inFlight:
+                # Everything the transaction wrote was rolled back, but its writes made output
+                # wait: an empty commit releases it.
+                self._scheduleCommit()
+            self._inputGate.unlock()
+
+
+class DurableObjectStorage:
+    """``ctx.storage`` of one object. Asynchronous methods return Deferreds (await them)."""
+
+    def __init__(self, session: StorageSession) -> None:
+        self._session = session
+        self._kv = SyncKvStorage(session)
+        self._sql = SqlStorage(session)
+
+    # -- the KV API ----------------------------------------------------------------------------
+
+    def get(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
+        """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key."""
+        _options(options, kwargs, _OP_OPTIONS)
+        store = self._session.store
+        if isinstance(keys, (list, tuple)):
+            return self._session.read(lambda: store.getMany(keys))
+        return self._session.read(lambda: _value(store.get(keys)))
+
+    def put(
+        self,
+        keyOrEntries: Any,
+        value: Any = MISSING,
+        options: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> Deferred[None]:
+        """``put(key, value)`` or ``put({key: value, ...})`` (at most 128 entries)."""
+        store = self._session.store
+        if isinstance(keyOrEntries, Mapping):
+            if value is not MISSING and options is None and isinstance(value, Mapping):
+                options, value = value, MISSING
+            if value is not MISSING:
+                raise TypeError("put({entries}) takes no value argument")
+            opts = _options(options, kwargs, _OP_OPTIONS)
+            entries = keyOrEntries
+            return self._session.write(lambda: store.putMany(entries), _confirm(opts))
+        if value is MISSING:
+            raise TypeError("put(key, value) needs a value")
+        opts = _options(options, kwargs, _OP_OPTIONS)
+        return self._session.write(lambda: store.put(keyOrEntries, value), _confirm(opts))
+
+    def delete(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
+        """``delete(key)`` → whether it existed; ``delete([keys])`` → how many existed."""
+        opts = _options(options, kwargs, _OP_OPTIONS)
+        store = self._session.store
+        if isinstance(keys, (list, tuple)):
+            return self._session.write(lambda: store.deleteMany(keys), _confirm(opts))
+        return self._session.write(lambda: store.delete(keys), _confirm(opts))
+
+    def list(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[dict[str, Any]]:
+        """Entries in key order: ``start``, ``startAfter``, ``end``, ``prefix``, ``reverse``,
+        ``limit``, plus the operation options."""
+        opts = _options(options, kwargs, _LIST_OPTIONS + _OP_OPTIONS)
+        listing = {k: opts[k] for k in _LIST_OPTIONS if k in opts}
+        store = self._session.store
+        return self._session.read(lambda: store.list(**listing))
+
+    def deleteAll(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
+        """Delete every key, every SQL table and the alarm."""
+        opts = _options(options, kwargs, _OP_OPTIONS)
+        return self._session.write(self._session.store.deleteAll, _confirm(opts))
+
+    # -- alarms (the schedule that fires them is dotwist.alarms') ----------------------------
+
+    def getAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Optional[int]]:
+        _options(options, kwargs, _OP_OPTIONS)
+        return self._session.read(self._session.store.getAlarm)
+
+    def setAlarm(self, scheduledTime: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
+        """Set the object's one alarm (ms since the epoch, or a datetime); ``alarm()`` runs then."""
+        opts = _options(options, kwargs, _OP_OPTIONS)
+        return self._session.setAlarm(alarmMillis(scheduledTime), _confirm(opts))
+
+    def deleteAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
+        opts = _options(options, kwargs, _OP_OPTIONS)
+        return self._session.write(self._session.store.deleteAlarm, _confirm(opts))
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def transactionSync(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` atomically: if it raises, its writes are undone and the error re-raised."""
+        return self._session.transactionSync(fn)
+
+    def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
+        """Run ``await closure(txn)`` atomically. ``txn.rollback()`` undoes it; an exception
+        undoes it and propagates. No other event reaches the object meanwhile."""
+        return Deferred.fromCoroutine(self._session.transaction(closure))
 
     def sync(self) -> Deferred[None]:
         """Fires when every write made so far is durable."""
-        if self._commitCall is None and not self._store.hasPendingWrites:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._syncWaiters.append(waiter)
-        if self._commitCall is None:
-            self._wrote(confirm=False)
-        return waiter
+        return self._session.sync()
 
     # -- the synchronous APIs of SQLite-backed objects ---------------------------------------
 
@@ -298,16 +406,20 @@ class DurableObjectStorage:
         return self._sql
 
 
+def _confirm(options: Mapping[str, Any]) -> bool:
+    return not options.get("allowUnconfirmed", False)
+
+
 class DurableObjectTransaction:
     """The ``txn`` a ``transaction`` closure gets: the KV API, plus ``rollback()``."""
 
     def __init__(self, storage: DurableObjectStorage) -> None:
         self._storage = storage
-        self._rolledBack = False
+        self.rolledBack = False
 
     def rollback(self) -> None:
         """Undo everything this transaction wrote, when it ends."""
-        self._rolledBack = True
+        self.rolledBack = True
 
     def get(self, keys: Any, options: Any = None, **kwargs: Any) -> Deferred[Any]:
         return self._storage.get(keys, options, **kwargs)
@@ -334,45 +446,52 @@ class DurableObjectTransaction:
 class SyncKvStorage:
     """``ctx.storage.kv``: synchronous get/put/delete/list, as on SQLite-backed classes."""
 
-    def __init__(self, storage: DurableObjectStorage) -> None:
-        self._storage = storage
+    def __init__(self, session: StorageSession) -> None:
+        self._session = session
 
     def get(self, key: str) -> Any:
-        return _value(self._storage._store.get(key))
+        return _value(self._session.store.get(key))
 
     def put(self, key: str, value: Any) -> None:
-        self._storage._store.put(key, value)
-        self._storage._wrote()
+        self._session.store.put(key, value)
+        self._session.wrote()
 
     def delete(self, key: str) -> bool:
-        existed = self._storage._store.delete(key)
-        self._storage._wrote()
+        existed = self._session.store.delete(key)
+        self._session.wrote()
         return existed
 
     def list(self, **options: Any) -> dict[str, Any]:
         unknown = set(options) - set(_LIST_OPTIONS)
         if unknown:
             raise TypeError(f"Unknown list option(s): {', '.join(sorted(unknown))}")
-        return self._storage._store.list(**options)
+        return self._session.store.list(**options)
 
 
 class SqlStorage:
     """``ctx.storage.sql``: ``exec(query, *bindings)`` and ``databaseSize``; writes join the
     object's batch and its output gate like any other write."""
 
-    def __init__(self, storage: DurableObjectStorage) -> None:
-        self._storage = storage
+    def __init__(self, session: StorageSession) -> None:
+        self._session = session
 
-    def exec(self, query: str, *bindings: Any) -> Any:
-        store = self._storage._store
+    def exec(self, query: str, *bindings: Any) -> SqlCursor:
+        store = self._session.store
         cursor = store.sql.exec(query, *bindings)
         if store.hasPendingWrites:
-            self._storage._wrote()
+            self._session.wrote()
         return cursor
 
     @property
     def databaseSize(self) -> int:
-        return self._storage._store.sql.databaseSize
+        return self._session.store.sql.databaseSize
 
 
-__all__ = ["DurableObjectStorage", "DurableObjectTransaction", "SqlStorage", "SyncKvStorage", "Failure"]
+__all__ = [
+    "DurableObjectStorage",
+    "DurableObjectTransaction",
+    "SqlStorage",
+    "StorageSession",
+    "SyncKvStorage",
+    "alarmMillis",
+]

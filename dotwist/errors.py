@@ -37,3 +37,52 @@ class DurableObjectError(Exception):
 
 class ConfigError(Exception):
     """The deployment's configuration (an app, a binding, an option) is not usable."""
+
+
+class BadRequest(Exception):
+    """The client's HTTP request cannot be read (HTTP 400)."""
+
+
+class RequestTooLarge(BadRequest):
+    """The client's request body is over the limit (HTTP 413)."""
+
+
+class WorkerResponseError(Exception):
+    """The Worker answered with something that cannot be sent (HTTP 500, logged): a WebSocket
+    for a request that was not an upgrade, or one already handed to another client."""
+
+
+def markRemote(error: BaseException) -> BaseException:
+    """Flag ``error`` as raised by the object's own code (Cloudflare's ``remote``)."""
+    try:
+        error.remote = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    return error
+
+
+def resetError(cause: BaseException, retryable: bool = False) -> DurableObjectError:
+    """The error a caller gets for an event the object's reset cut short (or never started:
+    ``retryable``, since trying again reaches a new incarnation)."""
+    if isinstance(cause, DurableObjectError) and cause.durableObjectReset:
+        if retryable and not cause.retryable:
+            copy = DurableObjectError(str(cause), durableObjectReset=True, retryable=True)
+            copy.__cause__ = cause
+            return copy
+        return cause
+    error = DurableObjectError(
+        f"Durable Object reset because its code raised {cause!r}",
+        remote=True,
+        durableObjectReset=True,
+        retryable=retryable,
+    )
+    error.__cause__ = cause
+    return error
+
+
+def overloaded(pendingCalls: int, pendingBytes: int) -> DurableObjectError:
+    return DurableObjectError(
+        "Durable Object is overloaded. Too many requests queued "
+        f"({pendingCalls} pending, {pendingBytes} bytes).",
+        overloaded=True,
+    )

@@ -7,11 +7,13 @@ body can be read once.
 
 from __future__ import annotations
 
+import builtins
 import json as _json
 import re
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union, TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from . import websocket
 from .errors import RangeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,8 +43,8 @@ class Headers:
             self.append(name, value)
 
     @classmethod
-    def _trusted(cls, items: list[tuple[str, str]]) -> "Headers":
-        """Headers from pairs already checked and lower-cased (by the HTTP parser)."""
+    def fromWire(cls, items: list[tuple[str, str]]) -> "Headers":
+        """Headers from pairs an HTTP parser already checked and lower-cased (not re-checked)."""
         headers = cls()
         headers._items = items
         return headers
@@ -128,19 +130,19 @@ def _toBytes(body: BodyInit) -> Optional[bytes]:
 class _Body:
     """The body readers that ``Request`` and ``Response`` share."""
 
-    _body: Optional[bytes]
+    _body: Optional[builtins.bytes]
     bodyUsed: bool
 
-    def _take(self) -> bytes:
+    def _take(self) -> builtins.bytes:
         if self.bodyUsed:
             raise TypeError("Body has already been used. It can only be used once.")
         self.bodyUsed = True
         return self._body or b""
 
-    async def arrayBuffer(self) -> bytes:
+    async def arrayBuffer(self) -> builtins.bytes:
         return self._take()
 
-    async def bytes(self) -> bytes:
+    async def bytes(self) -> builtins.bytes:
         return self._take()
 
     async def text(self) -> str:
@@ -150,12 +152,16 @@ class _Body:
         return _json.loads(self._take().decode("utf-8"))
 
     @property
-    def body(self) -> Optional[bytes]:
+    def body(self) -> Optional[builtins.bytes]:
         return self._body
 
 
 class Request(_Body):
     """An HTTP request: ``url`` (full, with query), ``method``, ``headers``, and the body readers."""
+
+    url: str
+    method: str
+    headers: Headers
 
     def __init__(
         self,
@@ -200,7 +206,8 @@ class Request(_Body):
             raise TypeError("Request with a GET or HEAD method cannot have a body.")
 
     @classmethod
-    def _fromWire(cls, url: str, method: str, headers: Headers, body: Optional[bytes]) -> "Request":
+    def fromWire(cls, url: str, method: str, headers: Headers, body: Optional[bytes]) -> "Request":
+        """A request as an HTTP parser read it (not re-checked)."""
         request = cls.__new__(cls)
         request.url = url
         request.method = method
@@ -246,7 +253,7 @@ def _jsonResponse(
     headers: HeadersInit = None,
 ) -> "Response":
     """A response whose body is ``data`` as JSON, with ``Content-Type: application/json``."""
-    response = cls(_json.dumps(data), init, status=status, headers=headers)
+    response: Response = cls(_json.dumps(data), init, status=status, headers=headers)
     given = Headers(headers if headers is not None else (init or {}).get("headers"))
     if not given.has("content-type"):
         response.headers.set("content-type", "application/json")
@@ -255,6 +262,11 @@ def _jsonResponse(
 
 class Response(_Body):
     """An HTTP response. ``Response(None, status=101, webSocket=client)`` hands a socket over."""
+
+    status: int
+    statusText: str
+    headers: Headers
+    webSocket: Optional["WebSocket"]
 
     def __init__(
         self,
@@ -276,7 +288,7 @@ class Response(_Body):
         if webSocket is not None:
             if status != 101:
                 raise RangeError("A Response with a webSocket must have status 101.")
-            if not getattr(webSocket, "_isClientEnd", False):
+            if not websocket.isClientEnd(webSocket):
                 raise TypeError(
                     "Response webSocket must be the client end of a WebSocketPair "
                     "(the first of the two); keep the server end and accept() it."
@@ -296,7 +308,7 @@ class Response(_Body):
             self.headers.set("content-type", "text/plain;charset=UTF-8")
 
     @classmethod
-    def _fromWire(cls, status: int, statusText: str, headers: Headers, body: Optional[bytes]) -> "Response":
+    def fromWire(cls, status: int, statusText: str, headers: Headers, body: Optional[bytes]) -> "Response":
         """A response received from elsewhere (any status the peer sent)."""
         response = cls.__new__(cls)
         response.status = status

@@ -1,28 +1,31 @@
 """The WebSocket Hibernation API's bookkeeping: which sockets an object accepted with
-``ctx.acceptWebSocket``, their tags and attachments, and the object's auto-response.
+``ctx.acceptWebSocket``, their tags, and the object's auto-response and event timeout.
 
 A ``HibernationRecord`` belongs to the registry, not to an object instance, so it outlives the
-instance: when an idle object is dropped from memory (hibernated), its sockets stay open here, and
-the next event constructs the object again and finds ``getWebSockets()`` and each socket's
-attachment as they were. Pure bookkeeping; no I/O.
+instance: when an idle object leaves memory (hibernates), its sockets stay open here, and the next
+event constructs the object again and finds ``getWebSockets()`` and each socket's attachment as
+they were. Pure bookkeeping; no I/O: the record is given the function that delivers an event to
+the object, and the one that finds the object's live incarnation.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Optional, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import RangeError
-from .storage import codec
+from .ids import DurableObjectId
+from . import websocket
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .objects import Actor, Namespace
-    from .websocket import WebSocket
+    from .objects import Actor
+    from .websocket import Event, WebSocket
 
 MAX_TAGS = 10
 MAX_TAG_LENGTH = 256
 MAX_SOCKETS = 32_768
-MAX_ATTACHMENT = 16 * 1024
+
+_HANDLERS = {"message": "webSocketMessage", "close": "webSocketClose", "error": "webSocketError"}
 
 
 class WebSocketRequestResponsePair:
@@ -42,23 +45,32 @@ class WebSocketRequestResponsePair:
 
 
 class HibernationRecord:
-    """The hibernatable sockets of one object, kept by the registry across incarnations."""
+    """The hibernatable sockets of one object, kept by the registry across incarnations.
 
-    def __init__(self, namespace: "Namespace", objectId: Any) -> None:
+    ``deliver(record, ws, kind, event)`` takes an event on one of the sockets to the object;
+    ``findLive(namespace, key)`` gives the object's incarnation in memory, if any (what the
+    sockets send passes its output gate).
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        objectId: DurableObjectId,
+        deliver: Callable[["HibernationRecord", "WebSocket", str, "Event"], None],
+        findLive: Callable[[str, str], Optional["Actor"]],
+    ) -> None:
         self.namespace = namespace
         self.objectId = objectId
-        self.sockets: dict[Any, None] = {}  # insertion-ordered set of server ends
+        self.deliver = deliver
+        self._findLive = findLive
+        self.sockets: dict["WebSocket", None] = {}  # insertion-ordered set of server ends
         self.autoResponse: Optional[WebSocketRequestResponsePair] = None
         self.eventTimeout: Optional[int] = None
 
     def liveActor(self) -> Optional["Actor"]:
-        return self.namespace.actors.get(self.objectId.toString())
+        return self._findLive(self.namespace, self.objectId.toString())
 
     def accept(self, ws: "WebSocket", tags: Optional[list[str]]) -> None:
-        if getattr(ws, "_isClientEnd", True):
-            raise TypeError("acceptWebSocket() takes the server end of a WebSocketPair.")
-        if ws._accepted or ws._hib is not None:
-            raise TypeError("This WebSocket has already been accepted.")
         tags = list(tags or [])
         if len(tags) > MAX_TAGS:
             raise RangeError(f"A WebSocket can have at most {MAX_TAGS} tags (got {len(tags)}).")
@@ -71,23 +83,25 @@ class HibernationRecord:
             raise RangeError(
                 f"A Durable Object can accept at most {MAX_SOCKETS} hibernatable WebSockets."
             )
-        ws._tags = tags
-        ws._hib = self
-        ws._accepted = True
         self.sockets[ws] = None
-        early, ws._early = ws._early, None
-        for kind, event in early or ():
-            ws._route(kind, event)
+        try:
+            websocket.makeHibernatable(ws, self, tags)
+        except BaseException:
+            del self.sockets[ws]
+            raise
 
     def getWebSockets(self, tag: Optional[str] = None) -> list["WebSocket"]:
         if tag is None:
             return list(self.sockets)
-        return [ws for ws in self.sockets if tag in ws._tags]
+        return [ws for ws in self.sockets if tag in websocket.tagsOf(ws)]
 
     def getTags(self, ws: "WebSocket") -> list[str]:
-        if ws._hib is not self:
+        if websocket.hibernationRecordOf(ws) is not self:
             raise TypeError("getTags() takes a WebSocket this object accepted with acceptWebSocket().")
-        return list(ws._tags)
+        return list(websocket.tagsOf(ws))
+
+    def autoResponseTimestamp(self, ws: "WebSocket") -> Optional[_dt.datetime]:
+        return websocket.autoResponseTime(ws)
 
     def remove(self, ws: "WebSocket") -> None:
         self.sockets.pop(ws, None)
@@ -97,21 +111,22 @@ class HibernationRecord:
         pair = self.autoResponse
         if pair is None or data != pair.request:
             return False
-        ws._autoResponseTimestamp = _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
-        ws._peer._transmit(pair.response.encode("utf-8"), False)
+        websocket.autoRespond(ws, pair.response, now)
         return True
 
-
-def serializeAttachment(ws: "WebSocket", value: Any) -> None:
-    data = codec.encode(value)
-    if len(data) > MAX_ATTACHMENT:
-        raise RangeError(
-            f"A WebSocket attachment can be at most {MAX_ATTACHMENT} bytes serialized "
-            f"(this one is {len(data)})."
-        )
-    ws._attachment = data
+    def handlerCall(self, ws: "WebSocket", kind: str, event: "Event") -> tuple[str, tuple[Any, ...]]:
+        """The object's handler for an event, and its arguments."""
+        if isinstance(event, websocket.MessageEvent):
+            return _HANDLERS[kind], (ws, event.data)
+        if isinstance(event, websocket.CloseEvent):
+            return _HANDLERS[kind], (ws, event.code, event.reason, event.wasClean)
+        return _HANDLERS[kind], (ws, event.error)
 
 
-def deserializeAttachment(ws: "WebSocket") -> Any:
-    data = ws._attachment
-    return None if data is None else codec.decode(data)
+__all__ = [
+    "HibernationRecord",
+    "MAX_SOCKETS",
+    "MAX_TAGS",
+    "MAX_TAG_LENGTH",
+    "WebSocketRequestResponsePair",
+]

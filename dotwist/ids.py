@@ -75,12 +75,13 @@ class IdMinter:
 class DurableObjectId:
     """The identity of one Durable Object: ``toString()``, ``equals()``, and ``name`` if named."""
 
-    __slots__ = ("_hex", "name", "_namespace")
+    __slots__ = ("_hex", "name", "namespace")
 
     def __init__(self, hexId: str, name: Optional[str], namespace: str) -> None:
         self._hex = hexId
         self.name = name
-        self._namespace = namespace
+        #: The namespace (Durable Object class binding) the ID belongs to.
+        self.namespace = namespace
 
     def toString(self) -> str:
         return self._hex
@@ -89,7 +90,7 @@ class DurableObjectId:
         return (
             isinstance(other, DurableObjectId)
             and other._hex == self._hex
-            and other._namespace == self._namespace
+            and other.namespace == self.namespace
         )
 
     def __eq__(self, other: object) -> bool:

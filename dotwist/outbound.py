@@ -6,12 +6,12 @@ the object's earlier writes are durable) and its response comes back through the
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from twisted.internet.defer import Deferred
 
 from .fetch import Headers, Request, Response
-from .objects import currentActor
+from .context import currentActor
 
 
 def fetch(input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Response]:
@@ -20,13 +20,15 @@ def fetch(input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any) -
     caller = currentActor()
     if caller is None:
         return Deferred.fromCoroutine(_send(request))
-    return caller._outgoing(lambda: Deferred.fromCoroutine(_send(request)))
+    return caller.outgoing(lambda: Deferred.fromCoroutine(_send(request)))
 
 
 async def _send(request: Request) -> Response:
     import treq
 
-    headers = {name: request.headers.getAll(name) for name in request.headers.keys()}
+    headers: dict[Union[bytes, str], list[Union[bytes, str]]] = {
+        name: list(request.headers.getAll(name)) for name in request.headers.keys()
+    }
     response = await treq.request(
         request.method,
         request.url,
@@ -41,4 +43,4 @@ async def _send(request: Request) -> Response:
         for value in values:
             received.append(name.decode("latin-1"), value.decode("latin-1"))
     phrase = response.phrase.decode("latin-1") if isinstance(response.phrase, bytes) else str(response.phrase or "")
-    return Response._fromWire(response.code, phrase, received, body)
+    return Response.fromWire(response.code, phrase, received, body)

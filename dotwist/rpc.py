@@ -137,11 +137,3 @@ async def invoke(instance: Any, name: str, payload: Any) -> Any:
 
 def decodeResult(payload: Any) -> Any:
     return payload.value if isinstance(payload, Shared) else codec.decode(payload)
-
-
-def overloaded(queued: int, queuedBytes: int) -> DurableObjectError:
-    return DurableObjectError(
-        "Durable Object is overloaded. Too many requests queued "
-        f"({queued} pending, {queuedBytes} bytes).",
-        overloaded=True,
-    )

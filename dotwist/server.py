@@ -2,38 +2,39 @@
 
 A Klein resource turns every HTTP request into a ``Request`` for the Worker and writes the Worker's
 ``Response`` back. When the Worker answers an upgrade request with ``101`` and a ``webSocket``, the
-resource hands the connection to an Autobahn protocol from the shared ``DotwistWebSocketFactory``,
-which completes the handshake and joins the client end of the Worker's ``WebSocketPair`` to the
-socket. Both reach Durable Objects through the runtime's one registry.
+resource hands the connection to an Autobahn protocol from the shared ``DotwistWebSocketFactory``
+(through ``WebSocketHandover``, Autobahn's ``WebSocketResource``), which completes the handshake and
+joins the client end of the Worker's ``WebSocketPair`` to the socket. Both reach Durable Objects
+through the runtime's one registry.
 
-Nothing here knows Durable Object semantics: it translates bytes and errors, no more.
+Nothing here knows Durable Object semantics: it translates bytes and errors, no more. Every error
+becomes an HTTP response in one place, ``errorResponse``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
+from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionRequest
 from klein import Klein
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
-from zope.interface import implementer
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.web.server import Site
 
-from . import _autobahn
+from . import websocket
+from ._autobahn import FastMessages
+from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError
 from .fetch import Headers, Request, Response
-from .websocket import WebSocket
 from .worker import Runtime
 
 _log = Logger(namespace="dotwist.server")
-
-_autobahn.install()
 
 # Headers Autobahn writes itself in a 101, or that make no sense to copy into one.
 _HANDSHAKE_HEADERS = frozenset(
@@ -52,20 +53,22 @@ def _acceptDeflate(offers: list[Any]) -> Optional[PerMessageDeflateOfferAccept]:
     return None
 
 
-class DotwistWebSocketProtocol(_autobahn.FastMessages, WebSocketServerProtocol):
+# Autobahn's own two base classes disagree on the types of ``peer`` and ``_transport_details``.
+class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: ignore[misc]
     """One client's WebSocket, joined to the client end of a ``WebSocketPair``.
 
     Whole, uncompressed data frames take ``FastMessages``' path; everything else is Autobahn's."""
 
-    _clientEnd: WebSocket
-    _response: Response
+    clientEnd: websocket.WebSocket
+    response: Response
+    earlyLimit: int
 
     # The runtime side of the pair talks to the connection through these two names.
     def wsSend(self, payload: bytes, isBinary: bool) -> None:
         # A message sent while the connection is going away (its close event is not delivered
         # yet) is dropped, as a browser's would be, instead of raising in the sender's code.
         if self.state == self.STATE_OPEN:
-            self._sendFast(payload, isBinary)
+            self.sendFast(payload, isBinary)
 
     def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
         reasonUtf8 = reason.encode("utf-8")[:123] if reason else None
@@ -73,7 +76,7 @@ class DotwistWebSocketProtocol(_autobahn.FastMessages, WebSocketServerProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=False)
 
     def onConnect(self, request: ConnectionRequest) -> Any:
-        headers = self._response.headers
+        headers = self.response.headers
         chosen = headers.get("sec-websocket-protocol")
         if chosen is not None and chosen not in request.protocols:
             _log.warn(
@@ -83,7 +86,7 @@ class DotwistWebSocketProtocol(_autobahn.FastMessages, WebSocketServerProtocol):
                 offered=request.protocols,
             )
             chosen = None
-        extra: dict[str, Any] = {}
+        extra: dict[str, list[str]] = {}
         for name, value in headers.rawItems():
             if name not in _HANDSHAKE_HEADERS:
                 extra.setdefault(name, []).append(value)
@@ -91,27 +94,29 @@ class DotwistWebSocketProtocol(_autobahn.FastMessages, WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self.factory.connections.add(self)
-        self._clientEnd._attach(self)
+        websocket.attach(self.clientEnd, self, self.earlyLimit)
 
-    def _deliver(self, message: Any) -> None:
+    def deliverMessage(self, message: Any) -> None:
         # FastMessages: a whole message, text already decoded (and so validated).
-        self._clientEnd._receivedMessage(message)
+        websocket.received(self.clientEnd, message)
 
     def onMessageEnd(self) -> None:
         # Autobahn's version also fires its observer signal through a txaio future per message;
         # nothing observes it here, so deliver the message and skip that.
         if not self.failedByMe:
-            self._clientEnd._received(b"".join(self.message_data), self.message_is_binary)
-        self.message_data = None
+            payload = b"".join(self.message_data)
+            websocket.received(
+                self.clientEnd, payload if self.message_is_binary else payload.decode("utf-8")
+            )
+        self.message_data = None  # type: ignore[assignment]  # as Autobahn's own onMessageEnd
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        self.factory.connections.discard(self)
-        clientEnd = getattr(self, "_clientEnd", None)
+        factory = self.factory
+        factory.connections.discard(self)
+        clientEnd = getattr(self, "clientEnd", None)
         if clientEnd is not None:
-            clientEnd._connectionClosed(wasClean, code, reason)
-        closed = self.factory._closedWaiters.pop(self, None)
-        if closed is not None:
-            closed.callback(None)
+            websocket.connectionClosed(clientEnd, wasClean, code, reason)
+        factory.closed(self)
 
 
 class DotwistWebSocketFactory(WebSocketServerFactory):
@@ -120,12 +125,13 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
     protocol = DotwistWebSocketProtocol
 
     def __init__(self, runtime: Runtime, reactor: Any = None) -> None:
-        super().__init__(server="dotwist", reactor=reactor)
+        WebSocketServerFactory.__init__(self, server="dotwist", reactor=reactor)
         limits = runtime.limits
         self.connections: set[DotwistWebSocketProtocol] = set()
         self.earlyLimit = limits.maxPendingBytes
         self._closedWaiters: dict[DotwistWebSocketProtocol, Deferred[None]] = {}
-        self.setProtocolOptions(
+        WebSocketServerFactory.setProtocolOptions(
+            self,
             perMessageCompressionAccept=_acceptDeflate,
             maxMessagePayloadSize=limits.maxMessageSize,
             maxFramePayloadSize=limits.maxMessageSize,
@@ -137,14 +143,27 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         self.logOctets = False
         self.logFrames = False
         self.trackTimings = False
-        # Autobahn copies every option onto each protocol instance unless the protocol already
-        # has it; giving this factory's protocol class the options as class attributes saves
-        # that copy (about 3 KB per socket) and the time to make it.
-        options = {
+        # Autobahn copies every option onto each protocol instance (and pretty-prints them all
+        # for a debug line) unless the protocol class already has them: this factory's protocol
+        # class carries the options as class attributes, so a new connection copies nothing.
+        options: dict[str, Any] = {
             name: staticmethod(value) if callable(value) else value
             for name, value in ((n, getattr(self, n)) for n in DotwistWebSocketProtocol.CONFIG_ATTRS)
         }
-        self.protocol = type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options)
+        options["CONFIG_ATTRS"] = ()
+        options["earlyLimit"] = self.earlyLimit
+        self.protocol = cast(
+            type[DotwistWebSocketProtocol],
+            type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options),
+        )
+
+    def buildHandover(self, response: Response) -> "WebSocketHandover":
+        return WebSocketHandover(_PerRequest(self, response))
+
+    def closed(self, protocol: DotwistWebSocketProtocol) -> None:
+        waiter = self._closedWaiters.pop(protocol, None)
+        if waiter is not None:
+            waiter.callback(None)
 
     def closeAll(self, code: int, reason: str, timeout: float, clock: IReactorTime) -> Deferred[Any]:
         """Start the close handshake on every socket; fire when all are gone (or dropped)."""
@@ -166,63 +185,72 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         return done
 
 
-@implementer(IResource)
-class _Handover:
-    """Renders once: gives the request's connection to a WebSocket protocol, as Autobahn's
-    ``WebSocketResource`` does, after the Worker has said yes with a ``101``."""
-
-    isLeaf = True
+class _PerRequest:
+    """The factory as one hand-over sees it: its protocol is joined to this response's socket."""
 
     def __init__(self, factory: DotwistWebSocketFactory, response: Response) -> None:
         self._factory = factory
         self._response = response
 
-    def getChildWithDefault(self, name: bytes, request: Any) -> Any:  # pragma: no cover
-        return self
+    def buildProtocol(self, addr: IAddress) -> DotwistWebSocketProtocol:
+        protocol = cast(DotwistWebSocketProtocol, self._factory.buildProtocol(addr))
+        assert self._response.webSocket is not None
+        protocol.clientEnd = self._response.webSocket
+        protocol.response = self._response
+        return protocol
 
-    def putChild(self, path: bytes, child: Any) -> None:  # pragma: no cover
-        raise NotImplementedError()
 
-    def render(self, request: Any) -> Any:
-        channel = request.channel
+class WebSocketHandover(WebSocketResource):
+    """Autobahn's ``WebSocketResource``, rendered once, after the Worker said yes with a ``101``.
+
+    Before Autobahn takes the connection over: twisted.web's idle timeout is cancelled (Autobahn
+    has its own), and the HTTP channel stops being the transport's producer: left there, it would
+    keep the whole upgrade request (channel, request, headers, Klein's state) alive for as long as
+    the socket is open, about 6 KB per socket."""
+
+    def __init__(self, factory: _PerRequest) -> None:
+        WebSocketResource.__init__(self, factory)
+
+    def render(self, request: IRequest) -> Any:
+        channel = request.channel  # type: ignore[attr-defined]
         transport = channel.transport
-        if transport is None:
-            request.setResponseCode(500)
-            return b"connection is gone"
-        protocol = self._factory.buildProtocol(transport.getPeer())
-        protocol._clientEnd = self._response.webSocket
-        protocol._clientEnd._earlyLimit = self._factory.earlyLimit
-        protocol._response = self._response
-        channel.setTimeout(None)
-        channel.transport = None
-        # HTTPChannel registered itself as the transport's producer; left there, it would keep
-        # the whole upgrade request (channel, request, headers, Klein's state) alive for as long
-        # as the socket is open: about 6 KB per socket.
-        if getattr(transport, "producer", None) is channel:
-            transport.unregisterProducer()
-        if isinstance(transport, ProtocolWrapper):
-            transport.wrappedProtocol = protocol
-        elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
-            transport.protocol.wrappedProtocol = protocol
-        else:
-            transport.protocol = protocol
-        protocol.makeConnection(transport)
-        producer = getattr(transport, "_networkProducer", None)
-        if producer is not None:
-            producer.resumeProducing()
-        elif hasattr(transport, "resumeProducing"):
-            transport.resumeProducing()
-        data = request.method + b" " + request.uri + b" HTTP/1.1\r\n"
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            data += name + b": " + b",".join(values) + b"\r\n"
-        data += b"\r\n"
-        protocol.dataReceived(data)
-        return NOT_DONE_YET
+        if transport is not None:
+            channel.setTimeout(None)
+            if getattr(transport, "producer", None) is channel:
+                transport.unregisterProducer()
+        return WebSocketResource.render(self, request)
 
 
-def _isUpgrade(request: Any) -> bool:
+def _isUpgrade(request: IRequest) -> bool:
     upgrade = request.getHeader(b"upgrade")
     return upgrade is not None and upgrade.strip().lower() == b"websocket"
+
+
+def errorResponse(request: IRequest, error: BaseException, method: str = "", url: str = "") -> bytes:
+    """The one place where an error becomes an HTTP response: sets the status and headers of
+    ``request`` and returns the body."""
+    status, body = _errorStatus(request, error, method, url)
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"text/plain;charset=UTF-8")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+def _errorStatus(request: IRequest, error: BaseException, method: str, url: str) -> tuple[int, bytes]:
+    if isinstance(error, RequestTooLarge):
+        return 413, str(error).encode("utf-8")
+    if isinstance(error, BadRequest):
+        return 400, b"Bad Request"
+    if isinstance(error, DurableObjectError) and error.overloaded:
+        request.setHeader(b"retry-after", b"1")
+        return 503, str(error).encode("utf-8")
+    if isinstance(error, WorkerResponseError):
+        _log.error("{error} ({method} {url})", error=str(error), method=method, url=url)
+    else:
+        _log.failure(
+            "Worker threw exception for {method} {url}", Failure(error), method=method, url=url
+        )
+    return 500, b"Worker threw exception"
 
 
 class Front:
@@ -234,71 +262,50 @@ class Front:
         self._runtime = runtime
         self._factory = factory
 
-    def resource(self) -> Resource:
-        return self.app.resource()
+    def resource(self) -> IResource:
+        resource: IResource = self.app.resource()
+        return resource
 
-    def _toRequest(self, request: Any) -> Request:
-        host = request.getHeader(b"host")
-        if host is None:
-            address = request.getHost()
-            host = f"{address.host}:{address.port}".encode("ascii")
-        scheme = "https" if request.isSecure() else "http"
-        url = f"{scheme}://{host.decode('latin-1')}{request.uri.decode('utf-8', 'replace')}"
-        # twisted.web's parser has already refused bad names, and values with line breaks or NULs
-        # (it answers 400 itself), so the pairs need no second check.
-        headers = Headers._trusted(
-            [
-                (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
-                for name, values in request.requestHeaders.getAllRawHeaders()
-                for value in values
-            ]
-        )
-        body = request.content.read() if request.content is not None else b""
-        return Request._fromWire(url, request.method.decode("ascii"), headers, body or None)
-
-    @app.route("/", branch=True)
-    async def handle(self, request: Any) -> Any:
+    def _toRequest(self, request: IRequest) -> Request:
         limit = self._runtime.limits.maxRequestBodySize
         length = request.getHeader(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            request.setResponseCode(413)
-            return f"Request body is larger than the limit of {limit} bytes.".encode()
+            raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        try:
+            host = request.getHeader(b"host")
+            if host is None:
+                address = request.getHost()
+                host = f"{address.host}:{address.port}".encode("ascii")
+            scheme = "https" if request.isSecure() else "http"
+            url = f"{scheme}://{host.decode('latin-1')}{request.uri.decode('utf-8', 'replace')}"
+            # twisted.web's parser has already refused bad names, and values with line breaks or
+            # NULs (it answers 400 itself), so the pairs need no second check.
+            headers = Headers.fromWire(
+                [
+                    (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
+                    for name, values in request.requestHeaders.getAllRawHeaders()
+                    for value in values
+                ]
+            )
+            body = request.content.read() if request.content is not None else b""
+            method = request.method.decode("ascii")
+        except (UnicodeError, ValueError) as e:
+            raise BadRequest(f"Could not read the request: {e}") from e
+        if len(body) > limit:
+            raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        return Request.fromWire(url, method, headers, body or None)
+
+    @app.route("/", branch=True)
+    async def handle(self, request: IRequest) -> Any:
+        incoming: Optional[Request] = None
         try:
             incoming = self._toRequest(request)
-        except Exception:
-            _log.failure("Could not read the request")
-            request.setResponseCode(400)
-            return b"Bad Request"
-        if incoming.body is not None and len(incoming.body) > limit:
-            request.setResponseCode(413)
-            return f"Request body is larger than the limit of {limit} bytes.".encode()
-        try:
             response = await self._runtime.fetch(incoming)
+            if response.webSocket is not None:
+                return self._handover(request, response)
         except Exception as e:
-            if getattr(e, "overloaded", False):
-                request.setResponseCode(503)
-                request.setHeader(b"retry-after", b"1")
-                request.setHeader(b"content-type", b"text/plain;charset=UTF-8")
-                return str(e).encode("utf-8")
-            _log.failure("Worker threw exception for {method} {url}", method=incoming.method, url=incoming.url)
-            request.setResponseCode(500)
-            request.setHeader(b"content-type", b"text/plain;charset=UTF-8")
-            return b"Worker threw exception"
-        if response.webSocket is not None:
-            if not _isUpgrade(request):
-                _log.error(
-                    "Worker tried to return a WebSocket in a response to a request which did "
-                    'not contain the header "Upgrade: websocket". ({url})',
-                    url=incoming.url,
-                )
-                request.setResponseCode(500)
-                return b"Worker threw exception"
-            if response.webSocket._handed:
-                _log.error("Worker returned a WebSocket that was already handed to a client")
-                request.setResponseCode(500)
-                return b"Worker threw exception"
-            response.webSocket._handed = True
-            return _Handover(self._factory, response)
+            method, url = (incoming.method, incoming.url) if incoming is not None else ("", "")
+            return errorResponse(request, e, method, url)
         request.setResponseCode(response.status, response.statusText.encode("latin-1", "replace"))
         for name, value in response.headers.rawItems():
             request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
@@ -306,22 +313,52 @@ class Front:
         request.setHeader(b"content-length", b"%d" % len(body))
         return body
 
+    def _handover(self, request: IRequest, response: Response) -> WebSocketHandover:
+        assert response.webSocket is not None
+        if not _isUpgrade(request):
+            raise WorkerResponseError(
+                "Worker tried to return a WebSocket in a response to a request which did not "
+                'contain the header "Upgrade: websocket".'
+            )
+        if not websocket.claimForHandover(response.webSocket):
+            raise WorkerResponseError("Worker returned a WebSocket that was already handed to a client")
+        return self._factory.buildHandover(response)
+
 
 class DotwistSite(Site):
     """A ``Site`` whose access log is opt-in (it costs on every request)."""
 
     accessLog = False
 
+    def __init__(self, resource: IResource, reactor: Any = None) -> None:
+        if reactor is None:
+            Site.__init__(self, resource)
+        else:
+            Site.__init__(self, resource, reactor=reactor)
+
     def log(self, request: Any) -> None:
         if self.accessLog:
             super().log(request)
 
 
-def makeSite(runtime: Runtime, reactor: Any = None, accessLog: bool = False) -> tuple[DotwistSite, DotwistWebSocketFactory]:
+def makeSite(
+    runtime: Runtime, reactor: Any = None, accessLog: bool = False
+) -> tuple[DotwistSite, DotwistWebSocketFactory]:
     """The ``Site`` serving ``runtime``, and the WebSocket factory it hands sockets to."""
     factory = DotwistWebSocketFactory(runtime, reactor=reactor)
     front = Front(runtime, factory)
-    site = DotwistSite(front.resource(), reactor=reactor) if reactor is not None else DotwistSite(front.resource())
+    site = DotwistSite(front.resource(), reactor)
     site.displayTracebacks = False
     site.accessLog = accessLog
     return site, factory
+
+
+__all__ = [
+    "DotwistSite",
+    "DotwistWebSocketFactory",
+    "DotwistWebSocketProtocol",
+    "Front",
+    "WebSocketHandover",
+    "errorResponse",
+    "makeSite",
+]

@@ -1,25 +1,37 @@
 """``WebSocketPair`` and the ``WebSocket`` ends that Workers and Durable Objects hold.
 
 A pair is two ends joined to each other. The Worker (or object) keeps the server end, calls
-``accept()`` and listens to it; it returns the client end in a ``101`` response, and the runtime
-joins that end to the real connection (anything that provides the small ``_Transport`` interface:
-the Autobahn glue in production, a list in tests). Messages the server end sends before the
-handshake completes wait on the client end and go out once the connection is there.
+``accept()`` (or ``ctx.acceptWebSocket``) and listens to it; it returns the client end in a
+``101`` response, and the runtime joins that end to the real connection. Messages the server end
+sends before the handshake completes wait on the client end and go out once the connection is
+there. Events from the connection reach the server end's listeners through the object that
+accepted it, so they respect that object's input gate and arrive in order; what the object sends
+passes its output gate.
 
-Events from the connection reach the server end's listeners through the object that accepted it, so
-they respect that object's input gate and arrive in order.
+The runtime side of a socket is this module's functions, not methods of ``WebSocket`` (which
+carries only Cloudflare's API): the connection glue calls ``attach``, ``received``,
+``connectionClosed`` and ``claimForHandover``; the hibernation bookkeeping calls
+``makeHibernatable``, ``tagsOf``, ``autoRespond`` and ``autoResponseTime``. A connection is
+anything with ``wsSend(payload, isBinary)`` and ``wsClose(code, reason)``: the Autobahn glue in
+production, a recording fake in tests.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import inspect
-from typing import Any, Callable, Optional, Protocol, Union, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Union
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from .objects import _asDeferred
+from .errors import RangeError
+from .handlers import asDeferred
+from .context import currentActor
+from .storage import codec
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .hibernation import HibernationRecord
     from .objects import Actor
 
 _log = Logger(namespace="dotwist.websocket")
@@ -29,10 +41,15 @@ OPEN = 1
 CLOSING = 2
 CLOSED = 3
 
+#: Largest serialized attachment (Cloudflare: 16 KiB; 2 KiB before 2025).
+MAX_ATTACHMENT = 16 * 1024
+
 Message = Union[str, bytes]
 
 
-class _Transport(Protocol):
+class Connection(Protocol):
+    """What a client end is joined to."""
+
     def wsSend(self, payload: bytes, isBinary: bool) -> None: ...
 
     def wsClose(self, code: Optional[int], reason: Optional[str]) -> None: ...
@@ -71,16 +88,15 @@ class ErrorEvent:
         self.error = Exception(message)
 
 
+Event = Union[MessageEvent, CloseEvent, ErrorEvent]
+
+
 def _validCloseCode(code: int) -> bool:
     return code == 1000 or 3000 <= code <= 4999
 
 
 class WebSocket:
     """One end of a ``WebSocketPair``."""
-
-    # How many bytes of messages may wait for a server end that is not accepted yet: a setting of
-    # the client end (the connection's side), which the server glue sets from Limits.maxPendingBytes.
-    _earlyLimit = 64 * 1024 * 1024
 
     READY_STATE_CONNECTING = CONNECTING
     READY_STATE_OPEN = OPEN
@@ -94,18 +110,20 @@ class WebSocket:
         # Server end: who receives events, and what arrived before accept().
         self._accepted = False
         self._owner: Optional[Actor] = None
-        self._listeners: dict[str, list[Callable[[Any], Any]]] = {}
-        self._early: Optional[list[Any]] = []
+        self._listeners: dict[str, list[Callable[[Any], object]]] = {}
+        self._early: Optional[list[tuple[str, Event]]] = []
         self._earlyBytes = 0
-        # Client end: the real connection, and what was sent before it existed.
-        self._transport: Optional[_Transport] = None
-        self._outbox: Optional[list[Any]] = []
+        # Client end: the real connection, what was sent before it existed, and how many bytes
+        # of messages may wait for a server end that is not accepted yet.
+        self._connection: Optional[Connection] = None
+        self._outbox: Optional[list[tuple[str, Any, Any]]] = []
         self._handed = False
+        self._earlyLimit = 64 * 1024 * 1024
         # Hibernation API (ctx.acceptWebSocket): the record that outlives the object instance.
-        self._hib: Any = None
+        self._hib: Optional[HibernationRecord] = None
         self._tags: list[str] = []
         self._attachment: Optional[bytes] = None
-        self._autoResponseTimestamp: Any = None
+        self._autoResponseTimestamp: Optional[_dt.datetime] = None
 
     # -- the API user code sees -------------------------------------------------------------
 
@@ -115,22 +133,20 @@ class WebSocket:
             raise TypeError("accept() is called on the server end; return the client end.")
         if self._accepted:
             raise TypeError("This WebSocket has already been accepted.")
-        from .objects import currentActor
-
         self._accepted = True
         owner = self._owner = currentActor()
         if owner is not None:
-            owner._sockets.add(self)
+            owner.adoptSocket(self, self._resetByRuntime)
         early, self._early = self._early, None
-        for kind, args in early or ():
-            self._route(kind, args)
+        for kind, event in early or ():
+            self._route(kind, event)
 
-    def addEventListener(self, type: str, listener: Callable[[Any], Any]) -> None:
+    def addEventListener(self, type: str, listener: Callable[[Any], object]) -> None:
         if type not in ("message", "close", "error"):
             raise TypeError(f"Unknown WebSocket event type {type!r}: use message, close or error")
         self._listeners.setdefault(type, []).append(listener)
 
-    def removeEventListener(self, type: str, listener: Callable[[Any], Any]) -> None:
+    def removeEventListener(self, type: str, listener: Callable[[Any], object]) -> None:
         listeners = self._listeners.get(type, [])
         if listener in listeners:
             listeners.remove(listener)
@@ -152,10 +168,10 @@ class WebSocket:
                 f"WebSocket send() takes str or bytes, not {type(message).__name__}"
             )
         owner = self._owner if self._hib is None else self._hib.liveActor()
-        if owner is not None and owner._outputHeld:
-            owner._holdOutput(self._peer._transmit, payload, isBinary)
-        else:
+        if owner is None or not owner.outputGate.held:
             self._peer._transmit(payload, isBinary)
+        else:
+            owner.outputGate.send(self._peer._transmit, (payload, isBinary))
 
     def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
         """Start the closing handshake. Closing an end that is already closed does nothing."""
@@ -173,69 +189,55 @@ class WebSocket:
                 raise TypeError("The WebSocket close reason may be at most 123 bytes of UTF-8.")
         self.readyState = CLOSING
         owner = self._owner if self._hib is None else self._hib.liveActor()
-        if owner is not None and owner._outputHeld:
-            owner._holdOutput(self._peer._transmitClose, code, reason)
-        else:
+        if owner is None:
             self._peer._transmitClose(code, reason)
+        else:
+            owner.outputGate.send(self._peer._transmitClose, (code, reason))
 
-    # -- the client end, joined to a real connection ---------------------------------------
+    def serializeAttachment(self, value: Any) -> None:
+        """Keep ``value`` (at most 16 KiB serialized) with this socket; it survives hibernation."""
+        data = codec.encode(value)
+        if len(data) > MAX_ATTACHMENT:
+            raise RangeError(
+                f"A WebSocket attachment can be at most {MAX_ATTACHMENT} bytes serialized "
+                f"(this one is {len(data)})."
+            )
+        self._attachment = data
 
-    def _attach(self, transport: _Transport) -> None:
-        """Join this client end to a connection; flush what the server end already sent."""
-        self._transport = transport
-        outbox, self._outbox = self._outbox, None
-        for item in outbox or ():
-            if item[0] == "close":
-                transport.wsClose(item[1], item[2])
-            else:
-                transport.wsSend(item[1], item[2])
+    def deserializeAttachment(self) -> Any:
+        """The value last given to ``serializeAttachment`` (a fresh copy), or None."""
+        data = self._attachment
+        return None if data is None else codec.decode(data)
+
+    def __repr__(self) -> str:
+        end = "client" if self._isClientEnd else "server"
+        return f"<WebSocket {end} end readyState={self.readyState}>"
+
+    # -- the client end, joined to a connection --------------------------------------------
 
     def _transmit(self, payload: bytes, isBinary: bool) -> None:
-        transport = self._transport
-        if transport is not None:
-            transport.wsSend(payload, isBinary)
+        connection = self._connection
+        if connection is not None:
+            connection.wsSend(payload, isBinary)
         elif self._outbox is not None:
             self._outbox.append(("message", payload, isBinary))
 
     def _transmitClose(self, code: Optional[int], reason: Optional[str]) -> None:
-        transport = self._transport
-        if transport is not None:
-            transport.wsClose(code, reason)
+        connection = self._connection
+        if connection is not None:
+            connection.wsClose(code, reason)
         elif self._outbox is not None:
             self._outbox.append(("close", code, reason))
 
-    def _received(self, payload: bytes, isBinary: bool) -> None:
-        """The connection delivered a message (UTF-8 already validated for text)."""
-        self._receivedMessage(payload if isBinary else payload.decode("utf-8"))
-
-    def _receivedMessage(self, message: Message) -> None:
-        """The connection delivered a message: ``str`` for text (validated), ``bytes`` for binary."""
-        self._peer._route("message", MessageEvent(message))
-
-    def _connectionClosed(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        """The connection is gone. Tell the server end, once."""
-        if self.readyState == CLOSED:
-            return
-        self.readyState = CLOSED
-        self._transport = None
-        server = self._peer
-        if code is None:
-            code = 1005 if wasClean else 1006
-        # A hibernatable socket's webSocketError is for failures, not for a peer that vanished
-        # (that is webSocketClose with 1006); listeners get "error" for both, as browsers do.
-        if not wasClean and not (server._hib is not None and code == 1006):
-            server._route("error", ErrorEvent(reason or "WebSocket connection failed"))
-        server._route("close", CloseEvent(code, reason or "", wasClean))
-
     # -- the server end, receiving ---------------------------------------------------------
 
-    def _route(self, kind: str, event: Any) -> None:
+    def _route(self, kind: str, event: Event) -> None:
         if kind == "close":
             self.readyState = CLOSED
             if self._owner is not None:
-                self._owner._sockets.discard(self)
+                self._owner.releaseSocket(self)
         if self._hib is not None:
-            self._hib.namespace.registry._deliverHibernated(self._hib, self, kind, event)
+            self._hib.deliver(self._hib, self, kind, event)
             return
         if not self._accepted:
             if self._early is not None:
@@ -245,11 +247,12 @@ class WebSocket:
         if owner is None:
             self._fire(kind, event)
         else:
-            owner._submit(self._fire, kind, event)
+            owner.deliver(self._fire, kind, event)
 
-    def _keepEarly(self, kind: str, event: Any) -> None:
+    def _keepEarly(self, kind: str, event: Event) -> None:
         """Keep an event for accept(): messages up to the connection's bound, then close with 1011."""
-        if kind == "message":
+        assert self._early is not None
+        if isinstance(event, MessageEvent):
             limit = self._peer._earlyLimit
             size = len(event.data)
             self._earlyBytes += size
@@ -264,7 +267,7 @@ class WebSocket:
                 return
         self._early.append((kind, event))
 
-    def _fire(self, kind: str, event: Any) -> None:
+    def _fire(self, kind: str, event: Event) -> None:
         for listener in self._listeners.get(kind, ()):
             try:
                 result = listener(event)
@@ -272,23 +275,7 @@ class WebSocket:
                 _log.failure("WebSocket {kind} listener raised", kind=kind)
                 continue
             if result is not None and inspect.isawaitable(result):
-                _asDeferred(result).addErrback(
-                    lambda f, kind=kind: _log.failure(
-                        "WebSocket {kind} listener raised", f, kind=kind
-                    )
-                )
-
-    def serializeAttachment(self, value: Any) -> None:
-        """Keep ``value`` (at most 16 KiB serialized) with this socket; it survives hibernation."""
-        from .hibernation import serializeAttachment
-
-        serializeAttachment(self, value)
-
-    def deserializeAttachment(self) -> Any:
-        """The value last given to ``serializeAttachment`` (a fresh copy), or None."""
-        from .hibernation import deserializeAttachment
-
-        return deserializeAttachment(self)
+                asDeferred(result).addErrback(_listenerFailed, kind)
 
     def _resetByRuntime(self, code: int, reason: str) -> None:
         """The owning object was reset: close the connection; nobody listens any more."""
@@ -298,9 +285,9 @@ class WebSocket:
             self.readyState = CLOSING
             self._peer._transmitClose(code, reason)
 
-    def __repr__(self) -> str:
-        end = "client" if self._isClientEnd else "server"
-        return f"<WebSocket {end} end readyState={self.readyState}>"
+
+def _listenerFailed(failure: Failure, kind: str) -> None:
+    _log.failure("WebSocket {kind} listener raised", failure, kind=kind)
 
 
 class WebSocketPair:
@@ -314,7 +301,7 @@ class WebSocketPair:
         self.client._peer = self.server
         self.server._peer = self.client
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[WebSocket]:
         return iter((self.client, self.server))
 
     def __getitem__(self, index: int) -> WebSocket:
@@ -322,3 +309,109 @@ class WebSocketPair:
 
     def __len__(self) -> int:
         return 2
+
+
+# -- the runtime side: the connection glue ------------------------------------------------------
+
+
+def isClientEnd(ws: object) -> bool:
+    return isinstance(ws, WebSocket) and ws._isClientEnd
+
+
+def claimForHandover(clientEnd: WebSocket) -> bool:
+    """Mark a client end as handed to a connection; False if it already was."""
+    if clientEnd._handed:
+        return False
+    clientEnd._handed = True
+    return True
+
+
+def attach(clientEnd: WebSocket, connection: Connection, earlyLimit: int) -> None:
+    """Join a client end to its connection, and send what the server end already sent.
+    ``earlyLimit``: bytes of messages that may wait for a server end not accepted yet."""
+    clientEnd._earlyLimit = earlyLimit
+    clientEnd._connection = connection
+    outbox, clientEnd._outbox = clientEnd._outbox, None
+    for kind, a, b in outbox or ():
+        if kind == "close":
+            connection.wsClose(a, b)
+        else:
+            connection.wsSend(a, b)
+
+
+def received(clientEnd: WebSocket, message: Message) -> None:
+    """The connection delivered a message: ``str`` for text (validated), ``bytes`` for binary."""
+    clientEnd._peer._route("message", MessageEvent(message))
+
+
+def connectionClosed(clientEnd: WebSocket, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+    """The connection is gone. Tell the server end, once."""
+    if clientEnd.readyState == CLOSED:
+        return
+    clientEnd.readyState = CLOSED
+    clientEnd._connection = None
+    server = clientEnd._peer
+    if code is None:
+        code = 1005 if wasClean else 1006
+    # A hibernatable socket's webSocketError is for failures, not for a peer that vanished
+    # (that is webSocketClose with 1006); listeners get "error" for both, as browsers do.
+    if not wasClean and not (server._hib is not None and code == 1006):
+        server._route("error", ErrorEvent(reason or "WebSocket connection failed"))
+    server._route("close", CloseEvent(code, reason or "", wasClean))
+
+
+# -- the runtime side: hibernation -----------------------------------------------------------
+
+
+def makeHibernatable(ws: WebSocket, record: "HibernationRecord", tags: list[str]) -> None:
+    """Accept a server end as hibernatable: its events go to ``record`` from now on, and what
+    arrived before is delivered now."""
+    if not isinstance(ws, WebSocket) or ws._isClientEnd:
+        raise TypeError("acceptWebSocket() takes the server end of a WebSocketPair.")
+    if ws._accepted or ws._hib is not None:
+        raise TypeError("This WebSocket has already been accepted.")
+    ws._tags = tags
+    ws._hib = record
+    ws._accepted = True
+    early, ws._early = ws._early, None
+    for kind, event in early or ():
+        ws._route(kind, event)
+
+
+def hibernationRecordOf(ws: WebSocket) -> Optional["HibernationRecord"]:
+    return ws._hib
+
+
+def tagsOf(ws: WebSocket) -> list[str]:
+    return ws._tags
+
+
+def autoRespond(ws: WebSocket, response: str, now: float) -> None:
+    """Answer on ``ws`` for the runtime (the object is not involved), noting when."""
+    ws._autoResponseTimestamp = _dt.datetime.fromtimestamp(now, _dt.timezone.utc)
+    ws._peer._transmit(response.encode("utf-8"), False)
+
+
+def autoResponseTime(ws: WebSocket) -> Optional[_dt.datetime]:
+    return ws._autoResponseTimestamp
+
+
+__all__ = [
+    "CloseEvent",
+    "Connection",
+    "ErrorEvent",
+    "MAX_ATTACHMENT",
+    "MessageEvent",
+    "WebSocket",
+    "WebSocketPair",
+    "attach",
+    "autoRespond",
+    "autoResponseTime",
+    "claimForHandover",
+    "connectionClosed",
+    "hibernationRecordOf",
+    "isClientEnd",
+    "makeHibernatable",
+    "received",
+    "tagsOf",
+]

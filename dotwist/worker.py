@@ -17,7 +17,13 @@ from .config import Limits
 from .errors import ConfigError
 from .fetch import Request, Response
 from .ids import DEFAULT_SECRET
-from .objects import DurableObject, DurableObjectNamespace, ObjectRegistry, _asDeferred
+from . import rpc
+from .alarms import AlarmIndex
+from .handlers import asDeferred
+from .objects import DurableObject
+from .registry import ObjectRegistry
+from .storage.interface import StorageBackend
+from .stubs import DurableObjectNamespace
 from .placement import Placement
 
 _log = Logger(namespace="dotwist.worker")
@@ -32,7 +38,7 @@ class ExecutionContext:
 
     def waitUntil(self, awaitable: Any) -> None:
         """Let ``awaitable`` finish after the response is sent; its errors are logged."""
-        d = _asDeferred(awaitable)
+        d = asDeferred(awaitable)
         d.addErrback(lambda f: _log.failure("waitUntil() task failed", f))
         self._tasks.append(d)
 
@@ -72,7 +78,6 @@ class ServiceStub:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        from . import rpc
 
         def call(*args: Any, **kwargs: Any) -> Deferred[Any]:
             async def run() -> Any:
@@ -198,8 +203,8 @@ class Runtime:
         limits: Optional[Limits] = None,
         placement: Optional[Placement] = None,
         idSecret: bytes = DEFAULT_SECRET,
-        storage: Any = None,
-        alarmIndex: Any = None,
+        storage: Optional[StorageBackend] = None,
+        alarmIndex: Optional[AlarmIndex] = None,
     ) -> None:
         self.app = app
         self.limits = limits or Limits()
@@ -216,14 +221,19 @@ class Runtime:
 
     def start(self) -> None:
         """Schedule the alarms stored before this process started."""
-        self.registry.alarms.start()
+        self.registry.alarms.start(self.registry.namespaces)
 
-    def close(self) -> None:
-        """Commit what live objects wrote this turn, then close the storage backend."""
-        self.registry.alarms.stop()
-        self.registry.flush()
-        self.registry.storage.close()
-        self.registry.alarms.index.close()
+    def close(self) -> Deferred[None]:
+        """Stop the alarms, commit what live objects wrote, then close the storage backend;
+        fires when done."""
+        registry = self.registry
+        registry.alarms.stop()
+
+        def closeStorage(_: object) -> None:
+            registry.storage.close()
+            registry.alarms.index.close()
+
+        return registry.flush().addBoth(closeStorage)
 
     def fetch(self, request: Request) -> Deferred[Response]:
         """Run the Worker's ``fetch`` for one request; fires with its ``Response``."""

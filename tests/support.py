@@ -1,4 +1,5 @@
-"""Test helpers: fake transports for WebSocket ends, real servers on loopback, real clients."""
+"""Test helpers for real sockets: servers on loopback and real clients. (In-memory helpers are
+in ``dotwist.testing``.)"""
 
 from __future__ import annotations
 
@@ -15,32 +16,8 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 
 from dotwist.config import Limits
-from dotwist.tap import DotwistService
+from dotwist.service import DotwistService
 from dotwist.worker import App, Runtime
-
-
-def result(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that has already fired (raises its failure)."""
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert out, "the Deferred has not fired"
-    if hasattr(out[0], "raiseException"):
-        out[0].raiseException()
-    return out[0]
-
-
-class RecordingTransport:
-    """Stands in for the real connection of a client end: records what the server end sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, bool]] = []
-        self.closes: list[tuple[Optional[int], Optional[str]]] = []
-
-    def wsSend(self, payload: bytes, isBinary: bool) -> None:
-        self.sent.append((payload, isBinary))
-
-    def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
-        self.closes.append((code, reason))
 
 
 async def serve(app: App, limits: Optional[Limits] = None) -> tuple[DotwistService, int]:
@@ -48,8 +25,7 @@ async def serve(app: App, limits: Optional[Limits] = None) -> tuple[DotwistServi
     runtime = Runtime(app, reactor, limits=limits)
     service = DotwistService(runtime, ["tcp:0:interface=127.0.0.1"], reactor=reactor)
     service.startService()
-    listening = list(service)[0]._waitingForPort
-    port = await listening
+    port = await service.ports[0].listening
     return service, port.getHost().port
 
 

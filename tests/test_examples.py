@@ -6,9 +6,7 @@ from twisted.internet.defer import Deferred
 
 from dotwist import Request
 from dotwist.examples import greeter
-from dotwist.worker import Runtime
-
-from support import result
+from dotwist.testing import makeRuntime, result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +20,7 @@ def test_readme_shows_the_greeter_example_verbatim():
 
 def test_greeter_counts_visits_per_name(clock):
     """Each name has its own object and count."""
-    runtime = Runtime(greeter.app, clock)
+    runtime = makeRuntime(greeter.app, clock=clock)
 
     def visit(path):
         response = result(runtime.fetch(Request(f"http://h{path}")))

@@ -20,10 +20,10 @@ from dotwist.alarms import MAX_RETRIES, retryDelay
 from dotwist.storage.alarmindex import SqliteAlarmIndex
 from dotwist.config import Limits
 from dotwist.examples import websocket_hibernation_server
+from dotwist.lifecycle import ObjectLifecycle
 from dotwist.storage import MemoryBackend, SqliteBackend
+from dotwist.testing import connectWebSocket, liveActor, makeRuntime, result
 from dotwist.worker import Runtime
-
-from support import RecordingTransport, result
 
 UPGRADE = Headers({"Upgrade": "websocket"})
 
@@ -60,33 +60,25 @@ class Room(DurableObject):
 def roomRuntime(clock, **limits):
     Room.constructed = 0
     Room.messages = []
-    return Runtime(
-        App(Forward, durableObjects={"NS": Room}),
-        clock,
-        limits=Limits().replace(**limits) if limits else None,
-        storage=MemoryBackend(),
-    )
+    return makeRuntime(App(Forward, durableObjects={"NS": Room}), clock=clock, limits=limits or None)
 
 
 def connect(runtime, path="/ws/"):
-    response = result(runtime.fetch(Request._fromWire("http://h" + path, "GET", Headers(UPGRADE), None)))
-    transport = RecordingTransport()
-    response.webSocket._attach(transport)
-    return response.webSocket, transport
+    return connectWebSocket(result(runtime.fetch(Request("http://h" + path, headers=UPGRADE))))
 
 
 def test_hibernates_after_idle_and_wakes_with_everything_but_memory(clock):
     """After 10 s idle the object leaves memory while its sockets stay open; the next message
     constructs it again, and getWebSockets(), tags and attachments are as they were."""
     runtime = roomRuntime(clock)
-    a, ta = connect(runtime, "/ws/red,blue")
-    b, tb = connect(runtime, "/ws/")
+    ta = connect(runtime, "/ws/red,blue")
+    tb = connect(runtime, "/ws/")
     assert runtime.registry.liveObjects() == 1 and Room.constructed == 1
     clock.advance(9.9)
     assert runtime.registry.liveObjects() == 1
     clock.advance(0.2)
     assert runtime.registry.liveObjects() == 0 and ta.closes == [] and tb.closes == []
-    a._received(b"hello", False)
+    ta.send("hello")
     assert Room.constructed == 2
     assert Room.messages == [("hello", {"joined": "http://h/ws/red,blue", "n": 1}, ["red", "blue"])]
     assert ta.sent == [(b"2 sockets; you said hello", False)]
@@ -96,27 +88,29 @@ def test_auto_response_does_not_wake_the_object(clock):
     """A message equal to the auto-response request is answered by the runtime; the object stays
     hibernated, and the timestamp is recorded."""
     runtime = roomRuntime(clock)
-    a, ta = connect(runtime)
+    ta = connect(runtime)
     clock.advance(11)
     assert runtime.registry.liveObjects() == 0
     clock.advance(5)
-    a._received(b"ping", False)
+    ta.send("ping")
     assert ta.sent == [(b"pong", False)] and Room.constructed == 1
-    assert a._peer._autoResponseTimestamp.timestamp() == pytest.approx(16.0)
-    a._received(b"ping?", False)
-    assert Room.constructed == 2
+    stub = runtime.env.NS.getByName("room")
+    stamps = result(stub.fetch("http://h/stamps"))  # wakes the object (a WebSocket request)
+    server = liveActor(runtime, stub).ctx.getWebSockets()[0]
+    assert liveActor(runtime, stub).ctx.getWebSocketAutoResponseTimestamp(server).timestamp() == pytest.approx(16.0)
+    ta.send("ping?")
+    assert Room.constructed == 2 and stamps.status == 101
 
 
 def test_disconnect_without_close_frame_reaches_webSocketClose_1006(clock):
     """A vanished client reaches a hibernated object's webSocketClose with 1006, not clean."""
     runtime = roomRuntime(clock)
-    a, _ = connect(runtime)
+    a = connect(runtime)
     clock.advance(11)
-    a._connectionClosed(False, None, None)
+    a.close(None, "", wasClean=False)
     assert Room.messages == [("closed", 1006, False)]
-    runtime2 = runtime
-    assert result(runtime2.registry.actorFor(runtime.registry.namespaces["Room"], runtime.env.NS.idFromName("room")).call(
-        lambda instance: len(instance.ctx.getWebSockets()))) == 0
+    actor = liveActor(runtime, runtime.env.NS.getByName("room"))
+    assert actor.ctx.getWebSockets() == []
 
 
 class Plain(DurableObject):
@@ -142,11 +136,8 @@ class Plain(DurableObject):
 
 def plainRuntime(clock, storage=None, **limits):
     Plain.constructed = 0
-    return Runtime(
-        App(Forward, durableObjects={"NS": Plain}),
-        clock,
-        limits=Limits().replace(**limits) if limits else None,
-        storage=storage or MemoryBackend(),
+    return makeRuntime(
+        App(Forward, durableObjects={"NS": Plain}), clock=clock, limits=limits or None, storage=storage
     )
 
 
@@ -167,18 +158,18 @@ def test_eviction_after_70s_idle_keeps_confirmed_storage(clock):
     clock.advance(69.9)
     assert runtime.registry.liveObjects() == 1
     clock.advance(0.2)
-    assert runtime.registry.liveObjects() == 0 and runtime.registry.evictions == 1
+    assert runtime.registry.liveObjects() == 0
+    assert runtime.registry.departures[ObjectLifecycle.EVICTED] == 1
     assert visit(runtime, clock).body == b"3" and Plain.constructed == 2
 
 
 def test_open_plain_websocket_pins_the_object(clock):
     """A socket accepted with accept() (not hibernatable) keeps the object in memory."""
     runtime = plainRuntime(clock)
-    response = result(runtime.fetch(Request._fromWire("http://h/ws", "GET", Headers(UPGRADE), None)))
-    response.webSocket._attach(RecordingTransport())
+    connection = connectWebSocket(result(runtime.fetch(Request("http://h/ws", headers=UPGRADE))))
     clock.advance(1000)
     assert runtime.registry.liveObjects() == 1
-    response.webSocket._connectionClosed(True, 1000, "")
+    connection.close(1000, "")
     clock.advance(71)
     assert runtime.registry.liveObjects() == 0
 
@@ -224,7 +215,7 @@ class Alarmed(DurableObject):
 def alarmRuntime(clock, failUntil=0, storage=None, index=None):
     Alarmed.runs = []
     Alarmed.failUntil = failUntil
-    runtime = Runtime(App(Forward, durableObjects={"NS": Alarmed}), clock, storage=storage or MemoryBackend(), alarmIndex=index)
+    runtime = makeRuntime(App(Forward, durableObjects={"NS": Alarmed}), clock=clock, storage=storage, alarmIndex=index)
     runtime.registry.alarms.rng = random.Random(7)
     return runtime
 
@@ -319,7 +310,7 @@ def test_setAlarm_needs_an_alarm_handler(clock):
             await self.ctx.storage.setAlarm(1)
             return Response("set")
 
-    runtime = Runtime(App(Forward, durableObjects={"NS": NoAlarm}), clock)
+    runtime = makeRuntime(App(Forward, durableObjects={"NS": NoAlarm}), clock=clock)
     d = runtime.fetch(Request("http://h/"))
     clock.advance(0)
     with pytest.raises(TypeError, match="must have an alarm\\(\\) handler"):
@@ -328,13 +319,13 @@ def test_setAlarm_needs_an_alarm_handler(clock):
 
 def test_hibernation_seed_counts_across_hibernation(clock):
     """The hibernating seed still counts its sockets after it hibernates (getWebSockets)."""
-    runtime = Runtime(websocket_hibernation_server.app, clock)
-    ws, transport = connect(runtime, "/websocket")
+    runtime = makeRuntime(websocket_hibernation_server.app, clock=clock)
+    transport = connect(runtime, "/websocket")
     clock.advance(11)
     assert runtime.registry.liveObjects() == 0
     count = result(runtime.fetch(Request("http://h/getCurrentConnections")))
     assert count.body == b"There is 1 WebSocket client connected to this Durable Object instance."
-    ws._received(b"hi", False)
+    transport.send("hi")
     assert transport.sent == [(b"[Durable Object]: hi", False)]
 
 
@@ -346,7 +337,7 @@ def test_attachment_and_tag_limits():
     client, server = WebSocketPair()
     with pytest.raises(RangeError, match="16384"):
         server.serializeAttachment("x" * 17000)
-    record = HibernationRecord(None, None)
+    record = HibernationRecord("NS", None, None, None)
     with pytest.raises(RangeError, match="10 tags"):
         record.accept(server, [str(i) for i in range(11)])
     with pytest.raises(RangeError, match="256"):
@@ -372,13 +363,13 @@ class Slow(DurableObject):
 def test_event_timeout_resets_a_stuck_handler(clock):
     """A webSocketMessage that runs past setHibernatableWebSocketEventTimeout resets the object;
     the socket stays open and the next message reaches a new instance."""
-    runtime = Runtime(App(Forward, durableObjects={"NS": Slow}), clock)
-    ws, transport = connect(runtime)
-    ws._received(b"hang", False)
+    runtime = makeRuntime(App(Forward, durableObjects={"NS": Slow}), clock=clock)
+    transport = connect(runtime)
+    transport.send("hang")
     actor = next(iter(runtime.registry.namespaces["Slow"].actors.values()))
     clock.advance(0.4)
-    assert actor._broken is None
+    assert actor.lifecycle is ObjectLifecycle.LIVE
     clock.advance(0.2)
-    assert actor._broken is not None and transport.closes == []
-    ws._received(b"again", False)
+    assert actor.lifecycle is ObjectLifecycle.BROKEN and transport.closes == []
+    transport.send("again")
     assert next(iter(runtime.registry.namespaces["Slow"].actors.values())) is not actor

@@ -4,10 +4,7 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from dotwist import App, DurableObject, DurableObjectError, Response, WorkerEntrypoint
-from dotwist.config import Limits
-from dotwist.worker import Runtime
-
-from support import result
+from dotwist.testing import makeRuntime, result
 
 
 class Worker(WorkerEntrypoint):
@@ -31,7 +28,7 @@ class Counter(DurableObject):
 
 
 def runtimeWith(cls, clock, **limits):
-    return Runtime(App(Worker, durableObjects={"NS": cls}), clock, limits=Limits().replace(**limits) if limits else None)
+    return makeRuntime(App(Worker, durableObjects={"NS": cls}), clock=clock, limits=limits or None)
 
 
 def test_one_instance_per_id(clock):
@@ -51,7 +48,7 @@ def test_get_is_lazy_and_refuses_foreign_ids(clock):
     class Other(Counter):
         pass
 
-    runtime = Runtime(App(Worker, durableObjects={"NS": Counter, "OTHER": Other}), clock)
+    runtime = makeRuntime(App(Worker, durableObjects={"NS": Counter, "OTHER": Other}), clock=clock)
     stub = runtime.env.NS.get(runtime.env.NS.newUniqueId())
     assert Counter.constructed == 0 and stub.id.name is None
     with pytest.raises(TypeError, match="namespace"):
@@ -175,3 +172,35 @@ def test_worker_reaches_objects_through_env(clock):
     assert "NS" in repr(runtime.env)
     with pytest.raises(AttributeError, match="bindings: NS"):
         runtime.env.MISSING
+
+
+class FailsToInitialise(DurableObject):
+    constructed = 0
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        type(self).constructed += 1
+        self.attempt = type(self).constructed
+
+        async def load():
+            if self.attempt == 1:
+                raise ValueError("could not load")
+
+        ctx.blockConcurrencyWhile(load).addErrback(lambda f: None)
+
+    async def fetch(self, request):
+        return Response(f"attempt {self.attempt}")
+
+
+def test_blockConcurrencyWhile_callback_that_raises_resets_the_object(clock):
+    """A constructor's blockConcurrencyWhile callback that raises resets the object: the call
+    waiting behind it fails with durableObjectReset, and the next call constructs a fresh
+    instance that works."""
+    FailsToInitialise.constructed = 0
+    runtime = runtimeWith(FailsToInitialise, clock)
+    with pytest.raises(DurableObjectError) as info:
+        result(runtime.env.NS.getByName("f").fetch("http://x/"))
+    assert info.value.durableObjectReset
+    assert "could not load" in str(info.value)
+    assert result(runtime.env.NS.getByName("f").fetch("http://x/")).body == b"attempt 2"
+    assert runtime.registry.liveObjects() == 1

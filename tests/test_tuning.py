@@ -105,7 +105,9 @@ def test_the_garbage_collector_is_frozen_and_its_threshold_raised() -> None:
 
 
 @pytest.mark.parametrize("noTuning", [False, True])
-def test_twistd_dotwist_tunes_unless_told_not_to(epoll: Any, noTuning: bool) -> None:
+def test_twistd_dotwist_tunes_when_it_starts_unless_told_not_to(epoll: Any, noTuning: bool) -> None:
+    """Building the service changes nothing; starting it applies the tuning (and logs it),
+    unless --no-tuning."""
     from dotwist.tap import Options, makeService
 
     options = Options()
@@ -113,10 +115,18 @@ def test_twistd_dotwist_tunes_unless_told_not_to(epoll: Any, noTuning: bool) -> 
         ["--storage", "memory", "--listen", "tcp:0:interface=127.0.0.1"] + (["--no-tuning"] if noTuning else [])
     )
     before = gc.get_threshold()
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
     try:
-        makeService(options, reactor=epoll)
+        service = makeService(options, reactor=epoll)
+        assert "doIteration" not in vars(epoll) and gc.get_threshold() == before
+        service.startService()
         assert ("doIteration" in vars(epoll)) is not noTuning
         assert (gc.get_threshold()[0] == _tuning.GC_THRESHOLD) is not noTuning
+        tuningLines = [e for e in logged if e.get("log_namespace") == "dotwist.tuning"]
+        assert bool(tuningLines) is not noTuning
+        service.stopService()
     finally:
+        globalLogPublisher.removeObserver(logged.append)
         gc.unfreeze()
         gc.set_threshold(*before)

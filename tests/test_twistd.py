@@ -14,7 +14,7 @@ import pytest
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 
-from dotwist.tap import Options, OptionsError
+from dotwist.tap import Options
 
 from rawclient import RawWebSocket, httpGet, waitForPort
 from support import freePort
@@ -125,8 +125,23 @@ def test_options_defaults_and_overrides():
     )
     assert options["appObject"].durableObjects["WEBSOCKET_SERVER"].__name__ == "Echo"
     assert options["appObject"].vars == {"GREETING": "hi"} and options["listen"] == ["tcp:1", "tcp:2"]
-    with pytest.raises(OptionsError, match="not a DurableObject"):
+    with pytest.raises(SystemExit, match="not a DurableObject"):
         Options().parseOptions(["--binding", "X=dotwist.examples.echo:Default"])
+
+
+def test_library_calls_raise_and_never_exit():
+    """The library's options and makeApplication raise UsageError; only the twistd entry
+    (dotwist.tap.Options) turns a mistake into an exit."""
+    from twisted.python import usage
+
+    from dotwist import service
+
+    with pytest.raises(usage.UsageError, match="cannot import 'missing'"):
+        service.makeApplication(app="missing")
+    with pytest.raises(usage.UsageError, match="not a valid endpoint"):
+        service.Options().parseOptions(["--listen", "nonsense:1"])
+    with pytest.raises(usage.UsageError, match="positive whole number"):
+        service.Options().parseOptions(["--max-message-size", "-3"])
 
 
 def test_alarm_survives_a_restart_of_twistd(tmp_path, stopAfter):

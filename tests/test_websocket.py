@@ -5,10 +5,8 @@ from twisted.internet.defer import Deferred
 
 from dotwist import App, DurableObject, Request, Response, WebSocketPair, WorkerEntrypoint
 from dotwist.examples import websocket_server
+from dotwist.testing import FakeConnection, connectWebSocket, makeRuntime, result
 from dotwist.websocket import CLOSED, CLOSING, OPEN
-from dotwist.worker import Runtime
-
-from support import RecordingTransport, result
 
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade"}
 
@@ -26,8 +24,7 @@ def test_messages_sent_before_the_handshake_wait_for_the_connection():
     server.accept()
     server.send("one")
     server.send(b"\x02")
-    transport = RecordingTransport()
-    client._attach(transport)
+    transport = FakeConnection(client, 1 << 20)
     server.send("three")
     assert transport.sent == [(b"one", False), (b"\x02", True), (b"three", False)]
 
@@ -40,12 +37,11 @@ def test_text_arrives_as_str_binary_as_bytes_and_close_once():
     server.accept()
     server.addEventListener("message", lambda e: events.append(e.data))
     server.addEventListener("close", lambda e: (events.append((e.code, e.reason, e.wasClean)), server.close(e.code, "bye")))
-    transport = RecordingTransport()
-    client._attach(transport)
-    client._received("héllo".encode(), False)
-    client._received(b"\x00\xff", True)
-    client._connectionClosed(True, 1000, "done")
-    client._connectionClosed(False, None, None)
+    transport = FakeConnection(client, 1 << 20)
+    transport.send("héllo")
+    transport.send(b"\x00\xff")
+    transport.close(1000, "done")
+    transport.close(None, "", wasClean=False)
     assert events == ["héllo", b"\x00\xff", (1000, "done", True)]
     assert server.readyState == CLOSED and transport.closes == []
 
@@ -57,8 +53,7 @@ def test_vanished_peer_gives_error_then_close_1006():
     server.accept()
     server.addEventListener("error", lambda e: events.append("error"))
     server.addEventListener("close", lambda e: events.append((e.code, e.wasClean)))
-    client._attach(RecordingTransport())
-    client._connectionClosed(False, None, None)
+    FakeConnection(client, 1 << 20).close(None, "", wasClean=False)
     assert events == ["error", (1006, False)]
 
 
@@ -66,8 +61,7 @@ def test_close_validates_code_and_reason():
     """close() takes 1000 or 3000-4999 and a reason of at most 123 bytes."""
     client, server = WebSocketPair()
     server.accept()
-    transport = RecordingTransport()
-    client._attach(transport)
+    transport = FakeConnection(client, 1 << 20)
     with pytest.raises(TypeError, match="close code"):
         server.close(1006)
     with pytest.raises(TypeError, match="123"):
@@ -92,23 +86,12 @@ def test_listener_errors_do_not_stop_other_listeners():
     server.accept()
     server.addEventListener("message", broken)
     server.addEventListener("message", asyncListener)
-    client._attach(RecordingTransport())
-    client._received(b"x", False)
+    FakeConnection(client, 1 << 20).send("x")
     assert seen == [("async", "x")]
 
 
 def seedUpgrade(runtime, path="/websocket"):
-    response = result(runtime.fetch(Request._fromWire(f"http://h{path}", "GET", _headers(UPGRADE), None)))
-    assert response.status == 101
-    transport = RecordingTransport()
-    response.webSocket._attach(transport)
-    return response.webSocket, transport
-
-
-def _headers(d):
-    from dotwist import Headers
-
-    return Headers(d)
+    return connectWebSocket(result(runtime.fetch(Request(f"http://h{path}", headers=UPGRADE))))
 
 
 def count(runtime):
@@ -118,19 +101,19 @@ def count(runtime):
 
 def test_seed_counts_and_echoes_in_memory(clock):
     """The seed echoes with its prefix and counts sockets, with no network involved."""
-    runtime = Runtime(websocket_server.app, clock)
+    runtime = makeRuntime(websocket_server.app, clock=clock)
     assert count(runtime) == "There are 0 WebSocket clients connected to this Durable Object instance."
-    first, t1 = seedUpgrade(runtime)
+    t1 = seedUpgrade(runtime)
     assert count(runtime) == "There is 1 WebSocket client connected to this Durable Object instance."
-    second, t2 = seedUpgrade(runtime)
+    t2 = seedUpgrade(runtime)
     assert count(runtime) == "There are 2 WebSocket clients connected to this Durable Object instance."
-    first._received(b"hi", False)
-    first._received(b"", False)
-    second._received(b"\x01", True)
+    t1.send("hi")
+    t1.send("")
+    t2.send(b"\x01")
     assert t1.sent == [(b"[Durable Object]: hi", False), (b"[Durable Object]: ", False)]
     assert t2.sent == [(b"[Durable Object]: b'\\x01'", False)]
-    first._connectionClosed(True, 1000, "bye")
-    second._connectionClosed(False, None, None)
+    t1.close(1000, "bye")
+    t2.close(None, "", wasClean=False)
     assert count(runtime) == "There are 0 WebSocket clients connected to this Durable Object instance."
 
 
@@ -151,8 +134,8 @@ class Forward(WorkerEntrypoint):
 
 def test_reset_object_closes_its_sockets_with_1011(clock):
     """When an object is reset, the sockets it accepted are closed with 1011."""
-    runtime = Runtime(App(Forward, durableObjects={"NS": Resettable}), clock)
-    ws, transport = seedUpgrade(runtime)
+    runtime = makeRuntime(App(Forward, durableObjects={"NS": Resettable}), clock=clock)
+    transport = seedUpgrade(runtime)
     result(runtime.fetch(Request("http://h/abort")))
     assert transport.closes == [(1011, "Durable Object reset")]
 
@@ -178,10 +161,10 @@ class GatedEcho(DurableObject):
 
 def test_socket_messages_wait_at_the_input_gate_in_order(clock):
     """While the object's gate is closed, its socket messages wait and then arrive in order."""
-    runtime = Runtime(App(Forward, durableObjects={"NS": GatedEcho}), clock)
-    ws, transport = seedUpgrade(runtime)
+    runtime = makeRuntime(App(Forward, durableObjects={"NS": GatedEcho}), clock=clock)
+    transport = seedUpgrade(runtime)
     for text in ("a", "block", "b", "c"):
-        ws._received(text.encode(), False)
+        transport.send(text)
     assert [p for p, _ in transport.sent] == [b"a", b"block"]
     actor = next(iter(runtime.registry.namespaces["GatedEcho"].actors.values()))
     actor.instance.gate.callback(None)
@@ -192,16 +175,13 @@ def test_messages_for_a_never_accepted_end_are_bounded_then_1011():
     """A server end nobody accepts keeps what arrives for it, up to a bound; past it the
     connection closes with 1011 and nothing more is kept."""
     client, server = WebSocketPair()
-    transport = RecordingTransport()
-    client._earlyLimit = 10
-    client._attach(transport)
-    client._receivedMessage("12345")
-    client._receivedMessage(b"67890")
+    transport = FakeConnection(client, earlyLimit=10)
+    transport.send("12345")
+    transport.send(b"67890")
     assert transport.closes == []
-    client._receivedMessage("x")
-    client._receivedMessage("y")
+    transport.send("x")
+    transport.send("y")
     assert transport.closes == [(1011, "The WebSocket was not accepted")]
-    assert len(server._early) == 2
     # What was kept within the bound is still delivered if the end is accepted after all.
     got = []
     server.addEventListener("message", lambda e: got.append(e.data))

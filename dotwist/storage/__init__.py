@@ -97,7 +97,7 @@ from .interface import (
     Savepoint,
     SqlCursor,
     SqlRawIterator,
-    SqlStorage,
+    SqlDatabase,
     SqlValue,
     StorageBackend,
 )
@@ -121,7 +121,7 @@ __all__ = [
     "SqlCursor",
     "SqlError",
     "SqlRawIterator",
-    "SqlStorage",
+    "SqlDatabase",
     "SqlValue",
     "SqliteBackend",
     "SqliteObjectStore",

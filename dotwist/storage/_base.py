@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ._cache import ValueCache
-from ._sql import Cursor, SqlEngine, SqlStorageImpl
+from ._sql import Cursor, SqlEngine, SqlDatabaseImpl
 from .errors import CommitError, InvalidArgumentError, StorageClosedError, StorageError
-from .interface import ObjectStore, Savepoint, SqlStorage
+from .interface import ObjectStore, Savepoint, SqlDatabase
 from .limits import StorageLimits
 
 
@@ -37,7 +37,7 @@ class BaseObjectStore(ObjectStore):
         self._pending = False
         self._closed = False
         self._cache = cache
-        self._sql = SqlStorageImpl(self._execSql, self._databaseSize)
+        self._sql = SqlDatabaseImpl(self._execSql, self._databaseSize)
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -90,7 +90,7 @@ class BaseObjectStore(ObjectStore):
         return cursor
 
     @property
-    def sql(self) -> SqlStorage:
+    def sql(self) -> SqlDatabase:
         self._check()
         return self._sql
 

@@ -24,10 +24,10 @@ from .errors import (
     StorageError,
     TransactionAbortedError,
 )
-from .interface import SqlCursor, SqlRawIterator, SqlStorage, SqlValue
+from .interface import SqlCursor, SqlRawIterator, SqlDatabase, SqlValue
 from .limits import StorageLimits, limitError
 
-__all__ = ["Cursor", "SqlEngine", "SqlStorageImpl", "splitStatements", "trustedSql"]
+__all__ = ["Cursor", "SqlEngine", "SqlDatabaseImpl", "splitStatements", "trustedSql"]
 
 #: Prefix of every internal statement (see the module docstring).
 _TRUSTED_PREFIX = f"/*dotwist:{secrets.token_hex(12)}*/ "
@@ -715,7 +715,7 @@ class SqlEngine:
             self.trusted(trustedSql(f"DROP TABLE IF EXISTS {_quote(name)}"))
 
 
-class SqlStorageImpl(SqlStorage):
+class SqlDatabaseImpl(SqlDatabase):
     """``ctx.storage.sql`` of one object store."""
 
     __slots__ = ("_exec", "_size")

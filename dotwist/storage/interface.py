@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final, Union
+from typing import Any, Awaitable, Final, Optional, Union
 
 __all__ = [
     "MISSING",
@@ -38,7 +38,7 @@ __all__ = [
     "Savepoint",
     "SqlCursor",
     "SqlRawIterator",
-    "SqlStorage",
+    "SqlDatabase",
     "SqlValue",
     "StorageBackend",
 ]
@@ -106,7 +106,7 @@ class SqlRawIterator(ABC):
 
 
 class SqlCursor(ABC):
-    """The result of :meth:`SqlStorage.exec`, like Cloudflare's ``SqlStorageCursor``.
+    """The result of :meth:`SqlDatabase.exec`, like Cloudflare's ``SqlStorageCursor``.
 
     The statement has run to completion when ``exec`` returns (so a SQL error is raised by
     ``exec``, never while iterating); the cursor iterates over the buffered rows. Iterating the
@@ -149,8 +149,8 @@ class SqlCursor(ABC):
         """Rows written by the statements of this ``exec`` (see the backend)."""
 
 
-class SqlStorage(ABC):
-    """``ctx.storage.sql``: the object's SQLite database."""
+class SqlDatabase(ABC):
+    """An object's SQLite database, beneath ``ctx.storage.sql`` (``dotwist.durable_storage.SqlStorage``)."""
 
     @abstractmethod
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
@@ -257,14 +257,17 @@ class ObjectStore(ABC):
 
     @property
     @abstractmethod
-    def sql(self) -> SqlStorage:
+    def sql(self) -> SqlDatabase:
         """The SQL API (``ctx.storage.sql``)."""
 
     # -- transactions -----------------------------------------------------------------------
 
     @abstractmethod
-    def commit(self) -> None:
-        """Make every write since the last commit durable; return once it is.
+    def commit(self) -> Optional[Awaitable[None]]:
+        """Make every write since the last commit durable; return once it is (None), or return an
+        awaitable that completes once it is (a store whose commits are replicated elsewhere: the
+        runtime holds the object's output until then, and a failure there counts as a failed
+        commit). The embedded backends return None.
 
         Raises :class:`~dotwist.storage.errors.StorageError` if a savepoint is open, and
         :class:`~dotwist.storage.errors.CommitError` if the write fails (the batch is then

@@ -1,0 +1,315 @@
+"""The service that serves one app on one or more ports, its options, and the library calls that
+build it (``makeService``, ``makeApplication`` for ``.tac`` files).
+
+Everything here raises on bad input (``usage.UsageError``, ``ConfigError``) and never exits the
+process; ``dotwist.tap``, the ``twistd dotwist`` entry point, is the only place that turns an
+error into a one-line message and an exit status.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.components import Componentized
+from twisted.python.failure import Failure
+
+from ._transport import DirectWriteEndpoint
+from .alarms import AlarmIndex, MemoryAlarmIndex
+from .config import Limits
+from .errors import ConfigError
+from .ids import DEFAULT_SECRET
+from .objects import DurableObject
+from .storage.interface import StorageBackend
+from .worker import App, Runtime, loadApp, loadObject
+
+DEFAULT_APP = "dotwist.examples.websocket_server"
+DEFAULT_LISTEN = "tcp:8080"
+
+_log = Logger(namespace="dotwist.service")
+
+
+class Options(usage.Options):
+    """The options of ``twistd dotwist``; ``parseOptions`` raises ``usage.UsageError``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve a Worker and its Durable Objects over HTTP and WebSockets on one port. "
+        "With no options, serves Cloudflare's WebSocket server example on port 8080."
+    )
+    optParameters = [
+        ["app", "a", DEFAULT_APP,
+         "The app to serve: a module (its `app` attribute) or module:attribute, naming a dotwist.App."],
+        ["max-message-size", None, None,
+         "Largest WebSocket message accepted, in bytes (default 33554432 = 32 MiB); larger ones close with 1009."],
+        ["max-request-body", None, None,
+         "Largest HTTP request body accepted, in bytes (default 100000000); larger ones get 413."],
+        ["data-dir", None, "dotwist-data",
+         "Where Durable Object storage lives (one SQLite file per object); created on first use."],
+        ["storage", None, "sqlite",
+         "Storage backend: sqlite (durable, in --data-dir) or memory (lost on exit; for tests and demos)."],
+        ["id-secret", None, None,
+         "Secret that keys Durable Object IDs (default: $DOTWIST_ID_SECRET, else a built-in value). "
+         "Keep it stable: IDs minted under one secret are refused under another."],
+    ]
+    optFlags = [
+        ["access-log", None, "Log every HTTP request (off by default: it costs on every request)."],
+        ["no-tuning", None, "Leave the reactor's event dispatch, the garbage collector and the "
+         "open-file limit as Python and Twisted have them (see docs/operating.md)."],
+    ]
+
+    def __init__(self) -> None:
+        usage.Options.__init__(self)
+        self["listen"] = []
+        self["bindings"] = {}
+        self["vars"] = {}
+
+    def opt_listen(self, description: str) -> None:
+        """Where to listen: a Twisted endpoint description, e.g. tcp:8080:interface=127.0.0.1 (repeatable; default tcp:8080)."""
+        self["listen"].append(description)
+
+    opt_l = opt_listen
+
+    def opt_binding(self, value: str) -> None:
+        """Bind a Durable Object class: NAME=module:Class (repeatable; replaces the app's binding of that name)."""
+        name, sep, spec = value.partition("=")
+        if not sep or not name or not spec:
+            raise usage.UsageError(f"--binding expects NAME=module:Class, not {value!r}")
+        self["bindings"][name] = spec
+
+    def opt_var(self, value: str) -> None:
+        """Set a plain env binding: NAME=value (repeatable)."""
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise usage.UsageError(f"--var expects NAME=value, not {value!r}")
+        self["vars"][name] = text
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        for description in self["listen"]:
+            checkEndpoint(description)
+        limits: dict[str, Any] = {}
+        for option, limit in (("max-message-size", "maxMessageSize"), ("max-request-body", "maxRequestBodySize")):
+            if self[option] is not None:
+                try:
+                    limits[limit] = int(self[option])
+                    if limits[limit] <= 0:
+                        raise ValueError()
+                except ValueError:
+                    raise usage.UsageError(
+                        f"--{option} must be a positive whole number of bytes, not {self[option]!r}"
+                    ) from None
+        self["limits"] = Limits().replace(**limits)
+        if self["storage"] not in ("sqlite", "memory"):
+            raise usage.UsageError(f"--storage must be sqlite or memory, not {self['storage']!r}")
+        secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
+        self["idSecret"] = secret.encode("utf-8") if secret else DEFAULT_SECRET
+        try:
+            self["appObject"] = buildApp(self["app"], self["bindings"], self["vars"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def checkEndpoint(description: str) -> None:
+    """Refuse a ``--listen`` description Twisted cannot parse (nothing listens yet)."""
+    try:
+        # Parsing builds the endpoint without listening; standard endpoints only keep the
+        # reactor for later, so none is needed (and none is imported) to check a description.
+        serverFromString(None, description)
+    except Exception as e:
+        raise usage.UsageError(f"--listen {description!r} is not a valid endpoint: {e}") from None
+
+
+def buildApp(spec: str, bindings: dict[str, str], vars: dict[str, str]) -> App:
+    """Load an app and apply a deployment's binding overrides."""
+    app = loadApp(spec)
+    classes = {}
+    for name, classSpec in bindings.items():
+        cls = loadObject(classSpec)
+        if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
+            raise ConfigError(f"--binding {name}: {classSpec!r} is not a DurableObject subclass")
+        classes[name] = cls
+    if classes or vars:
+        app = app.withBindings(classes, vars)
+    return app
+
+
+def makeStorage(options: Options) -> tuple[StorageBackend, AlarmIndex]:
+    """The storage backend and alarm index the options ask for."""
+    from .storage import MemoryBackend, SqliteBackend
+    from .storage.alarmindex import SqliteAlarmIndex
+
+    if options["storage"] == "memory":
+        return MemoryBackend(), MemoryAlarmIndex()
+    return SqliteBackend(options["data-dir"]), SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite"))
+
+
+class ListeningPort(service.Service):
+    """Listens on one endpoint while the service runs. A port that cannot be bound right away
+    (in use, no permission) fails ``startService``, so ``twistd`` stops with the reason instead
+    of running without it."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        #: Fires with the ``IListeningPort`` once listening.
+        self.listening: Deferred[IListeningPort] = Deferred()
+        self._port: Optional[IListeningPort] = None
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        starting = True
+        failed: list[Failure] = []
+
+        def gotPort(port: IListeningPort) -> None:
+            self._port = port
+            self.listening.callback(port)
+
+        def noPort(failure: Failure) -> None:
+            if starting:
+                failed.append(failure)
+            else:
+                _log.failure("Could not listen on {endpoint}", failure, endpoint=self.endpoint)
+                self.listening.errback(failure)
+
+        self.endpoint.listen(self.factory).addCallbacks(gotPort, noPort)
+        starting = False
+        if failed:
+            failed[0].raiseException()
+
+    def stopService(self) -> Deferred[None]:
+        service.Service.stopService(self)
+        port, self._port = self._port, None
+        stopped = port.stopListening() if port is not None else None
+        return stopped if isinstance(stopped, Deferred) else succeed(None)
+
+
+class DotwistService(service.MultiService):
+    """One runtime, served on every ``--listen`` endpoint.
+
+    Starting it applies the process tuning (if asked: see ``dotwist._tuning``) and schedules the
+    stored alarms; stopping it closes open WebSockets with 1001 (Going Away), waits within a limit
+    for their close handshakes, commits what objects wrote and closes the storage."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        listen: Sequence[str],
+        reactor: Any = None,
+        accessLog: bool = False,
+        tuning: bool = False,
+    ) -> None:
+        service.MultiService.__init__(self)
+        from .server import makeSite
+
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.reactor = reactor
+        self.runtime = runtime
+        self.tuning = tuning
+        self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
+        self.ports: list[ListeningPort] = []
+        for description in listen:
+            endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
+            port = ListeningPort(endpoint, self.site)
+            service.MultiService.addService(self, port)
+            self.ports.append(port)
+
+    def startService(self) -> None:
+        if self.tuning:
+            from ._tuning import tuneProcess
+
+            tuneProcess(self.reactor)
+        self.factory.startFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
+        self.runtime.start()
+        service.MultiService.startService(self)
+
+    def stopService(self) -> Deferred[Any]:
+        # Stop accepting first, then say goodbye to the sockets we have.
+        stopped: Deferred[Any] = maybeDeferred(service.MultiService.stopService, self)
+        closing = self.factory.closeAll(
+            1001, "Server shutting down", self.runtime.limits.shutdownTimeout, self.reactor
+        )
+        stopped.addCallback(lambda _: closing)
+
+        def close(result: object) -> Deferred[Any]:
+            self.factory.stopFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
+            return self.runtime.close().addCallback(lambda _: result)
+
+        return stopped.addBoth(close)
+
+
+def makeService(options: Options, reactor: Any = None) -> DotwistService:
+    """The service the options describe (``reactor``: the global one if not given)."""
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    storage, alarmIndex = makeStorage(options)
+    runtime = Runtime(
+        options["appObject"],
+        reactor,
+        limits=options["limits"],
+        idSecret=options["idSecret"],
+        storage=storage,
+        alarmIndex=alarmIndex,
+    )
+    return DotwistService(
+        runtime,
+        options["listen"],
+        reactor=reactor,
+        accessLog=bool(options["access-log"]),
+        tuning=not options["no-tuning"],
+    )
+
+
+def makeApplication(
+    app: str = DEFAULT_APP,
+    listen: Optional[list[str]] = None,
+    bindings: Optional[dict[str, str]] = None,
+    **options: Any,
+) -> Componentized:
+    """Build a twistd ``Application`` (for ``.tac`` files) from the same options as the command;
+    a bad option raises ``usage.UsageError``.
+
+    Option names are the command line's: ``makeApplication("myapp", ["tcp:8080"],
+    **{"max-message-size": "1048576"})``.
+    """
+    config = Options()
+    argv = ["--app", app]
+    for description in listen or [DEFAULT_LISTEN]:
+        argv += ["--listen", description]
+    for name, spec in (bindings or {}).items():
+        argv += ["--binding", f"{name}={spec}"]
+    for name, value in options.items():
+        if value is True:
+            argv.append(f"--{name}")
+        else:
+            argv += [f"--{name}", str(value)]
+    usage.Options.parseOptions(config, argv)
+    application: Componentized = service.Application("dotwist")
+    service.Service.setServiceParent(makeService(config), application)
+    return application
+
+
+__all__ = [
+    "DEFAULT_APP",
+    "DEFAULT_LISTEN",
+    "DotwistService",
+    "ListeningPort",
+    "Options",
+    "buildApp",
+    "checkEndpoint",
+    "makeApplication",
+    "makeService",
+    "makeStorage",
+]

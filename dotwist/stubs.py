@@ -1,0 +1,145 @@
+"""Namespaces and stubs: how Workers and objects reach a Durable Object.
+
+``env.BINDING`` is a ``DurableObjectNamespace``: it mints IDs (``idFromName``, ``newUniqueId``,
+``idFromString``) and gives stubs (``get``, ``getByName``). A ``DurableObjectStub`` sends requests
+(``stub.fetch``) and RPC calls (``stub.method(...)``) to the one live instance of its ID. A call
+enters the object's input gate the moment it is made, so calls through one stub arrive in the
+order they were made; a call made by another object leaves through that object's output gate.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
+
+from . import rpc
+from .context import currentActor
+from .fetch import Request, Response
+from .ids import DurableObjectId
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import Namespace
+
+
+class DurableObjectStub:
+    """A client for one object: ``await stub.fetch(request)`` or ``await stub.method(...)``.
+
+    Returned at once by ``get``. Calls through one stub arrive in the order they were made. A
+    stub whose call failed because the object was reset is broken: its later calls fail at once
+    with the same error; make a new stub with ``get``.
+    """
+
+    def __init__(self, namespace: "Namespace", objectId: DurableObjectId) -> None:
+        self._namespace = namespace
+        self.id = objectId
+        self.name = objectId.name
+        self._brokenBy: Optional[BaseException] = None
+
+    def _send(self, method: Callable[..., Any], *args: Any, size: int = 0) -> Deferred[Any]:
+        if self._brokenBy is not None:
+            return fail(self._brokenBy)
+        namespace = self._namespace
+        try:
+            target = namespace.registry.actorFor(namespace, self.id)
+        except Exception:
+            return fail()
+        caller = currentActor()
+        if caller is None:
+            d = target.call(method, *args, size=size)
+        else:
+            d = caller.outgoing(lambda: target.call(method, *args, size=size))
+        return d.addErrback(self._maybeBreak)
+
+    def _maybeBreak(self, failure: Failure) -> Failure:
+        if getattr(failure.value, "durableObjectReset", False):
+            self._brokenBy = failure.value
+        return failure
+
+    def fetch(
+        self, input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any
+    ) -> Deferred[Response]:
+        """Send an HTTP request to the object; fires with its ``Response``."""
+        if isinstance(input, Request) and not init and not kwargs:
+            request = input
+        else:
+            request = Request(input, init, **kwargs)
+        return self._send(_callFetch, request, size=len(request.body or b""))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _RpcMethod(self, name)
+
+    def __repr__(self) -> str:
+        return f"<DurableObjectStub {self._namespace.name} {self.id.toString()}>"
+
+
+class _RpcMethod:
+    """``stub.name``: calling it sends the call to the object."""
+
+    __slots__ = ("_stub", "_name")
+
+    def __init__(self, stub: DurableObjectStub, name: str) -> None:
+        self._stub = stub
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        try:
+            rpc.checkCallable(self._name)
+            payload = rpc.encodeCall(args, kwargs)
+        except TypeError:
+            return fail()
+        d = self._stub._send(rpc.invoke, self._name, payload, size=rpc.payloadSize(payload))
+        return d.addCallback(rpc.decodeResult)
+
+    def __repr__(self) -> str:
+        return f"<RPC method {self._name} of {self._stub!r}>"
+
+
+def _callFetch(instance: Any, request: Request) -> Any:
+    fetch = getattr(instance, "fetch", None)
+    if fetch is None:
+        raise TypeError(
+            f"Durable Object class {type(instance).__name__} has no fetch() method."
+        )
+    return fetch(request)
+
+
+class DurableObjectNamespace:
+    """``env.BINDING``: mint IDs and get stubs for one Durable Object class."""
+
+    def __init__(self, namespace: "Namespace") -> None:
+        self._namespace = namespace
+
+    def idFromName(self, name: str) -> DurableObjectId:
+        return self._namespace.minter.fromName(name)
+
+    def newUniqueId(self, options: Optional[Mapping[str, Any]] = None) -> DurableObjectId:
+        return self._namespace.minter.unique()
+
+    def idFromString(self, id: str) -> DurableObjectId:
+        return self._namespace.minter.fromString(id)
+
+    def get(self, id: DurableObjectId, options: Optional[Mapping[str, Any]] = None) -> DurableObjectStub:
+        if not isinstance(id, DurableObjectId):
+            raise TypeError(
+                f"get() expects a DurableObjectId (from idFromName, newUniqueId or idFromString), "
+                f"not {type(id).__name__}"
+            )
+        if id.namespace != self._namespace.name:
+            raise TypeError(
+                f"get() was given an ID of namespace {id.namespace!r}, "
+                f"not of this namespace {self._namespace.name!r}."
+            )
+        return DurableObjectStub(self._namespace, id)
+
+    def getByName(self, name: str, options: Optional[Mapping[str, Any]] = None) -> DurableObjectStub:
+        return self.get(self.idFromName(name))
+
+    def __repr__(self) -> str:
+        return f"<DurableObjectNamespace {self._namespace.name}>"
+
+
+__all__ = ["DurableObjectNamespace", "DurableObjectStub"]
