@@ -264,15 +264,18 @@ class Dotwist:
         d = stub.fetch(url)
         expectOk(d, url)
 
-    def storageOf(self, stub: Any) -> Any:
-        """The object's ``ctx.storage`` (the object must have been used)."""
+    def sessionOf(self, stub: Any) -> Any:
+        """The object's storage session (the runtime's side of its storage; opened if need be)."""
         registry = self.runtime.registry
-        return registry.actorFor(registry.namespaces[NAMESPACE], stub.id)._storage
+        return registry.actorFor(registry.namespaces[NAMESPACE], stub.id).storage()
+
+    def storageOf(self, stub: Any) -> Any:
+        """The object's ``ctx.storage``."""
+        return self.sessionOf(stub).api
 
     def storeOf(self, stub: Any) -> Any:
-        registry = self.runtime.registry
-        actor = registry.actorFor(registry.namespaces[NAMESPACE], stub.id)
-        return actor._storage._store
+        """The object's ``ObjectStore``."""
+        return self.sessionOf(stub).store
 
     def close(self) -> None:
         self.runtime.close()

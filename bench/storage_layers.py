@@ -56,30 +56,30 @@ import storage_bench as sb  # noqa: E402
 from dotwist.storage import MISSING, SqliteBackend  # noqa: E402
 
 
-def leanGet(storage: Any, key: Any, options: Any = None, **kwargs: Any) -> Deferred[Any]:
-    """The fast path proposed for ``DurableObjectStorage.get``: a single key, no options, reads
-    completing at once (the embedded backends) -> straight to the store. Anything else would take
-    today's path."""
-    if options is None and not kwargs and storage._readLater is None and type(key) is str:
-        try:
-            value = storage._store.get(key)
-        except Exception:
-            return storage.get(key)  # today's path reports the error as it does now
-        return succeed(None if value is MISSING else value)
-    return storage.get(key, options, **kwargs)
-
-
-def leanPut(storage: Any, key: Any, value: Any, options: Any = None, **kwargs: Any) -> Deferred[None]:
-    """The fast path proposed for ``DurableObjectStorage.put``: one key, no options -> the store,
-    then ``_wrote()`` (which holds the output gate and schedules the end-of-turn commit)."""
+def leanGet(session: Any, key: Any, options: Any = None, **kwargs: Any) -> Deferred[Any]:
+    """The fast path proposed for ``DurableObjectStorage.get``: a single key and no options ->
+    straight to the store (reads complete at once), no option parsing, no closure. Anything else
+    takes today's path."""
     if options is None and not kwargs and type(key) is str:
         try:
-            storage._store.put(key, value)
+            value = session.store.get(key)
         except Exception:
-            return storage.put(key, value)
-        storage._wrote()
+            return session.api.get(key)  # today's path reports the error as it does now
+        return succeed(None if value is MISSING else value)
+    return session.api.get(key, options, **kwargs)
+
+
+def leanPut(session: Any, key: Any, value: Any, options: Any = None, **kwargs: Any) -> Deferred[None]:
+    """The fast path proposed for ``DurableObjectStorage.put``: one key, no options -> the store,
+    then ``session.wrote()`` (output waits for the batch; the end-of-turn commit is scheduled)."""
+    if options is None and not kwargs and type(key) is str:
+        try:
+            session.store.put(key, value)
+        except Exception:
+            return session.api.put(key, value)
+        session.wrote()
         return succeed(None)
-    return storage.put(key, value, options, **kwargs)
+    return session.api.put(key, value, options, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         for lo in range(0, nKeys, 100):  # fill: one batch per 100 keys, untimed
             for k in keys[lo:lo + 100]:
                 dw.write(stub, f"http://o/put/{k}")
-        storage = dw.storageOf(stub)
-        store = storage._store
+        session = dw.sessionOf(stub)
+        storage = session.api
+        store = session.store
         readKeys = [keys[(i * 7) % nKeys] for i in range(nReads)]
         readUrls = [f"http://o/get/{k}" for k in readKeys]
         sb.BenchObject.readKeys = readKeys
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
             assert d.called
 
         def leanReads() -> None:
-            d = Deferred.fromCoroutine(asyncLoop(lambda k: leanGet(storage, k)))
+            d = Deferred.fromCoroutine(asyncLoop(lambda k: leanGet(session, k)))
             assert d.called
 
         def fetchReads() -> None:
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
             ("sqlite3 BEGIN, 100 INSERT, COMMIT", sqliteBatches),
             ("store.put x100 + commit", storeBatches),
             ("ctx.storage.put x100 + end of turn", lambda: apiBatches(storage.put)),
-            ("lean ctx.storage.put (proposed)", lambda: apiBatches(lambda k, v: leanPut(storage, k, v))),
+            ("lean ctx.storage.put (proposed)", lambda: apiBatches(lambda k, v: leanPut(session, k, v))),
         ]
         for title, sides, ops in (
             ("reads", reads, nReads),
