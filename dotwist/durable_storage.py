@@ -28,7 +28,7 @@ How the guarantees are kept:
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -46,15 +46,19 @@ _log = Logger(namespace="dotwist.storage")
 T = TypeVar("T")
 
 _LIST_OPTIONS = ("start", "startAfter", "end", "prefix", "reverse", "limit")
-_OP_OPTIONS = ("allowConcurrency", "allowUnconfirmed", "noCache")
+_OP_OPTIONS = frozenset(("allowConcurrency", "allowUnconfirmed", "noCache"))
+_LIST_AND_OP_OPTIONS = _OP_OPTIONS | frozenset(_LIST_OPTIONS)
+_NONE: Mapping[str, Any] = {}
 
 
 def _options(
-    options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], allowed: Iterable[str]
-) -> dict[str, Any]:
+    options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], allowed: frozenset[str]
+) -> Mapping[str, Any]:
+    if not options and not kwargs:
+        return _NONE
     merged = dict(options or {})
     merged.update(kwargs)
-    unknown = set(merged) - set(allowed)
+    unknown = merged.keys() - allowed
     if unknown:
         raise TypeError(f"Unknown storage option(s): {', '.join(sorted(unknown))}")
     return merged
@@ -324,11 +328,14 @@ class DurableObjectStorage:
 
     def get(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
         """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key."""
-        _options(options, kwargs, _OP_OPTIONS)
+        noCache = bool(_options(options, kwargs, _OP_OPTIONS).get("noCache"))
         store = self._session.store
-        if isinstance(keys, (list, tuple)):
-            return self._session.read(lambda: store.getMany(keys))
-        return self._session.read(lambda: _value(store.get(keys)))
+        try:
+            if isinstance(keys, (list, tuple)):
+                return succeed(store.getMany(keys, noCache=noCache))
+            return succeed(_value(store.get(keys, noCache=noCache)))
+        except Exception:
+            return fail()
 
     def put(
         self,
@@ -346,24 +353,31 @@ class DurableObjectStorage:
                 raise TypeError("put({entries}) takes no value argument")
             opts = _options(options, kwargs, _OP_OPTIONS)
             entries = keyOrEntries
-            return self._session.write(lambda: store.putMany(entries), _confirm(opts))
+            noCache = bool(opts.get("noCache"))
+            return self._session.write(lambda: store.putMany(entries, noCache=noCache), _confirm(opts))
         if value is MISSING:
             raise TypeError("put(key, value) needs a value")
         opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._session.write(lambda: store.put(keyOrEntries, value), _confirm(opts))
+        try:
+            store.put(keyOrEntries, value, noCache=bool(opts.get("noCache")))
+        except Exception:
+            return fail()
+        self._session.wrote(_confirm(opts))
+        return succeed(None)
 
     def delete(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
         """``delete(key)`` → whether it existed; ``delete([keys])`` → how many existed."""
         opts = _options(options, kwargs, _OP_OPTIONS)
         store = self._session.store
+        noCache = bool(opts.get("noCache"))
         if isinstance(keys, (list, tuple)):
-            return self._session.write(lambda: store.deleteMany(keys), _confirm(opts))
-        return self._session.write(lambda: store.delete(keys), _confirm(opts))
+            return self._session.write(lambda: store.deleteMany(keys, noCache=noCache), _confirm(opts))
+        return self._session.write(lambda: store.delete(keys, noCache=noCache), _confirm(opts))
 
     def list(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[dict[str, Any]]:
         """Entries in key order: ``start``, ``startAfter``, ``end``, ``prefix``, ``reverse``,
         ``limit``, plus the operation options."""
-        opts = _options(options, kwargs, _LIST_OPTIONS + _OP_OPTIONS)
+        opts = _options(options, kwargs, _LIST_AND_OP_OPTIONS)
         listing = {k: opts[k] for k in _LIST_OPTIONS if k in opts}
         store = self._session.store
         return self._session.read(lambda: store.list(**listing))

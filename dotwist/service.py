@@ -9,6 +9,7 @@ error into a one-line message and an exit status.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Optional, Sequence
 
 from twisted.application import service
@@ -115,6 +116,42 @@ class Options(usage.Options):
             self["appObject"] = buildApp(self["app"], self["bindings"], self["vars"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+
+def installAsyncioReactor(loop: str = "asyncio") -> bool:
+    """Install Twisted's asyncio reactor, on a new event loop of the stdlib's asyncio or of
+    uvloop, unless a reactor is installed already (by ``twistd -r``, or by an import). True if it
+    installed one. Workers and Durable Objects can use asyncio only under this reactor."""
+    if "twisted.internet.reactor" in sys.modules:
+        return False
+    import asyncio
+
+    from twisted.internet import asyncioreactor
+
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise usage.UsageError(
+                "--loop uvloop needs the uvloop package (pip install 'dotwist[uvloop]')"
+            ) from None
+        eventloop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    elif loop == "asyncio":
+        eventloop = asyncio.new_event_loop()
+    else:
+        raise usage.UsageError(f"--loop must be asyncio or uvloop, not {loop!r}")
+    asyncioreactor.install(eventloop)
+    return True
+
+
+def describeReactor(reactor: object) -> str:
+    """What runs the server, for the log."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    name = type(reactor).__name__
+    if isinstance(reactor, AsyncioSelectorReactor):
+        return name
+    return f"{name} (Workers and objects cannot use asyncio under it; see docs/asyncio.md)"
 
 
 def checkEndpoint(description: str) -> None:
@@ -225,6 +262,7 @@ class DotwistService(service.MultiService):
             self.ports.append(port)
 
     def startService(self) -> None:
+        _log.info("dotwist serving with {reactor}", reactor=describeReactor(self.reactor))
         if self.tuning:
             from ._tuning import tuneProcess
 
@@ -309,6 +347,7 @@ __all__ = [
     "Options",
     "buildApp",
     "checkEndpoint",
+    "installAsyncioReactor",
     "makeApplication",
     "makeService",
     "makeStorage",
