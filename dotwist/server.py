@@ -22,11 +22,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 from twisted.web.resource import IResource
 
 from . import _autobahn
+from ._http import LimitedSite, requestUrl
 from .fetch import Headers, Request, Response
 from .websocket import WebSocket
 from .worker import Runtime
@@ -238,12 +239,7 @@ class Front:
         return self.app.resource()
 
     def _toRequest(self, request: Any) -> Request:
-        host = request.getHeader(b"host")
-        if host is None:
-            address = request.getHost()
-            host = f"{address.host}:{address.port}".encode("ascii")
-        scheme = "https" if request.isSecure() else "http"
-        url = f"{scheme}://{host.decode('latin-1')}{request.uri.decode('utf-8', 'replace')}"
+        url = requestUrl(request)  # checked by the channel (dotwist._http); raises if invalid
         # twisted.web's parser has already refused bad names, and values with line breaks or NULs
         # (it answers 400 itself), so the pairs need no second check.
         headers = Headers._trusted(
@@ -258,11 +254,9 @@ class Front:
 
     @app.route("/", branch=True)
     async def handle(self, request: Any) -> Any:
+        # An announced or chunked body over the limit was refused before it was read (_http);
+        # this check is for requests that did not come through a DotwistChannel.
         limit = self._runtime.limits.maxRequestBodySize
-        length = request.getHeader(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            request.setResponseCode(413)
-            return f"Request body is larger than the limit of {limit} bytes.".encode()
         try:
             incoming = self._toRequest(request)
         except Exception:
@@ -307,8 +301,9 @@ class Front:
         return body
 
 
-class DotwistSite(Site):
-    """A ``Site`` whose access log is opt-in (it costs on every request)."""
+class DotwistSite(LimitedSite):
+    """A ``Site`` whose access log is opt-in (it costs on every request), and whose connections
+    enforce the runtime's HTTP limits (``dotwist._http``)."""
 
     accessLog = False
 
@@ -323,5 +318,6 @@ def makeSite(runtime: Runtime, reactor: Any = None, accessLog: bool = False) -> 
     front = Front(runtime, factory)
     site = DotwistSite(front.resource(), reactor=reactor) if reactor is not None else DotwistSite(front.resource())
     site.displayTracebacks = False
+    site.limits = runtime.limits
     site.accessLog = accessLog
     return site, factory

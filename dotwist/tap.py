@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Optional
 
@@ -14,8 +15,10 @@ from twisted.python import usage
 from ._transport import DirectWriteEndpoint
 from .config import Limits
 from .errors import ConfigError
+from ._http import effectiveBacklog, withBacklog
 from .ids import DEFAULT_SECRET
 from .objects import DurableObject
+from .storage.limits import StorageLimits
 from .worker import App, Runtime, loadApp, loadObject
 
 DEFAULT_APP = "dotwist.examples.websocket_server"
@@ -43,6 +46,16 @@ class Options(usage.Options):
          "Largest WebSocket message accepted, in bytes (default 33554432 = 32 MiB); larger ones close with 1009."],
         ["max-request-body", None, None,
          "Largest HTTP request body accepted, in bytes (default 100000000); larger ones get 413."],
+        ["header-timeout", None, None,
+         "Seconds a client has to send a request's headers, from connecting or from its previous "
+         "response (default 20); later: 408 and the connection closes."],
+        ["request-timeout", None, None,
+         "Seconds a client has to send a whole request, body included (default 300); later: 408."],
+        ["backlog", None, None,
+         "Listen queue length for --listen endpoints without backlog= (default 4096, capped by "
+         "/proc/sys/net/core/somaxconn)."],
+        ["max-sql-query-duration", None, None,
+         "Milliseconds one ctx.storage.sql.exec may run before it is interrupted (default 30000)."],
         ["data-dir", None, "dotwist-data",
          "Where Durable Object storage lives (one SQLite file per object); created on first use."],
         ["storage", None, "sqlite",
@@ -94,15 +107,24 @@ class Options(usage.Options):
             except Exception as e:
                 raise OptionsError(f"--listen {description!r} is not a valid endpoint: {e}")
         limits: dict[str, Any] = {}
-        for option, limit in (("max-message-size", "maxMessageSize"), ("max-request-body", "maxRequestBodySize")):
+        for option, limit, parse, kind in (
+            ("max-message-size", "maxMessageSize", int, "whole number of bytes"),
+            ("max-request-body", "maxRequestBodySize", int, "whole number of bytes"),
+            ("header-timeout", "headerTimeout", float, "number of seconds"),
+            ("request-timeout", "requestTimeout", float, "number of seconds"),
+            ("backlog", "listenBacklog", int, "whole number"),
+            ("max-sql-query-duration", "maxSqlQueryDurationMs", int, "whole number of milliseconds"),
+        ):
             if self[option] is not None:
                 try:
-                    limits[limit] = int(self[option])
-                    if limits[limit] <= 0:
+                    limits[limit] = parse(self[option])
+                    if not 0 < limits[limit] < math.inf:
                         raise ValueError()
                 except ValueError:
-                    raise OptionsError(f"--{option} must be a positive whole number of bytes, not {self[option]!r}")
+                    raise OptionsError(f"--{option} must be a positive {kind}, not {self[option]!r}")
+        sqlDuration = limits.pop("maxSqlQueryDurationMs", None)
         self["limits"] = Limits().replace(**limits)
+        self["storageLimits"] = StorageLimits(**({} if sqlDuration is None else {"maxSqlQueryDurationMs": sqlDuration}))
         if self["storage"] not in ("sqlite", "memory"):
             raise OptionsError(f"--storage must be sqlite or memory, not {self['storage']!r}")
         secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
@@ -133,9 +155,10 @@ def makeStorage(options: Options) -> tuple[Any, Any]:
     from .storage.alarmindex import SqliteAlarmIndex
     from .storage import MemoryBackend, SqliteBackend
 
+    limits = options.get("storageLimits")
     if options["storage"] == "memory":
-        return MemoryBackend(), MemoryAlarmIndex()
-    return SqliteBackend(options["data-dir"]), SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite"))
+        return MemoryBackend(limits), MemoryAlarmIndex()
+    return SqliteBackend(options["data-dir"], limits), SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite"))
 
 
 class DotwistService(service.MultiService):
@@ -153,7 +176,9 @@ class DotwistService(service.MultiService):
         self.reactor = reactor
         self.runtime = runtime
         self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
+        backlog = effectiveBacklog(runtime.limits.listenBacklog)
         for description in listen:
+            description = withBacklog(description, backlog)
             endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
             listening = StreamServerEndpointService(endpoint, self.site)
             listening._raiseSynchronously = True  # as strports.service: a port in use fails startup
