@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional
 
 from twisted.internet.abstract import FileDescriptor
@@ -187,17 +187,24 @@ def buildUrl(
 
     Raises :class:`BadRequestTarget` (HTTP 400) for anything else.
     """
+    return _urlFor(scheme, _hostAuthority(scheme, hostHeaders, defaultHost), target, method)
+
+
+def _hostAuthority(scheme: str, hostHeaders: Sequence[bytes], defaultHost: Optional[str]) -> str:
     if len(hostHeaders) > 1:
         raise BadRequestTarget("more than one Host header")
     if hostHeaders:
         try:
-            authority = _authority(hostHeaders[0].decode("ascii"), scheme, "Host header")
+            return _authority(hostHeaders[0].decode("ascii"), scheme, "Host header")
         except UnicodeDecodeError:
             raise BadRequestTarget("Host header: not ASCII") from None
-    elif defaultHost is not None:
-        authority = defaultHost
-    else:
-        raise BadRequestTarget("no Host header")
+    if defaultHost is not None:
+        return defaultHost
+    raise BadRequestTarget("no Host header")
+
+
+def _urlFor(scheme: str, authority: str, target: bytes, method: bytes) -> str:
+    """The URL of ``target`` on a connection to ``authority`` (already checked)."""
     try:
         text = target.decode("ascii")
     except UnicodeDecodeError:
@@ -315,18 +322,29 @@ class DotwistChannel(HTTPChannel):
         self._idle = True  # nothing received since the current request's timer started
         self._deadline: Optional[IDelayedCall] = None
         self._headersDone = False
+        self._handling = False  # the request is complete and with the resource
         self._closing: Optional[IDelayedCall] = None
+        self._scheme = "http"
+        self._now: Optional[Callable[[], float]] = None
+        self._hostCache: tuple[bytes, str] = (b"", "")  # last Host value and its authority
 
     # -- timers ---------------------------------------------------------------------------
 
     def _startDeadline(self) -> None:
-        self._cancelDeadline()
+        """Start the clock of the next request (one timer per connection, reused)."""
         self._idle = True
         self._headersDone = False
+        self._handling = False
         limits = self._limits
-        self._deadline = self.callLater(
-            min(limits.headerTimeout, limits.requestTimeout), self._timedOut
-        )
+        first = min(limits.headerTimeout, limits.requestTimeout)
+        deadline, now = self._deadline, self._now
+        if deadline is not None and deadline.active() and now is not None and deadline.getTime() <= now() + first:
+            # Moving a pending call later costs the reactor nothing until it comes due, where a
+            # new call per request would be a heap insertion plus a cancellation.
+            deadline.reset(first)
+        else:
+            self._cancelDeadline()
+            self._deadline = self.callLater(first, self._timedOut)
 
     def _cancelDeadline(self) -> None:
         deadline = self._deadline
@@ -337,8 +355,11 @@ class DotwistChannel(HTTPChannel):
 
     def _timedOut(self) -> None:
         self._deadline = None
-        if self._idle:
-            # A keep-alive connection (or one never used): nothing to answer.
+        if self._handling:
+            return  # the Worker has the request: no timeout now; requestDone starts the next
+        if self._idle or getattr(self.transport, "disconnecting", False):
+            # A keep-alive connection, one never used, or one twisted.web already answered (a
+            # malformed request) and is closing: nothing to answer; make sure it goes.
             self._closeQuietly()
             return
         limits = self._limits
@@ -355,7 +376,11 @@ class DotwistChannel(HTTPChannel):
         limits = getattr(site, "limits", None)
         if isinstance(limits, Limits):
             self._limits = limits
+        seconds = getattr(getattr(site, "reactor", None), "seconds", None)
+        self._now = seconds if callable(seconds) else None
         super().connectionMade()
+        # Once per connection: isSecure() is a zope adaptation, a few microseconds each time.
+        self._scheme = "https" if self.isSecure() else "http"
         self._startDeadline()
 
     def dataReceived(self, data: bytes) -> None:
@@ -368,7 +393,7 @@ class DotwistChannel(HTTPChannel):
         if self._refused:
             return
         if self._inHead:
-            if line[:1] in (b" ", b"\t"):
+            if line and (line[0] == 32 or line[0] == 9):  # SP or HTAB: obs-fold
                 self._refuse(
                     400,
                     "Obsolete line folding (a header line starting with a space or a tab) "
@@ -391,7 +416,12 @@ class DotwistChannel(HTTPChannel):
         self._headersDone = True
         limits = self._limits
         deadline = self._deadline
-        if deadline is not None and deadline.active() and limits.requestTimeout > limits.headerTimeout:
+        if (
+            self.length != 0
+            and deadline is not None
+            and deadline.active()
+            and limits.requestTimeout > limits.headerTimeout
+        ):
             deadline.delay(limits.requestTimeout - limits.headerTimeout)
         super().allHeadersReceived()
 
@@ -415,15 +445,19 @@ class DotwistChannel(HTTPChannel):
             return (413, _tooLarge(limit))
         if old and _hasToken(headers.getRawHeaders(b"upgrade"), b"websocket"):
             return (400, "A WebSocket upgrade needs HTTP/1.1 (RFC 6455, section 4.1).")
-        scheme = "https" if self.isSecure() else "http"
+        scheme = self._scheme
+        hosts = headers.getRawHeaders(b"host") or []
         try:
-            url = buildUrl(
-                scheme,
-                headers.getRawHeaders(b"host") or [],
-                target,
-                method=method,
-                defaultHost=_localAuthority(self, scheme) if old else None,
-            )
+            # buildUrl, with the checked Host kept: a connection's requests usually share it.
+            if len(hosts) == 1 and hosts[0] == self._hostCache[0]:
+                authority = self._hostCache[1]
+            else:
+                authority = _hostAuthority(
+                    scheme, hosts, _localAuthority(self, scheme) if old else None
+                )
+                if len(hosts) == 1:
+                    self._hostCache = (hosts[0], authority)
+            url = _urlFor(scheme, authority, target, method)
         except BadRequestTarget as e:
             return (400, f"Bad request: {e}.")
         request.validatedUrl = url
@@ -433,7 +467,7 @@ class DotwistChannel(HTTPChannel):
     def allContentReceived(self) -> None:
         if self._refused:
             return  # the chunked decoder finished a body that was already refused
-        self._cancelDeadline()
+        self._handling = True
         super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:
@@ -489,8 +523,11 @@ class DotwistChannel(HTTPChannel):
             self._closeQuietly()
 
     def _closeQuietly(self) -> None:
-        self.loseConnection()
-        self._closing = self.callLater(self.abortTimeout, self._abort)
+        """Close; abort if the client has not let the connection go after ``abortTimeout``."""
+        if not getattr(self.transport, "disconnecting", False):
+            self.loseConnection()
+        if self._closing is None:
+            self._closing = self.callLater(self.abortTimeout, self._abort)
 
     def _abort(self) -> None:
         self._closing = None

@@ -623,3 +623,16 @@ async def test_loopback_listening_port_has_the_backlog():
         assert port.backlog > 50
     finally:
         await service.stopService()
+
+
+def test_connection_twisted_refused_is_aborted_if_it_does_not_go(clock):
+    """A request twisted.web itself refuses (a malformed Content-Length) is not answered twice,
+    and its connection is aborted if the client never lets it close."""
+    site = makeTestSite(clock, headerTimeout=10)
+    channel, transport = connect(site)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n")
+    assert statusOf(transport) == 400 and transport.disconnecting
+    clock.advance(10)
+    assert not transport.disconnected
+    clock.advance(channel.abortTimeout)
+    assert transport.value().count(b"HTTP/1.1") == 1 and transport.disconnected
