@@ -11,7 +11,9 @@ the methods twisted.web has for subclasses (``lineReceived``, ``allHeadersReceiv
   temporary file, which therefore never grows past the limit.
 - **Time.** ``Limits.headerTimeout`` bounds the time from connecting (or from the end of the
   previous response) to the end of the headers, and ``Limits.requestTimeout`` the time to the end of
-  the body, so a client that trickles bytes cannot hold a connection open. One timer per request.
+  the body, so a client that trickles bytes cannot hold a connection open. One timer per
+  connection, moved from request to request; none while the Worker has the request, and none
+  after a WebSocket handover.
 - **Framing.** More than one ``Transfer-Encoding`` header, a transfer coding other than ``chunked``,
   a ``Transfer-Encoding`` in an HTTP/1.0 request, and obsolete line folding (a header line that
   starts with a space or a tab) are refused with 400 (RFC 9112 sections 5.2 and 6.1). So is a
@@ -33,23 +35,26 @@ meets.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import Request, Site
 
 from .config import Limits
 
 __all__ = [
+    "LINGER_TIME",
     "BadRequestTarget",
     "DotwistChannel",
     "DotwistRequest",
-    "LINGER_TIME",
     "LimitedSite",
     "buildUrl",
     "effectiveBacklog",
@@ -169,7 +174,7 @@ def buildUrl(
     target: bytes,
     *,
     method: bytes = b"GET",
-    defaultHost: Optional[str] = None,
+    defaultHost: str | None = None,
 ) -> str:
     """The URL of a request: ``scheme://host[:port]/path?query``.
 
@@ -190,7 +195,7 @@ def buildUrl(
     return _urlFor(scheme, _hostAuthority(scheme, hostHeaders, defaultHost), target, method)
 
 
-def _hostAuthority(scheme: str, hostHeaders: Sequence[bytes], defaultHost: Optional[str]) -> str:
+def _hostAuthority(scheme: str, hostHeaders: Sequence[bytes], defaultHost: str | None) -> str:
     if len(hostHeaders) > 1:
         raise BadRequestTarget("more than one Host header")
     if hostHeaders:
@@ -250,6 +255,11 @@ def _isOldVersion(version: bytes) -> bool:
     return version < b"HTTP/1.1"
 
 
+def _never() -> float:
+    """The time, for a channel without a site's reactor: never late enough to reuse a timer."""
+    return math.inf
+
+
 def requestUrl(request: Any) -> str:
     """``request.url`` for the Worker: the URL :class:`DotwistChannel` checked, or, for a request
     that did not come through one, :func:`buildUrl` of it (raises :class:`BadRequestTarget`)."""
@@ -275,7 +285,7 @@ def requestUrl(request: Any) -> str:
 # -- the channel ----------------------------------------------------------------------------------
 
 
-def _hasToken(values: Optional[list[bytes]], token: bytes) -> bool:
+def _hasToken(values: list[bytes] | None, token: bytes) -> bool:
     return any(
         part.strip().lower() == token for value in values or () for part in value.split(b",")
     )
@@ -286,7 +296,7 @@ class DotwistRequest(Request):
     the URL its channel checked."""
 
     #: The request's URL, set by :class:`DotwistChannel` once the headers are in.
-    validatedUrl: Optional[str] = None
+    validatedUrl: str | None = None
     #: Body bytes this request accepts; set by the channel before any arrive.
     maxBodySize: int = _DEFAULT_LIMITS.maxRequestBodySize
     _bodySize = 0
@@ -317,15 +327,16 @@ class DotwistChannel(HTTPChannel):
         super().__init__()
         self._limits = _DEFAULT_LIMITS
         self._inHead = False  # between a request line and the end of its headers
-        self._requestLine: Optional[tuple[bytes, bytes, bytes]] = None
+        self._requestLine: tuple[bytes, bytes, bytes] | None = None
         self._refused = False
         self._idle = True  # nothing received since the current request's timer started
-        self._deadline: Optional[IDelayedCall] = None
+        self._deadline: IDelayedCall | None = None
         self._headersDone = False
         self._handling = False  # the request is complete and with the resource
-        self._closing: Optional[IDelayedCall] = None
+        self._closing: IDelayedCall | None = None
         self._scheme = "http"
-        self._now: Optional[Callable[[], float]] = None
+        self._now: Callable[[], float] = _never
+        self._firstTimeout = min(self._limits.headerTimeout, self._limits.requestTimeout)
         self._hostCache: tuple[bytes, str] = (b"", "")  # last Host value and its authority
 
     # -- timers ---------------------------------------------------------------------------
@@ -335,16 +346,16 @@ class DotwistChannel(HTTPChannel):
         self._idle = True
         self._headersDone = False
         self._handling = False
-        limits = self._limits
-        first = min(limits.headerTimeout, limits.requestTimeout)
-        deadline, now = self._deadline, self._now
-        if deadline is not None and deadline.active() and now is not None and deadline.getTime() <= now() + first:
-            # Moving a pending call later costs the reactor nothing until it comes due, where a
-            # new call per request would be a heap insertion plus a cancellation.
-            deadline.reset(first)
-        else:
-            self._cancelDeadline()
-            self._deadline = self.callLater(first, self._timedOut)
+        first = self._firstTimeout
+        deadline = self._deadline
+        if deadline is not None and deadline.active():
+            if deadline.getTime() <= self._now() + first:
+                # Moving a pending call later costs the reactor nothing until it comes due,
+                # where a new call per request is a heap insertion plus a cancellation.
+                deadline.reset(first)
+                return
+            deadline.cancel()
+        self._deadline = self.callLater(first, self._timedOut)
 
     def _cancelDeadline(self) -> None:
         deadline = self._deadline
@@ -376,8 +387,10 @@ class DotwistChannel(HTTPChannel):
         limits = getattr(site, "limits", None)
         if isinstance(limits, Limits):
             self._limits = limits
+            self._firstTimeout = min(limits.headerTimeout, limits.requestTimeout)
         seconds = getattr(getattr(site, "reactor", None), "seconds", None)
-        self._now = seconds if callable(seconds) else None
+        if callable(seconds):
+            self._now = seconds
         super().connectionMade()
         # Once per connection: isSecure() is a zope adaptation, a few microseconds each time.
         self._scheme = "https" if self.isSecure() else "http"
@@ -425,12 +438,12 @@ class DotwistChannel(HTTPChannel):
             deadline.delay(limits.requestTimeout - limits.headerTimeout)
         super().allHeadersReceived()
 
-    def _checkHead(self, request: Any) -> Optional[tuple[int, str]]:
+    def _checkHead(self, request: Any) -> tuple[int, str] | None:
         """Why the request must be refused now that its headers are in, or ``None``."""
         if self._requestLine is None:
             return (400, "Malformed request line.")
         method, target, version = self._requestLine
-        old = _isOldVersion(version)
+        old = version < b"HTTP/1.1"
         headers = request.requestHeaders
         codings = headers.getRawHeaders(b"transfer-encoding")
         if codings:
@@ -476,7 +489,16 @@ class DotwistChannel(HTTPChannel):
             self._startDeadline()
         super().requestDone(request)
 
-    def connectionLost(self, reason: Any) -> None:
+    def setTimeout(self, period: float | None) -> float | None:
+        """``TimeoutMixin.setTimeout``; ``None`` (no timeouts: the WebSocket handover in
+        ``dotwist.server`` says so when it takes the connection away) also stops the request
+        timer, which would otherwise keep this channel alive until it came due."""
+        if period is None:
+            self._cancelDeadline()
+        previous: float | None = super().setTimeout(period)
+        return previous
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelDeadline()
         closing = self._closing
         if closing is not None and closing.active():

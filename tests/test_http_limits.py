@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 import pytest_twisted
+from support import serve
 from twisted.internet import endpoints, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -36,8 +37,6 @@ from dotwist.server import makeSite
 from dotwist.tap import Options, OptionsError
 from dotwist.worker import Runtime
 
-from support import serve
-
 # -- in-memory helpers ----------------------------------------------------------------------------
 
 
@@ -48,7 +47,7 @@ class Recorder(Resource):
 
     def __init__(self) -> None:
         super().__init__()
-        self.seen: list[tuple[bytes, Optional[str], bytes]] = []
+        self.seen: list[tuple[bytes, str | None, bytes]] = []
         self.hold = False
         self.held: list[Any] = []
 
@@ -77,14 +76,14 @@ def connect(site: LimitedSite) -> tuple[Any, StringTransport]:
     return channel, transport
 
 
-def statusOf(transport: StringTransport) -> Optional[int]:
+def statusOf(transport: StringTransport) -> int | None:
     data = transport.value()
     if not data.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")):
         return None
     return int(data[9:12])
 
 
-def seen(site: LimitedSite) -> list[tuple[bytes, Optional[str], bytes]]:
+def seen(site: LimitedSite) -> list[tuple[bytes, str | None, bytes]]:
     return site.resource.seen
 
 
@@ -355,7 +354,7 @@ def test_pipelined_request_gets_its_own_timer(clock):
 def test_lost_connection_leaves_no_timer(clock):
     """A connection that goes away leaves no timer behind."""
     site = makeTestSite(clock)
-    channel, transport = connect(site)
+    channel, _ = connect(site)
     channel.dataReceived(b"GET / HTTP/1.1\r\n")
     channel.connectionLost(None)
     assert clock.getDelayedCalls() == []
@@ -376,8 +375,8 @@ REFUSED = [
      "obs-fold in a framing header"),
     (b"GET / HTTP/1.1\r\nHost: a\r\nX-Note: one\r\n\ttwo\r\n\r\n",
      "obs-fold in any header"),
-    (b"GET /websocket HTTP/1.0\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ((b"GET /websocket HTTP/1.0\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"),
      "issue 19: a WebSocket upgrade in HTTP/1.0 (was accepted)"),
     (b"GET /public HTTP/1.1\r\nHost: 127.0.0.1/admin?\r\n\r\n", "issue 19: a path in Host"),
     (b"GET @evil.example/public HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "issue 19: userinfo from the target"),
@@ -618,7 +617,7 @@ async def test_loopback_listening_port_has_the_backlog():
     somaxconn), not Twisted's 50."""
     service, _ = await serve(websocket_server.app, Limits().replace(listenBacklog=1000))
     try:
-        port = await list(service)[0]._waitingForPort
+        port = await next(iter(service))._waitingForPort
         assert port.backlog == effectiveBacklog(1000)
         assert port.backlog > 50
     finally:
@@ -636,3 +635,22 @@ def test_connection_twisted_refused_is_aborted_if_it_does_not_go(clock):
     assert not transport.disconnected
     clock.advance(channel.abortTimeout)
     assert transport.value().count(b"HTTP/1.1") == 1 and transport.disconnected
+
+
+def test_websocket_handover_leaves_no_request_timer():
+    """Once a connection is handed to the WebSocket protocol, no request timer keeps the HTTP
+    channel (and its request) alive, and the socket is never timed out as an HTTP request."""
+    clock = MemoryReactorClock()
+    site, factory = makeSite(Runtime(websocket_server.app, clock), reactor=clock)
+    factory.startFactory()
+    channel, transport = connect(site)
+    channel.dataReceived(
+        b"GET /websocket HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 101 ")
+    timers = [call for call in clock.getDelayedCalls() if getattr(call.func, "__self__", None) is channel]
+    assert timers == []
+    clock.advance(site.limits.requestTimeout + 1)
+    assert not transport.disconnecting
+    factory.stopFactory()
