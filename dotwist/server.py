@@ -26,11 +26,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 from . import websocket
 from ._autobahn import FastMessages
 from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError
+from ._http import LimitedSite, requestUrl
 from .fetch import Headers, Request, Response
 from .worker import Runtime
 
@@ -267,17 +267,14 @@ class Front:
         return resource
 
     def _toRequest(self, request: IRequest) -> Request:
+        # An announced or chunked body over the limit was refused before it was read (the
+        # channel, dotwist._http); the checks here are for requests that did not come through it.
         limit = self._runtime.limits.maxRequestBodySize
         length = request.getHeader(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         try:
-            host = request.getHeader(b"host")
-            if host is None:
-                address = request.getHost()
-                host = f"{address.host}:{address.port}".encode("ascii")
-            scheme = "https" if request.isSecure() else "http"
-            url = f"{scheme}://{host.decode('latin-1')}{request.uri.decode('utf-8', 'replace')}"
+            url = requestUrl(request)  # a validated Host and request target (dotwist._http)
             # twisted.web's parser has already refused bad names, and values with line breaks or
             # NULs (it answers 400 itself), so the pairs need no second check.
             headers = Headers.fromWire(
@@ -289,7 +286,7 @@ class Front:
             )
             body = request.content.read() if request.content is not None else b""
             method = request.method.decode("ascii")
-        except (UnicodeError, ValueError) as e:
+        except (UnicodeError, ValueError) as e:  # BadRequestTarget is a ValueError
             raise BadRequest(f"Could not read the request: {e}") from e
         if len(body) > limit:
             raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
@@ -325,16 +322,17 @@ class Front:
         return self._factory.buildHandover(response)
 
 
-class DotwistSite(Site):
-    """A ``Site`` whose access log is opt-in (it costs on every request)."""
+class DotwistSite(LimitedSite):
+    """A ``Site`` with dotwist's HTTP limits (``dotwist._http``), whose access log is opt-in (it
+    costs on every request)."""
 
     accessLog = False
 
     def __init__(self, resource: IResource, reactor: Any = None) -> None:
         if reactor is None:
-            Site.__init__(self, resource)
+            LimitedSite.__init__(self, resource)
         else:
-            Site.__init__(self, resource, reactor=reactor)
+            LimitedSite.__init__(self, resource, reactor=reactor)
 
     def log(self, request: Any) -> None:
         if self.accessLog:
@@ -350,6 +348,7 @@ def makeSite(
     site = DotwistSite(front.resource(), reactor)
     site.displayTracebacks = False
     site.accessLog = accessLog
+    site.limits = runtime.limits
     return site, factory
 
 

@@ -8,6 +8,7 @@ error into a one-line message and an exit status.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import Any, Optional, Sequence
@@ -21,6 +22,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from ._http import effectiveBacklog, withBacklog
 from ._transport import DirectWriteEndpoint
 from .alarms import AlarmIndex, MemoryAlarmIndex
 from .config import Limits
@@ -28,6 +30,7 @@ from .errors import ConfigError
 from .ids import DEFAULT_SECRET
 from .objects import DurableObject
 from .storage.interface import StorageBackend
+from .storage.limits import StorageLimits
 from .worker import App, Runtime, loadApp, loadObject
 
 DEFAULT_APP = "dotwist.examples.websocket_server"
@@ -51,6 +54,16 @@ class Options(usage.Options):
          "Largest WebSocket message accepted, in bytes (default 33554432 = 32 MiB); larger ones close with 1009."],
         ["max-request-body", None, None,
          "Largest HTTP request body accepted, in bytes (default 100000000); larger ones get 413."],
+        ["header-timeout", None, None,
+         "Seconds a client has to send a request's headers, from connecting or from its previous "
+         "response (default 20); later: 408 and the connection closes."],
+        ["request-timeout", None, None,
+         "Seconds a client has to send a whole request, body included (default 300); later: 408."],
+        ["backlog", None, None,
+         "Listen queue length for --listen endpoints without backlog= (default 4096, capped by "
+         "/proc/sys/net/core/somaxconn)."],
+        ["max-sql-query-duration", None, None,
+         "Milliseconds one ctx.storage.sql.exec may run before it is interrupted (default 30000)."],
         ["data-dir", None, "dotwist-data",
          "Where Durable Object storage lives (one SQLite file per object); created on first use."],
         ["storage", None, "sqlite",
@@ -97,17 +110,28 @@ class Options(usage.Options):
         for description in self["listen"]:
             checkEndpoint(description)
         limits: dict[str, Any] = {}
-        for option, limit in (("max-message-size", "maxMessageSize"), ("max-request-body", "maxRequestBodySize")):
+        for option, limit, parse, kind in (
+            ("max-message-size", "maxMessageSize", int, "whole number of bytes"),
+            ("max-request-body", "maxRequestBodySize", int, "whole number of bytes"),
+            ("header-timeout", "headerTimeout", float, "number of seconds"),
+            ("request-timeout", "requestTimeout", float, "number of seconds"),
+            ("backlog", "listenBacklog", int, "whole number"),
+            ("max-sql-query-duration", "maxSqlQueryDurationMs", int, "whole number of milliseconds"),
+        ):
             if self[option] is not None:
                 try:
-                    limits[limit] = int(self[option])
-                    if limits[limit] <= 0:
+                    limits[limit] = parse(self[option])
+                    if not 0 < limits[limit] < math.inf:
                         raise ValueError()
                 except ValueError:
                     raise usage.UsageError(
-                        f"--{option} must be a positive whole number of bytes, not {self[option]!r}"
+                        f"--{option} must be a positive {kind}, not {self[option]!r}"
                     ) from None
+        sqlDuration = limits.pop("maxSqlQueryDurationMs", None)
         self["limits"] = Limits().replace(**limits)
+        self["storageLimits"] = StorageLimits(
+            **({} if sqlDuration is None else {"maxSqlQueryDurationMs": sqlDuration})
+        )
         if self["storage"] not in ("sqlite", "memory"):
             raise usage.UsageError(f"--storage must be sqlite or memory, not {self['storage']!r}")
         secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
@@ -183,9 +207,13 @@ def makeStorage(options: Options) -> tuple[StorageBackend, AlarmIndex]:
     from .storage import MemoryBackend, SqliteBackend
     from .storage.alarmindex import SqliteAlarmIndex
 
+    limits = options.get("storageLimits")
     if options["storage"] == "memory":
-        return MemoryBackend(), MemoryAlarmIndex()
-    return SqliteBackend(options["data-dir"]), SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite"))
+        return MemoryBackend(limits), MemoryAlarmIndex()
+    return (
+        SqliteBackend(options["data-dir"], limits),
+        SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite")),
+    )
 
 
 class ListeningPort(service.Service):
@@ -255,7 +283,9 @@ class DotwistService(service.MultiService):
         self.tuning = tuning
         self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
         self.ports: list[ListeningPort] = []
+        backlog = effectiveBacklog(runtime.limits.listenBacklog)
         for description in listen:
+            description = withBacklog(description, backlog)
             endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
             port = ListeningPort(endpoint, self.site)
             service.MultiService.addService(self, port)
