@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from .errors import DurableObjectError
 from .gates import InputGate, OutputGate
 from .handlers import asDeferred
-from .storage import MISSING
+from .storage import MISSING, TransactionAbortedError
 from .storage.interface import ObjectStore, Savepoint, SqlCursor
 
 _log = Logger(namespace="dotwist.storage")
@@ -215,6 +215,14 @@ class StorageSession:
         self._syncWaiters.append((target, waiter))
         self._scheduleCommit()
         return waiter
+
+    def batchLost(self, cause: BaseException) -> None:
+        """The store discarded the open batch itself (SQLite rolled it back): fail what waited
+        for it and reset the object, as for a failed commit."""
+        if self._commitCall is not None and self._commitCall.active():
+            self._commitCall.cancel()
+        self._commitCall = None
+        self._failed(cause)
 
     def flush(self) -> Deferred[None]:
         """Commit what is pending now (at shutdown); fires when it is durable."""
@@ -499,7 +507,13 @@ class SqlStorage:
 
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
         store = self._session.store
-        cursor = store.sql.exec(query, *bindings)
+        try:
+            cursor = store.sql.exec(query, *bindings)
+        except TransactionAbortedError as e:
+            # SQLite discarded the whole uncommitted batch: writes that output already waits
+            # for are gone, so the object is reset as after a failed commit.
+            self._session.batchLost(e)
+            raise
         if store.hasPendingWrites:
             self._session.wrote()
         return cursor

@@ -282,6 +282,11 @@ class Actor:
         """Hand a call's outcome to its caller, through the output gate."""
         self.running -= 1
         self.lastActive = self.registry.clock.seconds()
+        if self.brokenBy is not None:
+            # The object was reset while this call ran (a failed write, abort(), a timeout):
+            # whatever the call returned may depend on state that is gone.
+            result.errback(resetError(self.brokenBy))
+            return
         if isinstance(outcome, Failure) and outcome.value is not None:
             markRemote(outcome.value)
         self.outputGate.sendOrFail(result.callback, outcome, result.errback)

@@ -159,10 +159,13 @@ class Aborting(DurableObject):
 
 
 def test_abort_resets_the_object(clock):
-    """ctx.abort() drops the instance: the registry forgets it."""
+    """ctx.abort() drops the instance (the registry forgets it), and the call that aborted gets a
+    durableObjectReset error with the reason, not the value its code went on to return."""
     runtime = runtimeWith(Aborting, clock)
     stub = runtime.env.NS.getByName("a")
-    result(stub.fetch("http://x/"))
+    with pytest.raises(DurableObjectError, match="enough") as info:
+        result(stub.fetch("http://x/"))
+    assert info.value.durableObjectReset
     assert runtime.registry.liveObjects() == 0
 
 
