@@ -20,7 +20,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionRequest
 from klein import Klein
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -244,6 +244,9 @@ def _errorStatus(request: IRequest, error: BaseException, method: str, url: str)
     if isinstance(error, DurableObjectError) and error.overloaded:
         request.setHeader(b"retry-after", b"1")
         return 503, str(error).encode("utf-8")
+    if isinstance(error, CancelledError):
+        # The client went away before the answer: there is nobody to tell, nothing to log.
+        return 499, b"Client closed request"
     if isinstance(error, WorkerResponseError):
         _log.error("{error} ({method} {url})", error=str(error), method=method, url=url)
     else:
