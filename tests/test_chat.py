@@ -408,3 +408,26 @@ def test_bad_settings_are_refused_with_their_name(clock):
     settle(clock)
     with pytest.raises(DurableObjectError, match="EMPTY_ROOM_TTL must be a positive number, not 'soon'"):
         result(d)
+
+
+def test_a_message_whose_limiter_left_memory_meanwhile_is_still_delivered(clock):
+    """When the sender's rate limiter leaves memory while the room's call to it waits for the
+    room's last write to commit (a dotwist bug, tests/test_rpc_eviction_race.py), the room asks
+    a new limiter and the message is delivered anyway."""
+    runtime = chatRuntime(clock)
+    evictAfter = runtime.limits.evictAfter
+    alice = Member(runtime, clock, "alice", ip="203.0.113.1")
+    bob = Member(runtime, clock, "bob", ip="203.0.113.2")
+
+    def bothSend() -> None:  # in one turn: bob's message is uncommitted when alice's arrives
+        bob.ws._received(b'{"type":"message","text":"from bob"}', False)
+        alice.ws._received(b'{"type":"message","text":"from alice"}', False)
+
+    # Scheduled before alice's limiter exists, so it runs just before that limiter's idle check.
+    clock.callLater(evictAfter, bothSend)
+    alice.send("first")
+    alice.received(), bob.received()
+    clock.advance(evictAfter)
+    settle(clock)
+    assert texts(bob.received()) == [("bob", "from bob"), ("alice", "from alice")]
+    assert runtime.registry.namespaces["RateLimiter"].actors  # a new limiter was constructed

@@ -248,6 +248,11 @@
         $("text").value = lastSent;  // the refused message was not sent: give it back
       }
       tickRateLimit();
+    } else if (error.code === "try-again") {
+      if (!$("text").value) {
+        $("text").value = lastSent;
+      }
+      setNotice("error", error.message);
     } else if (error.code.startsWith("name-")) {
       $("join-error").textContent = error.message;
     } else {
