@@ -416,14 +416,14 @@ def markdown(result: dict[str, Any]) -> str:
     t = {row["storage"]: row for row in result["throughput"]}
     m = {row["kind"]: row for row in result["memory"]}
     lines = [
-        f"| figure | chat, SQLite (as `twistd dotwist` runs it) | chat, memory storage (reference) | ratio |",
+        "| figure | chat, SQLite (as `twistd dotwist` runs it) | chat, memory storage (reference) | ratio |",
         "|---|---:|---:|---:|",
         f"| messages/s delivered to all 10 members ({ROOMS} rooms x {MEMBERS}) | {t['sqlite']['messages_per_s']:,.0f} | {t['memory']['messages_per_s']:,.0f} | {t['sqlite']['messages_per_s'] / t['memory']['messages_per_s']:.2f}x |",
         f"| frames/s sent to members | {t['sqlite']['frames_per_s']:,.0f} | {t['memory']['frames_per_s']:,.0f} | |",
         f"| send to last copy, p50 / p99 (ms) | {t['sqlite']['latency_ms']['p50']:.1f} / {t['sqlite']['latency_ms']['p99']:.1f} | {t['memory']['latency_ms']['p50']:.1f} / {t['memory']['latency_ms']['p99']:.1f} | |",
         f"| server CPU / client CPU (cores) | {t['sqlite']['server_cpu_cores']:.2f} / {t['sqlite']['client_cpu_cores']:.2f} | {t['memory']['server_cpu_cores']:.2f} / {t['memory']['client_cpu_cores']:.2f} | |",
         "",
-        f"| figure | chat member, hibernated | hibernating seed socket (reference) | ratio |",
+        "| figure | chat member, hibernated | hibernating seed socket (reference) | ratio |",
         "|---|---:|---:|---:|",
         f"| RSS per idle member/socket ({m['chat']['members']:,}, every object hibernated), KiB | {m['chat']['kib_per_member']:.1f} | {m['seed']['kib_per_member']:.1f} | {m['chat']['kib_per_member'] / m['seed']['kib_per_member']:.2f}x |",
     ]

@@ -13,9 +13,10 @@ public room (``idFromName``).
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from dotwist import DurableObjectStub, Request, Response, WorkerEntrypoint
+from dotwist import DurableObjectNamespace, DurableObjectStub, Request, Response, WorkerEntrypoint
 
 from .protocol import ChatError, checkRoomName, clientAddress, isPrivateRoomId
 
@@ -36,8 +37,13 @@ def page(filename: str) -> bytes:
     return body
 
 
+def _json(data: Any, status: int = 200) -> Response:
+    response: Response = Response.json(data, status=status)
+    return response
+
+
 def _error(status: int, code: str, message: str) -> Response:
-    return Response.json({"error": message, "code": code}, status=status)
+    return _json({"error": message, "code": code}, status)
 
 
 class ChatWorker(WorkerEntrypoint):
@@ -51,7 +57,7 @@ class ChatWorker(WorkerEntrypoint):
         if path == "/api/room":
             if request.method != "POST":
                 return _error(405, "method", "POST /api/room makes a new private room.")
-            return Response.json({"id": self.env.ROOMS.newUniqueId().toString()})
+            return _json({"id": self.rooms().newUniqueId().toString()})
         parts = path.split("/")
         if len(parts) in (4, 5) and parts[:3] == ["", "api", "room"] and (len(parts) == 4 or parts[4] == "websocket"):
             try:
@@ -59,15 +65,20 @@ class ChatWorker(WorkerEntrypoint):
             except ChatError as error:
                 return _error(404 if error.code == "no-such-room" else 400, error.code, str(error))
             if len(parts) == 4:
-                return Response.json(await stub.info())
+                return _json(await stub.info())
             # The room reads the sender's address from this header (for its rate limiter).
             request.headers.set("CF-Connecting-IP", clientAddress(request.headers))
-            return await stub.fetch(request)
+            response: Response = await stub.fetch(request)
+            return response
         return _error(404, "not-found", f"Nothing at {path}.")
+
+    def rooms(self) -> DurableObjectNamespace:
+        rooms: DurableObjectNamespace = self.env.ROOMS
+        return rooms
 
     def room(self, name: str) -> DurableObjectStub:
         checkRoomName(name)
-        rooms = self.env.ROOMS
+        rooms = self.rooms()
         if isPrivateRoomId(name):
             try:
                 return rooms.get(rooms.idFromString(name))
