@@ -431,3 +431,16 @@ def test_a_message_whose_limiter_left_memory_meanwhile_is_still_delivered(clock)
     settle(clock)
     assert texts(bob.received()) == [("bob", "from bob"), ("alice", "from alice")]
     assert runtime.registry.namespaces["RateLimiter"].actors  # a new limiter was constructed
+
+
+def test_docs_list_every_error_code():
+    """Every error code the app can send is in docs/chat.md (its protocol tables)."""
+    import re
+    from pathlib import Path
+
+    package = Path(chat.__file__).parent
+    source = "".join((package / name).read_text() for name in ("protocol.py", "room.py", "worker.py"))
+    codes = set(re.findall(r'ChatError\(\s*"([a-z-]+)"', source)) | set(re.findall(r'_error\(\d+, "([a-z-]+)"', source))
+    docs = (package.parents[2] / "docs" / "chat.md").read_text()
+    assert len(codes) >= 12
+    assert sorted(code for code in codes if f"`{code}`" not in docs) == []

@@ -266,3 +266,22 @@ def test_pages_reconnect_after_the_server_restarts_and_keep_chatting(server, bro
         assert page.messages() == [["Ada", "before the restart"]]
     grace.say("after the restart")
     ada.sees(("Ada", "before the restart"), ("Grace", "after the restart"))
+
+
+def test_a_private_room_is_joined_through_its_address(server, browsers):
+    """"New private room" puts a fresh 64-hex ID in the page's address; a second page that opens
+    that address joins the same room, and the two chat."""
+    host, guest = browsers(), browsers()
+    host.driver.get(server.url(""))
+    host.until(lambda p: p.el("join").is_displayed(), "the join form shows")
+    host.el("name").send_keys("Host")
+    host.el("private-button").click()
+    host.until(lambda p: p.state() == "connected", "the host is in the private room")
+    invitation = host.driver.current_url
+    roomId = invitation.rsplit("#", 1)[1]
+    assert len(roomId) == 64 and all(c in "0123456789abcdef" for c in roomId)
+    assert host.el("room-title").text == f"private room {roomId[:8]}…"
+    guest.join(server, "Guest", roomId)
+    host.until(lambda p: p.members() == ["Guest", "Host"], "the host sees the guest")
+    guest.say("found you")
+    host.sees(("Guest", "found you"))
