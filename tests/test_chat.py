@@ -176,6 +176,7 @@ def test_rate_limit_refuses_tells_when_and_recovers(clock):
         "code": "rate-limited",
         "message": "You are sending messages too fast; you may send again in 1 s.",
         "retryAfterMs": 1000,
+        "text": "one too many",
     }
     assert len(texts(bob.received())) == 5 and info(runtime, clock)["messages"] == 5
     bob.send("bob is fine")

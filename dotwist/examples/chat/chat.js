@@ -17,7 +17,6 @@
   let retryMs = FIRST_RETRY_MS;
   let retryTimer = null;
   let pingTimer = null;
-  let lastSent = "";
   let rateUntil = 0;
   let rateTimer = null;
 
@@ -245,12 +244,12 @@
     if (error.code === "rate-limited") {
       rateUntil = Date.now() + error.retryAfterMs;
       if (!$("text").value) {
-        $("text").value = lastSent;  // the refused message was not sent: give it back
+        $("text").value = error.text;  // the refused message was not sent: give it back
       }
       tickRateLimit();
     } else if (error.code === "try-again") {
       if (!$("text").value) {
-        $("text").value = lastSent;
+        $("text").value = error.text;
       }
       setNotice("error", error.message);
     } else if (error.code.startsWith("name-")) {
@@ -283,7 +282,6 @@
       return;
     }
     ws.send(JSON.stringify({ type: "message", text: text }));
-    lastSent = text;
     input.value = "";
     if ($("notice").dataset.kind === "error") {
       setNotice("", "");

@@ -96,12 +96,15 @@ def parseClientMessage(raw: Any) -> str:
     return text
 
 
-def rateLimited(retryAfterMs: int) -> ChatError:
+def rateLimited(retryAfterMs: int, text: str) -> ChatError:
+    """The answer to a message refused by the rate limiter; ``text`` is the message, so that the
+    client can offer it again (several may be in flight)."""
     seconds = max(1, -(-retryAfterMs // 1000))
     return ChatError(
         "rate-limited",
         f"You are sending messages too fast; you may send again in {seconds} s.",
         retryAfterMs=retryAfterMs,
+        text=text,
     )
 
 

@@ -90,9 +90,9 @@ class ChatRoom(DurableObject):
         member = ws.deserializeAttachment()
         try:
             text = parseClientMessage(message)
-            wait = await self.askLimiter(member["ip"])
+            wait = await self.askLimiter(member["ip"], text)
             if wait:
-                raise rateLimited(wait)
+                raise rateLimited(wait, text)
         except ChatError as error:
             ws.send(error.toMessage())
             return
@@ -160,7 +160,7 @@ class ChatRoom(DurableObject):
 
     # -- helpers ------------------------------------------------------------------------------
 
-    async def askLimiter(self, ip: str) -> int:
+    async def askLimiter(self, ip: str, text: str) -> int:
         """The sender's limiter's answer: 0, or the milliseconds to wait.
 
         A call that fails because the limiter was reset is tried once more with a new stub (a
@@ -177,7 +177,9 @@ class ChatRoom(DurableObject):
                 wait = await self.env.LIMITERS.getByName(ip).take()
         except DurableObjectError:
             _log.failure("The rate limiter for {ip} failed", ip=ip)
-            raise ChatError("try-again", "The server could not take this message; please send it again.") from None
+            raise ChatError(
+                "try-again", "The server could not take this message; please send it again.", text=text
+            ) from None
         return wait
 
     def members(self) -> list[str]:
