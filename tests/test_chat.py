@@ -14,11 +14,10 @@ from twisted.internet.task import Clock
 from dotwist import DurableObjectError, Headers, Request
 from dotwist.examples import chat
 from dotwist.examples.chat.protocol import MAX_NAME, MAX_TEXT
-from dotwist.storage import MemoryBackend, SqliteBackend
+from dotwist.storage import SqliteBackend
 from dotwist.storage.alarmindex import SqliteAlarmIndex
+from dotwist.testing import connectWebSocket, makeRuntime, result
 from dotwist.worker import Runtime
-
-from support import RecordingTransport, result
 
 START = 1_700_000_000.0  # the clocks start at a plausible epoch time, in seconds
 
@@ -26,7 +25,7 @@ START = 1_700_000_000.0  # the clocks start at a plausible epoch time, in second
 def chatRuntime(clock: Clock, storage: Any = None, index: Any = None, **vars: Any) -> Runtime:
     """The chat app on ``clock`` (bound as CLOCK, so the objects read their time from it)."""
     app = chat.app.withBindings(vars={"CLOCK": clock, **vars})
-    return Runtime(app, clock, storage=storage or MemoryBackend(), alarmIndex=index)
+    return makeRuntime(app, clock=clock, storage=storage, alarmIndex=index)
 
 
 @pytest.fixture
@@ -43,29 +42,22 @@ def settle(clock: Clock) -> None:
 
 
 class Member:
-    """One chat client: a WebSocket to a room, its client end joined to a recording transport."""
+    """One chat client: a WebSocket to a room, joined to an in-memory connection."""
 
     def __init__(self, runtime: Runtime, clock: Clock, name: str, room: str = "lobby", ip: str = "203.0.113.1") -> None:
         self.clock = clock
         url = f"http://chat.test/api/room/{quote(room)}/websocket?name={quote(name)}"
         headers = Headers({"Upgrade": "websocket", "CF-Connecting-IP": ip})
-        d = runtime.fetch(Request._fromWire(url, "GET", headers, None))
+        d = runtime.fetch(Request(url, headers=headers))
         settle(clock)
-        response = result(d)
-        assert response.status == 101
-        self.ws = response.webSocket
-        self.transport = RecordingTransport()
-        self.ws._attach(self.transport)
+        self.transport = connectWebSocket(result(d))
         self.seen = 0
 
     def send(self, text: str) -> None:
         self.raw(json.dumps({"type": "message", "text": text}))
 
     def raw(self, frame: Any) -> None:
-        if isinstance(frame, bytes):
-            self.ws._received(frame, True)
-        else:
-            self.ws._received(frame.encode("utf-8"), False)
+        self.transport.send(frame)
         settle(self.clock)
 
     def received(self) -> list[dict[str, Any]]:
@@ -76,7 +68,7 @@ class Member:
         return [json.loads(payload) for payload, _ in new]
 
     def leave(self) -> None:
-        self.ws._connectionClosed(True, 1000, "")
+        self.transport.close(1000)
         settle(self.clock)
 
 
@@ -405,7 +397,7 @@ def test_bad_settings_are_refused_with_their_name(clock):
     """A setting that is not a positive number fails the room's construction with a message
     naming it (the join gets a 500 and the log says why)."""
     runtime = chatRuntime(clock, EMPTY_ROOM_TTL="soon")
-    d = runtime.fetch(Request._fromWire("http://chat.test/api/room/x/websocket?name=a", "GET", Headers({"Upgrade": "websocket"}), None))
+    d = runtime.fetch(Request("http://chat.test/api/room/x/websocket?name=a", headers={"Upgrade": "websocket"}))
     settle(clock)
     with pytest.raises(DurableObjectError, match="EMPTY_ROOM_TTL must be a positive number, not 'soon'"):
         result(d)
@@ -421,8 +413,8 @@ def test_a_message_whose_limiter_left_memory_meanwhile_is_still_delivered(clock)
     bob = Member(runtime, clock, "bob", ip="203.0.113.2")
 
     def bothSend() -> None:  # in one turn: bob's message is uncommitted when alice's arrives
-        bob.ws._received(b'{"type":"message","text":"from bob"}', False)
-        alice.ws._received(b'{"type":"message","text":"from alice"}', False)
+        bob.transport.send('{"type":"message","text":"from bob"}')
+        alice.transport.send('{"type":"message","text":"from alice"}')
 
     # Scheduled before alice's limiter exists, so it runs just before that limiter's idle check.
     clock.callLater(evictAfter, bothSend)

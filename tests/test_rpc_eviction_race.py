@@ -1,25 +1,24 @@
-"""A dotwist core bug found while building the chat example (issue 16), kept as a test.
+"""A dotwist core behaviour found while building the chat example (issue 16), kept as a test.
 
 A call from one object to another waits at the caller's output gate while the caller has an
-uncommitted write. The stub resolves its target actor before that wait (``DurableObjectStub._send``
-calls ``registry.actorFor`` and only then ``caller._outgoing``), so if the target's idle timer
-evicts it during the wait, the call is delivered to the evicted actor and fails with
-``DurableObjectError: Durable Object reset because its code raised DurableObjectError('This
-Durable Object left memory; a new call constructs it again.')`` instead of constructing the target
-again. Under load (bench/chat_bench.py, evictAfter = 1 s) this lost chat messages whose rate
-limiter had just been evicted; with the default 70 s it needs a target idle for exactly that long
-and a commit in flight, so it is rare but real. The chat example retries the call with a new stub.
+uncommitted write. The stub resolves its target actor before that wait, so if the target's idle
+timer evicts it during the wait, the call is delivered to the evicted incarnation and fails with
+``DurableObjectError('This Durable Object left memory; a new call constructs it again.',
+retryable=True)`` instead of constructing the target again, as a call that had not waited would.
+Under load (bench/chat_bench.py, evictAfter = 1 s) this lost chat messages whose rate limiter had
+just been evicted (before the core was reshaped the error did not even say retryable); with the
+default 70 s it needs a target idle for exactly that long and a commit in flight, so it is rare
+but real. The chat example retries the call with a new stub.
 
-Marked xfail(strict=True): it fails today; when the core is fixed it passes, and strict xfail then
-fails the suite so that the marker is removed.
+Marked xfail(strict=True): it fails today; when the core delivers such a call to a new
+incarnation it passes, and strict xfail then fails the suite so that the marker is removed.
 """
 
 import pytest
 
 from dotwist import App, DurableObject, Request, Response, WorkerEntrypoint
+from dotwist.testing import result
 from dotwist.worker import Runtime
-
-from support import result
 
 
 class Caller(DurableObject):

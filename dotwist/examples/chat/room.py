@@ -163,16 +163,17 @@ class ChatRoom(DurableObject):
     async def askLimiter(self, ip: str, text: str) -> int:
         """The sender's limiter's answer: 0, or the milliseconds to wait.
 
-        A call that fails because the limiter was reset is tried once more with a new stub (a
-        broken stub stays broken). dotwist can also fail a call whose limiter left memory while
-        the call waited for this room's last write to commit (tests/test_rpc_eviction_race.py);
-        the retry constructs the limiter again. If that fails too, the sender is told to retry.
+        A call that fails as retryable, or because the limiter was reset, is tried once more with
+        a new stub (a broken stub stays broken). dotwist fails a call, as retryable, when the
+        limiter left memory while the call waited for this room's last write to commit
+        (tests/test_rpc_eviction_race.py); the retry constructs the limiter again. If the retry
+        fails too, the sender is told to send the message again.
         """
         try:
             try:
                 wait: int = await self.env.LIMITERS.getByName(ip).take()
             except DurableObjectError as error:
-                if not error.durableObjectReset:
+                if not (error.retryable or error.durableObjectReset):
                     raise
                 wait = await self.env.LIMITERS.getByName(ip).take()
         except DurableObjectError:
