@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor

@@ -104,14 +104,14 @@ class ChatRoom(DurableObject):
                 "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, text TEXT NOT NULL, at INTEGER NOT NULL)"
             )
             self.hasTable = True
-        row = sql.exec(
+        messageId = int(sql.exec(
             "INSERT INTO messages (name, text, at) VALUES (?, ?, ?) RETURNING id", member["name"], text, now
-        ).one()
-        sql.exec("DELETE FROM messages WHERE id <= ?", row["id"] - HISTORY)
+        ).one()["id"])
+        sql.exec("DELETE FROM messages WHERE id <= ?", messageId - HISTORY)
         if await self.ctx.storage.getAlarm() is None:
             await self.ctx.storage.setAlarm(now + self.settings.emptyRoomTtl * 1000)
         # Sent once the row is on disk (the output gate): nobody sees a message a crash can lose.
-        self.broadcast({"type": "message", "id": row["id"], "name": member["name"], "text": text, "at": now})
+        self.broadcast({"type": "message", "id": messageId, "name": member["name"], "text": text, "at": now})
 
     # -- leaving ------------------------------------------------------------------------------
 
