@@ -104,9 +104,10 @@ class ChatRoom(DurableObject):
                 "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, text TEXT NOT NULL, at INTEGER NOT NULL)"
             )
             self.hasTable = True
-        messageId = int(sql.exec(
+        messageId = sql.exec(
             "INSERT INTO messages (name, text, at) VALUES (?, ?, ?) RETURNING id", member["name"], text, now
-        ).one()["id"])
+        ).one()["id"]
+        assert isinstance(messageId, int)  # an INTEGER PRIMARY KEY
         sql.exec("DELETE FROM messages WHERE id <= ?", messageId - HISTORY)
         if await self.ctx.storage.getAlarm() is None:
             await self.ctx.storage.setAlarm(now + self.settings.emptyRoomTtl * 1000)
