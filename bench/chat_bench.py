@@ -82,17 +82,18 @@ def raiseFdLimit() -> int:
 
 def serve(port: int, app: str, storage: str, dataDir: str) -> None:
     pin(SERVER_CORE)
-    from twisted.internet import reactor, task
-
     from dotwist.tap import Options, makeService
 
-    options = Options()
+    options = Options()  # installs the reactor twistd dotwist runs on (asyncio), as twistd does
     options.parseOptions([
         "--app", app, "--storage", storage, "--data-dir", dataDir,
         "--listen", f"tcp:{port}:interface=127.0.0.1",
         "--var", "RATE_LIMIT_BURST=1000000000",
     ])
     options["limits"] = options["limits"].replace(hibernateAfter=1.0, evictAfter=1.0)
+    from twisted.internet import reactor, task
+
+    sys.stdout.write(f"reactor {type(reactor).__name__}\n")
     service = makeService(options, reactor)
 
     def report() -> None:
