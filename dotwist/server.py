@@ -280,13 +280,18 @@ class Front:
             url = requestUrl(request)  # a validated Host and request target (dotwist._http)
             # twisted.web's parser has already refused bad names, and values with line breaks or
             # NULs (it answers 400 itself), so the pairs need no second check.
-            headers = Headers.fromWire(
-                [
-                    (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
-                    for name, values in request.requestHeaders.getAllRawHeaders()
-                    for value in values
-                ]
-            )
+            pairs = [
+                (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
+                for name, values in request.requestHeaders.getAllRawHeaders()
+                for value in values
+            ]
+            # As Cloudflare's edge does: CF-Connecting-IP is the client's address, whatever the
+            # client sent in it (behind a reverse proxy, that is the proxy's address).
+            client = getattr(request.getClientAddress(), "host", None)
+            if client is not None:
+                pairs = [pair for pair in pairs if pair[0] != "cf-connecting-ip"]
+                pairs.append(("cf-connecting-ip", client))
+            headers = Headers.fromWire(pairs)
             body = request.content.read() if request.content is not None else b""
             method = request.method.decode("ascii")
         except (UnicodeError, ValueError) as e:  # BadRequestTarget is a ValueError

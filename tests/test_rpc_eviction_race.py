@@ -10,8 +10,7 @@ just been evicted (before the core was reshaped the error did not even say retry
 default 70 s it needs a target idle for exactly that long and a commit in flight, so it is rare
 but real. The chat example retries the call with a new stub.
 
-Marked xfail(strict=True): it fails today; when the core delivers such a call to a new
-incarnation it passes, and strict xfail then fails the suite so that the marker is removed.
+Fixed: the stub finds its target when the call leaves the caller's output gate.
 """
 
 import pytest
@@ -39,7 +38,6 @@ class Front(WorkerEntrypoint):
         return await self.env.CALLER.getByName("c").fetch(request)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: an outgoing call held at the output gate is delivered to an actor evicted meanwhile")
 def test_call_held_at_the_output_gate_reaches_a_target_evicted_meanwhile(clock):
     """A call that waited at the caller's output gate while its target left memory constructs the
     target again, instead of failing as if the target had been reset."""

@@ -153,11 +153,9 @@ class Settings:
 
 
 def clientAddress(headers: Any) -> str:
-    """Who is sending, for the rate limiter: ``CF-Connecting-IP`` as a proxy in front sets it.
-
-    dotwist does not give a Worker the connection's peer address, so without that header every
-    client shares the limiter named ``unknown`` (see docs/chat.md).
-    """
+    """Who is sending, for the rate limiter: ``CF-Connecting-IP``, which dotwist's HTTP edge sets
+    to the connection's peer address, as Cloudflare's edge does (``unknown`` if a request arrived
+    without one, as over a UNIX socket; see docs/chat.md)."""
     value: Optional[str] = headers.get("CF-Connecting-IP")
     value = (value or "").strip()
     return value[:64] if value else "unknown"
