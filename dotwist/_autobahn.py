@@ -10,6 +10,10 @@ Autobahn, so an Autobahn upgrade that changes them fails there first.
 Besides the message path, a few of Autobahn's per-connection methods are given without their
 debug log lines: Autobahn formats those lines' arguments (``hltype``, ``hlval``) before the logger
 decides to drop them, about a tenth of the CPU of a short connection's life.
+
+The mixin also owns every write the protocol makes (``sendFast`` and ``sendData``, through which
+Autobahn sends pongs, close frames and compressed messages), so it bounds what a client that does
+not read can make the server hold: see ``FastMessages.pauseProducing``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from twisted.python.failure import Failure
 
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 _STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
+_STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
 
 #: Frames this large or larger are unmasked by Autobahn's masker (SIMD with its accelerator);
 #: smaller ones with one big-integer XOR, which costs less than building a masker.
@@ -65,6 +70,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
         def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None: ...
 
+        wasClean: bool
+        wasNotCleanReason: Any
+        is_closed: Any
+
+        def dropConnection(self, abort: bool = False) -> None: ...
+
 else:
     _Protocol = object
 
@@ -90,6 +101,14 @@ class FastMessages(_Protocol):
 
     if TYPE_CHECKING:  # pragma: no cover
         data: bytes
+
+    #: Bytes that may be queued for the client while it is behind (see ``pauseProducing``);
+    #: the factory sets it from ``Limits.maxUnsentBytes``.
+    maxUnsentBytes = 16 * 1024 * 1024
+    #: Whether the transport's buffer is full (between ``pauseProducing`` and ``resumeProducing``).
+    behind = False
+    #: Bytes written since the client fell behind.
+    unsentWhileBehind = 0
 
     def dataReceived(self, data: bytes) -> None:
         if (
@@ -181,9 +200,8 @@ class FastMessages(_Protocol):
             or self.logOctets
             or self.maskServerFrames
             or 0 < self.autoFragmentSize < length
-            or 0 < self.maxMessagePayloadSize < length
         ):
-            self.sendMessage(payload, isBinary)
+            self._sendSlow(payload, isBinary)
             return
         b0 = 0x82 if isBinary else 0x81
         if length <= 125:
@@ -192,7 +210,66 @@ class FastMessages(_Protocol):
             header = bytes((b0, 126)) + length.to_bytes(2, "big")
         else:
             header = bytes((b0, 127)) + length.to_bytes(8, "big")
+        behind = self.behind
         self.transport.write(header + payload)
+        if behind:
+            self._queuedWhileBehind(length + len(header))
+
+    def _sendSlow(self, payload: bytes, isBinary: bool) -> None:
+        # Autobahn's sendMessage refuses a message over ``maxMessagePayloadSize``, which is the
+        # limit on *incoming* messages; the outgoing limit was checked at ``WebSocket.send()``.
+        limit = self.maxMessagePayloadSize
+        setattr(self, "maxMessagePayloadSize", 0)  # (mypy cannot type an assignment to it here)
+        try:
+            self.sendMessage(payload, isBinary)
+        finally:
+            setattr(self, "maxMessagePayloadSize", limit)
+
+    # -- a client that does not read --------------------------------------------------------------
+
+    def registerAsProducer(self) -> None:
+        """Be the transport's producer, so that it says when its buffer fills and empties."""
+        transport = self.transport
+        try:
+            transport.registerProducer(self, True)
+        except RuntimeError:  # another producer is registered: no bound on this connection
+            pass
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full (over 64 KiB, Twisted's ``bufferSize``): the client is
+        behind. Stop reading from it, so that what it sends cannot make more replies pile up
+        (pings and their pongs included); and from now on count what is queued for it, up to
+        ``maxUnsentBytes``."""
+        if self.behind:
+            return  # Twisted says so again on every write while the buffer stays full
+        self.behind = True
+        self.unsentWhileBehind = 0
+        transport = self.transport
+        if transport is not None:
+            transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The transport's buffer is empty again: the client caught up."""
+        self.behind = False
+        self.unsentWhileBehind = 0
+        transport = self.transport
+        if transport is not None and self.state != _STATE_CLOSED:
+            transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """The connection is gone (``connectionLost`` follows)."""
+
+    def _queuedWhileBehind(self, n: int) -> None:
+        unsent = self.unsentWhileBehind = self.unsentWhileBehind + n
+        if unsent > self.maxUnsentBytes and self.state != _STATE_CLOSED:
+            self.wasClean = False
+            self.wasNotCleanReason = (
+                f"the client is not reading: more than {self.maxUnsentBytes} bytes were queued "
+                "for it (Limits.maxUnsentBytes)"
+            )
+            # A close frame would wait behind everything the client has not read: abort, which
+            # frees the queued bytes now.
+            self.dropConnection(abort=True)
 
     # -- Autobahn's per-connection methods, without the eagerly formatted debug lines ------------
 
@@ -201,7 +278,10 @@ class FastMessages(_Protocol):
         if sync or chopsize or self.send_queue or self.logOctets:
             super().sendData(data, sync, chopsize)  # type: ignore[safe-super]
             return
+        behind = self.behind
         self.transport.write(data)
+        if behind:
+            self._queuedWhileBehind(len(data))
         state = self.state
         if state == _STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)
@@ -212,6 +292,7 @@ class FastMessages(_Protocol):
         # WebSocketServerProtocol._connectionMade, without its debug line.
         WebSocketProtocol._connectionMade(self)  # type: ignore[arg-type]  # a WebSocketProtocol at run time
         self.factory.countConnections += 1
+        self.registerAsProducer()
 
     def _connectionLost(self, reason: Any) -> None:
         # WebSocketServerProtocol._connectionLost, without its debug line.
@@ -223,3 +304,6 @@ class FastMessages(_Protocol):
         if _is_tls_error(reason.value):
             self.log.error(_maybe_tls_reason(reason.value))
         self._connectionLost(reason)
+        # Autobahn's ``is_closed`` Deferred has this protocol as its result: a reference cycle
+        # that would keep the protocol (and all it refers to) until a garbage collection.
+        self.is_closed = None

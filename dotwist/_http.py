@@ -338,6 +338,10 @@ class DotwistChannel(HTTPChannel):
         self._now: Callable[[], float] = _never
         self._firstTimeout = min(self._limits.headerTimeout, self._limits.requestTimeout)
         self._hostCache: tuple[bytes, str] = (b"", "")  # last Host value and its authority
+        # Bytes read past a complete upgrade request (a client may send its first WebSocket
+        # frames with the request), kept for ``detach``; then, where they go instead of HTTP.
+        self._pastUpgrade: list[bytes] = []
+        self._detachedTo: Callable[[bytes], object] | None = None
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -401,6 +405,38 @@ class DotwistChannel(HTTPChannel):
             return  # lingering after a refusal: drop it
         self._idle = False
         HTTPChannel.dataReceived(self, data)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        detached = self._detachedTo
+        if detached is not None:
+            # Handed over while twisted.web was still splitting what one read delivered.
+            detached(data)
+            return
+        if self._handling and self.requests and _hasToken(
+            self.requests[-1].requestHeaders.getRawHeaders(b"upgrade"), b"websocket"
+        ):
+            # An upgrade request is with the Worker, and more bytes came: likely WebSocket frames
+            # (twisted.web only keeps them for a next request it would parse as HTTP, which
+            # never comes if the Worker upgrades). At most 16 KiB arrive before twisted.web stops
+            # reading (``HTTPChannel._optimisticEagerReadSize``), so the copy is bounded.
+            self._pastUpgrade.append(data)
+        HTTPChannel.rawDataReceived(self, data)
+
+    def detach(self, deliver: Callable[[bytes], object]) -> None:
+        """The connection leaves HTTP (a WebSocket handover): the bytes this channel read past
+        the request, and any it is still given, go to ``deliver``, in order; the channel lets go
+        of its requests (which refer back to it) so that it is freed by reference counting."""
+        self._cancelDeadline()
+        self._detachedTo = deliver
+        kept, self._pastUpgrade = self._pastUpgrade, []
+        requests, self.requests = self.requests, []
+        for request in requests:
+            # Klein's rendering closures keep the request in a reference cycle until a garbage
+            # collection; without its channel and transport it keeps nothing of the connection.
+            request.channel = None
+            request.transport = None
+        for data in kept:
+            deliver(data)
 
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
@@ -484,6 +520,7 @@ class DotwistChannel(HTTPChannel):
         HTTPChannel.allContentReceived(self)
 
     def requestDone(self, request: Any) -> None:
+        self._pastUpgrade = []  # answered without an upgrade: twisted.web parses those bytes
         # The timer starts before twisted.web replays pipelined bytes of the next request.
         if self.persistent and not self._refused:
             self._startDeadline()

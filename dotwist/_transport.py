@@ -36,6 +36,7 @@ class DirectWriteServer(tcp.Server):
             or self.disconnecting
             or not self.connected
             or self._writeDisconnected
+            or self._aborting
         ):
             tcp.Server.write(self, data)
             return
@@ -47,6 +48,15 @@ class DirectWriteServer(tcp.Server):
             sent = 0
         if sent < len(data):
             tcp.Server.write(self, data[sent:])
+
+    def connectionLost(self, reason: Any) -> None:
+        tcp.Server.connectionLost(self, reason)
+        # What the peer never read is of no use now: let it go at once, rather than with this
+        # transport (which a protocol, or a request twisted.web keeps, may outlive the close).
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataBuffer = []
+        self._tempDataLen = 0
 
     def writeSequence(self, iovec: Any) -> None:
         # twisted.web writes a response's status line and headers as a sequence: joined, they

@@ -12,6 +12,16 @@ MiB = 1024 * 1024
 class Limits:
     #: Largest WebSocket message accepted from a client (Cloudflare: 32 MiB). Larger: close 1009.
     maxMessageSize: int = 32 * MiB
+    #: Largest WebSocket message the Worker or an object may send (Cloudflare documents no limit on
+    #: outgoing messages). Larger: ``send()`` raises ``RangeError``, and the socket stays usable.
+    #: The default lets the seed answer every message it accepts: it echoes a binary message as
+    #: Python's ``repr`` of the bytes, up to four characters per byte, after an 18-byte prefix.
+    maxOutgoingMessageSize: int = 256 * MiB
+    #: Bytes that may be queued for a WebSocket client that has fallen behind (its socket's buffer
+    #: holds more than 64 KiB), counted until it catches up completely. Past it, the connection is
+    #: aborted: the object sees an ``error`` event and a ``close`` with 1006. Meanwhile nothing is
+    #: read from that client, so its own messages and pings cannot make replies pile up.
+    maxUnsentBytes: int = 16 * MiB
     #: Largest HTTP request body a Worker is given (Cloudflare's lowest plan: 100 MB). Larger: 413.
     maxRequestBodySize: int = 100 * 1000 * 1000
     #: How long ``blockConcurrencyWhile`` may run before the object is reset (Cloudflare: 30 s).

@@ -30,7 +30,7 @@ from twisted.web.resource import IResource
 from . import websocket
 from ._autobahn import FastMessages
 from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError
-from ._http import LimitedSite, requestUrl
+from ._http import DotwistChannel, LimitedSite, requestUrl
 from .fetch import Headers, Request, Response
 from .worker import Runtime
 
@@ -94,7 +94,7 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: 
 
     def onOpen(self) -> None:
         self.factory.connections.add(self)
-        websocket.attach(self.clientEnd, self, self.earlyLimit)
+        websocket.attach(self.clientEnd, self, self.earlyLimit, self.factory.sendLimit)
 
     def deliverMessage(self, message: Any) -> None:
         # FastMessages: a whole message, text already decoded (and so validated).
@@ -129,6 +129,7 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         limits = runtime.limits
         self.connections: set[DotwistWebSocketProtocol] = set()
         self.earlyLimit = limits.maxPendingBytes
+        self.sendLimit = limits.maxOutgoingMessageSize
         self._closedWaiters: dict[DotwistWebSocketProtocol, Deferred[None]] = {}
         WebSocketServerFactory.setProtocolOptions(
             self,
@@ -152,6 +153,7 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         }
         options["CONFIG_ATTRS"] = ()
         options["earlyLimit"] = self.earlyLimit
+        options["maxUnsentBytes"] = limits.maxUnsentBytes
         self.protocol = cast(
             type[DotwistWebSocketProtocol],
             type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options),
@@ -191,12 +193,15 @@ class _PerRequest:
     def __init__(self, factory: DotwistWebSocketFactory, response: Response) -> None:
         self._factory = factory
         self._response = response
+        #: The protocol built for this hand-over, once built.
+        self.protocol: Optional[DotwistWebSocketProtocol] = None
 
     def buildProtocol(self, addr: IAddress) -> DotwistWebSocketProtocol:
         protocol = cast(DotwistWebSocketProtocol, self._factory.buildProtocol(addr))
         assert self._response.webSocket is not None
         protocol.clientEnd = self._response.webSocket
         protocol.response = self._response
+        self.protocol = protocol
         return protocol
 
 
@@ -206,19 +211,27 @@ class WebSocketHandover(WebSocketResource):
     Before Autobahn takes the connection over: twisted.web's idle timeout is cancelled (Autobahn
     has its own), and the HTTP channel stops being the transport's producer: left there, it would
     keep the whole upgrade request (channel, request, headers, Klein's state) alive for as long as
-    the socket is open, about 6 KB per socket."""
+    the socket is open, about 6 KB per socket (the WebSocket protocol becomes the producer). After,
+    the channel gives the protocol what it read past the request (frames sent in the same packet),
+    and lets go of the request (``DotwistChannel.detach``)."""
 
     def __init__(self, factory: _PerRequest) -> None:
         WebSocketResource.__init__(self, factory)
+        self._perRequest = factory
 
     def render(self, request: IRequest) -> Any:
         channel = request.channel  # type: ignore[attr-defined]
         transport = channel.transport
         if transport is not None:
             channel.setTimeout(None)
-            if getattr(transport, "producer", None) is channel:
-                transport.unregisterProducer()
-        return WebSocketResource.render(self, request)
+            transport.unregisterProducer()  # the channel's registration (TCP or TLS)
+        result = WebSocketResource.render(self, request)
+        protocol = self._perRequest.protocol
+        if protocol is not None and isinstance(channel, DotwistChannel):
+            # WebSocket frames the client sent with the upgrade request were read by the HTTP
+            # channel; Autobahn has just been given the request itself, so they come next.
+            channel.detach(protocol.dataReceived)
+        return result
 
 
 def _isUpgrade(request: IRequest) -> bool:

@@ -44,6 +44,10 @@ CLOSED = 3
 #: Largest serialized attachment (Cloudflare: 16 KiB; 2 KiB before 2025).
 MAX_ATTACHMENT = 16 * 1024
 
+#: Largest message ``send()`` takes on a socket not attached to a connection yet
+#: (``Limits.maxOutgoingMessageSize``'s default; ``attach`` sets the connection's).
+DEFAULT_SEND_LIMIT = 256 * 1024 * 1024
+
 Message = Union[str, bytes]
 
 
@@ -119,6 +123,8 @@ class WebSocket:
         self._outbox: Optional[list[tuple[str, Any, Any]]] = []
         self._handed = False
         self._earlyLimit = 64 * 1024 * 1024
+        # Both ends: the largest message send() takes (set when the connection is attached).
+        self._sendLimit = DEFAULT_SEND_LIMIT
         # Hibernation API (ctx.acceptWebSocket): the record that outlives the object instance.
         self._hib: Optional[HibernationRecord] = None
         self._tags: list[str] = []
@@ -166,6 +172,11 @@ class WebSocket:
         else:
             raise TypeError(
                 f"WebSocket send() takes str or bytes, not {type(message).__name__}"
+            )
+        if len(payload) > self._sendLimit:
+            raise RangeError(
+                f"WebSocket message is too large to send: {len(payload)} bytes, over the limit of "
+                f"{self._sendLimit} bytes (Limits.maxOutgoingMessageSize). The socket is still open."
             )
         owner = self._owner if self._hib is None else self._hib.liveActor()
         if owner is None or not owner.outputGate.held:
@@ -278,6 +289,10 @@ class WebSocket:
                 owner = self._owner
                 gate = owner.inputGate if owner is not None else None
                 asDeferred(result, gate=gate).addErrback(_listenerFailed, kind)
+        if kind == "close":
+            # The last event: listeners are usually closures over this socket (a reference
+            # cycle); dropping them lets the socket, and what they hold, go by reference counting.
+            self._listeners = {}
 
     def _resetByRuntime(self, code: int, reason: str) -> None:
         """The owning object was reset: close the connection; nobody listens any more."""
@@ -290,6 +305,13 @@ class WebSocket:
 
 def _listenerFailed(failure: Failure, kind: str) -> None:
     _log.failure("WebSocket {kind} listener raised", failure, kind=kind)
+
+
+#: The peer of a server end whose connection has closed: takes and drops whatever reaches it.
+_DETACHED = WebSocket(isClientEnd=True)
+_DETACHED.readyState = CLOSED
+_DETACHED._outbox = None
+_DETACHED._handed = True
 
 
 class WebSocketPair:
@@ -328,10 +350,14 @@ def claimForHandover(clientEnd: WebSocket) -> bool:
     return True
 
 
-def attach(clientEnd: WebSocket, connection: Connection, earlyLimit: int) -> None:
+def attach(
+    clientEnd: WebSocket, connection: Connection, earlyLimit: int, sendLimit: int = DEFAULT_SEND_LIMIT
+) -> None:
     """Join a client end to its connection, and send what the server end already sent.
-    ``earlyLimit``: bytes of messages that may wait for a server end not accepted yet."""
+    ``earlyLimit``: bytes of messages that may wait for a server end not accepted yet;
+    ``sendLimit``: the largest message the server end may send from now on."""
     clientEnd._earlyLimit = earlyLimit
+    clientEnd._sendLimit = clientEnd._peer._sendLimit = sendLimit
     clientEnd._connection = connection
     outbox, clientEnd._outbox = clientEnd._outbox, None
     for kind, a, b in outbox or ():
@@ -360,6 +386,10 @@ def connectionClosed(clientEnd: WebSocket, wasClean: bool, code: Optional[int], 
     if not wasClean and not (server._hib is not None and code == 1006):
         server._route("error", ErrorEvent(reason or "WebSocket connection failed"))
     server._route("close", CloseEvent(code, reason or "", wasClean))
+    # The two ends refer to each other; the server end (which user code may keep) now lets go of
+    # this end, so the connection's side is freed by reference counting when the connection goes.
+    # A closed server end never reaches its peer again (send() and close() check readyState).
+    server._peer = _DETACHED
 
 
 # -- the runtime side: hibernation -----------------------------------------------------------

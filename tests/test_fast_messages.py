@@ -227,10 +227,12 @@ def test_sent_frames_are_byte_for_byte_autobahns(size: int, isBinary: bool) -> N
     assert fast.transport.value() == stock.transport.value()
 
 
-def test_sending_over_the_limit_raises_as_autobahn_does() -> None:
-    from autobahn.exception import PayloadExceededError
-
-    fast = opened(Fast, maxSize=100)
-    with pytest.raises(PayloadExceededError):
-        fast.sendFast(b"x" * 101, False)
-    assert fast.transport.value() == b""
+def test_the_incoming_limit_does_not_apply_to_sending() -> None:
+    """A message over the limit on *incoming* messages is sent (Autobahn would raise
+    PayloadExceededError and send nothing): the outgoing limit is checked by ``WebSocket.send()``.
+    The frame is Autobahn's own, byte for byte, and the incoming limit still holds afterwards."""
+    fast, stock = opened(Fast, maxSize=100), opened(Stock, maxSize=1 << 20)
+    fast.sendFast(b"x" * 101, False)
+    stock.sendMessage(b"x" * 101, False)
+    assert fast.transport.value() == stock.transport.value() != b""
+    assert fast.maxMessagePayloadSize == 100
