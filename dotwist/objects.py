@@ -29,6 +29,7 @@ from .handlers import asDeferred, invoke
 from .hibernation import HibernationRecord, WebSocketRequestResponsePair
 from .ids import DurableObjectId
 from .lifecycle import ObjectLifecycle, transition
+from .relaxed import trim
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import Namespace, ObjectRegistry
@@ -283,13 +284,15 @@ class Actor:
         self, name: str, args: tuple[Any, ...], timeoutMs: Optional[int] = None
     ) -> Optional[Deferred[Any]]:
         """Run the instance's handler ``name(*args)`` as part of the current event (alarms,
-        hibernated WebSocket events); None if the instance has no such handler. Past
-        ``timeoutMs``, the object is reset."""
+        hibernated WebSocket events); None if the instance has no such handler. Arguments the
+        handler does not declare are dropped (``dotwist.relaxed``). Past ``timeoutMs``, the
+        object is reset."""
         handler = getattr(self.instance, name, None)
         if handler is None:
             return None
         self.running += 1
-        outcome = invoke(handler, *args)
+        # Relaxed call, as Cloudflare's Python Workers: `async def alarm(self)` is legal.
+        outcome = invoke(handler, *trim(self.instance, name, handler, args))
         timer = None
         if timeoutMs is not None and not outcome.called:
             timer = self.registry.clock.callLater(timeoutMs / 1000.0, self._handlerTimedOut, name, timeoutMs)

@@ -25,6 +25,7 @@ from .registry import ObjectRegistry
 from .storage.interface import StorageBackend
 from .stubs import DurableObjectNamespace
 from .placement import Placement
+from .relaxed import trim
 
 _log = Logger(namespace="dotwist.worker")
 
@@ -241,7 +242,8 @@ class Runtime:
 
     async def _run(self, cls: type, method: str, request: Request) -> Response:
         entry = cls(ExecutionContext(), self.env)
-        result: Any = getattr(entry, method)(request)
+        handler = getattr(entry, method)
+        result: Any = handler(*trim(entry, method, handler, (request,)))  # relaxed call
         while inspect.isawaitable(result):
             result = await result
         if not isinstance(result, Response):
