@@ -182,8 +182,10 @@ class AlarmScheduler:
             self.finished(ns, key, stored)  # moved later since this timer was set
             return
         cls = actor.namespace.cls.__name__
+        session.alarmRunning = True  # getAlarm() answers None in the handler, as on Cloudflare
         outcome = actor.runHandler("alarm", (AlarmInfo(retryCount),))
         if outcome is None:
+            session.alarmRunning = False
             _log.error("{cls} has an alarm set but no alarm() handler; the alarm is deleted", cls=cls)
             session.clearAlarm(stored)
             session.sync().addBoth(lambda _: self.finished(ns, key, None))
@@ -195,6 +197,12 @@ class AlarmScheduler:
                 return False
             self.schedule(ns, key, stored, nextTry[0], delay=nextTry[1])
             return True
+
+        def handlerEnded(result: object) -> object:
+            session.alarmRunning = False
+            return result
+
+        outcome.addBoth(handlerEnded)
 
         def settle() -> None:
             # The alarm that ran is done (or given up): delete it unless the handler set another.

@@ -110,6 +110,9 @@ class StorageSession:
         self._inFlight = False
         self._syncWaiters: list[tuple[int, Deferred[None]]] = []
         self._transactions = 0
+        #: While the alarm handler runs, ``getAlarm()`` answers None until the object sets or
+        #: deletes its alarm (Cloudflare: the running alarm no longer counts as set).
+        self.alarmRunning = False
         self.api = DurableObjectStorage(self)
 
     # -- state the runtime asks about ----------------------------------------------------------
@@ -368,16 +371,23 @@ class DurableObjectStorage:
     # -- alarms (the schedule that fires them is dotwist.alarms') ----------------------------
 
     def getAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Optional[int]]:
+        """The alarm's time in ms, or None. While ``alarm()`` runs: None, unless the object set
+        a new alarm since the handler started."""
         _options(options, kwargs, _OP_OPTIONS)
+        if self._session.alarmRunning:
+            return succeed(None)
         return self._session.read(self._session.store.getAlarm)
 
     def setAlarm(self, scheduledTime: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
         """Set the object's one alarm (ms since the epoch, or a datetime); ``alarm()`` runs then."""
         opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._session.setAlarm(alarmMillis(scheduledTime), _confirm(opts))
+        millis = alarmMillis(scheduledTime)
+        self._session.alarmRunning = False
+        return self._session.setAlarm(millis, _confirm(opts))
 
     def deleteAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
         opts = _options(options, kwargs, _OP_OPTIONS)
+        self._session.alarmRunning = False
         return self._session.write(self._session.store.deleteAlarm, _confirm(opts))
 
     # -- transactions --------------------------------------------------------------------------

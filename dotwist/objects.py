@@ -15,7 +15,7 @@ their owners registered.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from .context import CURRENT, currentActor
 from .durable_storage import DurableObjectStorage, StorageSession
-from .errors import DurableObjectError, markRemote, overloaded, resetError
+from .errors import DurableObjectAbort, DurableObjectError, markRemote, overloaded, resetError
 from .gates import InputGate, OutputGate
 from .handlers import asDeferred, invoke
 from .hibernation import HibernationRecord, WebSocketRequestResponsePair
@@ -112,14 +112,19 @@ class DurableObjectState:
         """Keep the object alive until ``awaitable`` settles; errors are logged."""
         self._actor.waitUntil(asDeferred(awaitable))
 
-    def abort(self, reason: Optional[str] = None) -> None:
-        """Reset the object now: in-memory state is dropped, pending events fail."""
+    def abort(self, reason: Optional[str] = None) -> NoReturn:
+        """Reset the object now and stop the code that called it: in-memory state and
+        uncommitted writes are dropped, pending events fail, and this raises
+        ``DurableObjectAbort`` (a ``BaseException``), so nothing after the call runs. The caller
+        of the running call gets a ``DurableObjectError`` with ``durableObjectReset`` and the
+        reason, not the call's result."""
         self._actor.reset(
             DurableObjectError(
                 f"Durable Object was aborted: {reason}" if reason else "Durable Object was aborted.",
                 durableObjectReset=True,
             )
         )
+        raise DurableObjectAbort(reason or "Durable Object abort requested")
 
 
 class Actor:
@@ -273,9 +278,14 @@ class Actor:
         invoke(method, self.instance, *args).addBoth(self._reply, result)
 
     def _reply(self, outcome: object, result: Deferred[Any]) -> None:
-        """Hand a call's outcome to its caller, through the output gate."""
+        """Hand a call's outcome to its caller, through the output gate. A call that ends after
+        its object was reset (``ctx.abort()``, a failed write, a timeout) fails with the reset,
+        whatever it returned: its object's output gate is broken, as on Cloudflare."""
         self.running -= 1
         self.lastActive = self.registry.clock.seconds()
+        if self.brokenBy is not None:
+            result.errback(resetError(self.brokenBy))
+            return
         if isinstance(outcome, Failure):
             markRemote(outcome.value)
         self.outputGate.sendOrFail(result.callback, outcome, result.errback)
