@@ -46,6 +46,23 @@ _HANDSHAKE_HEADERS = frozenset(
 )
 
 
+def _validCloseFrame(code: Optional[int], reasonRaw: Optional[bytes]) -> bool:
+    """Whether a received close frame is one Autobahn accepts (else Autobahn fails the
+    connection, whichever reply mode is in force)."""
+    if code is not None and (
+        code < 1000
+        or (code <= 2999 and code not in WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
+        or code >= 5000
+    ):
+        return False
+    if reasonRaw is not None:
+        try:
+            reasonRaw.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
 def _acceptDeflate(offers: list[Any]) -> Optional[PerMessageDeflateOfferAccept]:
     for offer in offers:
         if isinstance(offer, PerMessageDeflateOffer):
@@ -61,6 +78,13 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
     clientEnd: websocket.WebSocket
     response: Response
     earlyLimit: int
+    #: Answer a client's close frame at once, echoing its code and reason (Cloudflare's
+    #: ``web_socket_auto_reply_to_close``, the default from 2026-04-07), or leave the reply to
+    #: the application's ``close()`` (earlier compatibility dates). Set from the factory.
+    autoReplyToClose = True
+    #: Manual reply: the client's close frame arrived and the application has not answered yet.
+    _replyPending = False
+    _replyTimer: Any = None
 
     # The runtime side of the pair talks to the connection through these two names.
     def wsSend(self, payload: bytes, isBinary: bool) -> None:
@@ -71,8 +95,44 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
 
     def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
         reasonUtf8 = reason.encode("utf-8")[:123] if reason else None
-        if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=False)
+        if self.state != self.STATE_OPEN:
+            return
+        if self._replyPending:
+            # The application answers the client's close frame: send it, then (as a server
+            # does after the closing handshake) drop the TCP connection.
+            self._replyPending = False
+            if self._replyTimer is not None and self._replyTimer.active():
+                self._replyTimer.cancel()
+            self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=True)
+            self.dropConnection(abort=False)
+            return
+        self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=False)
+
+    def onCloseFrame(self, code: Optional[int], reasonRaw: Optional[bytes]) -> Any:
+        # Autobahn answers a client's close frame itself; with echoCloseCodeReason (set by the
+        # factory for auto-reply) it echoes the code and reason, as workerd does. For a manual
+        # reply, a valid close frame is handed to the application instead, unanswered.
+        if self.autoReplyToClose or self.state != self.STATE_OPEN or not _validCloseFrame(code, reasonRaw):
+            return super().onCloseFrame(code, reasonRaw)
+        reason = reasonRaw.decode("utf-8") if reasonRaw is not None else None
+        self.remoteCloseCode = code
+        self.remoteCloseReason = reason
+        self.wasClean = True
+        self._replyPending = True
+        timeout = self.closeHandshakeTimeout
+        if timeout and timeout > 0:
+            # An application that never answers: the connection is dropped, not kept half open.
+            self._replyTimer = self.factory.reactor.callLater(timeout, self._noReply)
+        clientEnd = getattr(self, "clientEnd", None)
+        if clientEnd is not None:
+            websocket.closeReceived(clientEnd, code, reason)
+        return None
+
+    def _noReply(self) -> None:
+        self._replyTimer = None
+        if self._replyPending:
+            self._replyPending = False
+            self.dropConnection(abort=True)
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         headers = self.response.headers
@@ -110,6 +170,8 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
         self.message_data = None
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        if self._replyTimer is not None and self._replyTimer.active():
+            self._replyTimer.cancel()
         factory = self.factory
         factory.connections.discard(self)
         clientEnd = getattr(self, "clientEnd", None)
@@ -126,6 +188,8 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
     def __init__(self, runtime: Runtime, reactor: Any = None) -> None:
         super().__init__(server="dotwist", reactor=reactor)
         limits = runtime.limits
+        # The reply to a client's close frame follows the Worker's compatibility date.
+        autoReply = runtime.compatibility.isEnabled("web_socket_auto_reply_to_close")
         self.connections: set[DotwistWebSocketProtocol] = set()
         self.earlyLimit = limits.maxPendingBytes
         self._closedWaiters: dict[DotwistWebSocketProtocol, Deferred[None]] = {}
@@ -136,6 +200,7 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
             openHandshakeTimeout=limits.openHandshakeTimeout,
             closeHandshakeTimeout=limits.closeHandshakeTimeout,
             failByDrop=False,
+            echoCloseCodeReason=autoReply,
         )
         # Per-frame logging and timing cost on every message; nobody reads them in production.
         self.logOctets = False
@@ -150,6 +215,7 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         }
         options["CONFIG_ATTRS"] = ()
         options["earlyLimit"] = self.earlyLimit
+        options["autoReplyToClose"] = autoReply
         self.protocol = type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options)
 
     def buildHandover(self, response: Response) -> "WebSocketHandover":

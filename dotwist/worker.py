@@ -13,7 +13,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .compat_flags import Compatibility
 from .config import Limits
+from .context import WORKER, WorkerCall
 from .errors import ConfigError
 from .fetch import Request, Response
 from .ids import DEFAULT_SECRET
@@ -84,8 +86,13 @@ class ServiceStub:
             async def run() -> Any:
                 rpc.checkCallable(name)
                 payload = rpc.encodeCall(args, kwargs)
-                entry = self._cls(ExecutionContext(), self._runtime.env)
-                return rpc.decodeResult(await rpc.invoke(entry, name, payload))
+                ctx = ExecutionContext()
+                token = WORKER.set(WorkerCall(self._runtime, ctx))  # whose code runs
+                try:
+                    entry = self._cls(ctx, self._runtime.env)
+                    return rpc.decodeResult(await rpc.invoke(entry, name, payload))
+                finally:
+                    WORKER.reset(token)
 
             return Deferred.fromCoroutine(run())
 
@@ -206,15 +213,25 @@ class Runtime:
         idSecret: bytes = DEFAULT_SECRET,
         storage: Optional[StorageBackend] = None,
         alarmIndex: Optional[AlarmIndex] = None,
+        compatibility: Optional[Compatibility] = None,
+        idKeys: Optional[Mapping[str, str]] = None,
     ) -> None:
+        """``compatibility``: the Worker's compatibility date and flags (default: today's
+        Cloudflare behaviour). ``idKeys``: class name -> the key its IDs are minted under, from
+        the data directory's migrations (default: the class name)."""
         self.app = app
         self.limits = limits or Limits()
+        self.compatibility = compatibility if compatibility is not None else Compatibility(None)
         self.registry = ObjectRegistry(
             clock, self.limits, placement, idSecret, storage=storage, alarmIndex=alarmIndex
         )
+        self.registry.runtime = self
+        keys = dict(idKeys or {})
         bindings: dict[str, Any] = dict(app.vars)
         for name, cls in app.durableObjects.items():
-            bindings[name] = DurableObjectNamespace(self.registry.namespace(cls))
+            bindings[name] = DurableObjectNamespace(
+                self.registry.namespace(cls, idKey=keys.get(cls.__name__))
+            )
         for name, cls in app.services.items():
             bindings[name] = ServiceStub(cls, self)
         self.env = Env(bindings)
@@ -241,11 +258,16 @@ class Runtime:
         return Deferred.fromCoroutine(self._run(self.app.worker, "fetch", request))
 
     async def _run(self, cls: type, method: str, request: Request) -> Response:
-        entry = cls(ExecutionContext(), self.env)
-        handler = getattr(entry, method)
-        result: Any = handler(*trim(entry, method, handler, (request,)))  # relaxed call
-        while inspect.isawaitable(result):
-            result = await result
+        ctx = ExecutionContext()
+        token = WORKER.set(WorkerCall(self, ctx))  # whose code runs (dotwist.context)
+        try:
+            entry = cls(ctx, self.env)
+            handler = getattr(entry, method)
+            result: Any = handler(*trim(entry, method, handler, (request,)))  # relaxed call
+            while inspect.isawaitable(result):
+                result = await result
+        finally:
+            WORKER.reset(token)
         if not isinstance(result, Response):
             raise TypeError(
                 f"The Worker's fetch() returned {type(result).__name__}, not a Response"
