@@ -40,6 +40,7 @@ from .gates import InputGate, OutputGate
 from .handlers import asDeferred
 from .storage import MISSING
 from .storage.interface import ObjectStore, SqlCursor
+from .values import storageKey
 
 _log = Logger(namespace="dotwist.storage")
 
@@ -58,6 +59,16 @@ def _options(
     if unknown:
         raise TypeError(f"Unknown storage option(s): {', '.join(sorted(unknown))}")
     return merged
+
+
+def _keys(keys: Any) -> list[str]:
+    return [storageKey(k) for k in keys]
+
+
+def _entries(entries: Mapping[Any, Any]) -> Mapping[str, Any]:
+    if all(type(k) is str for k in entries):
+        return entries
+    return {storageKey(k): v for k, v in entries.items()}
 
 
 def _value(v: Any) -> Any:
@@ -318,12 +329,14 @@ class DurableObjectStorage:
     # -- the KV API ----------------------------------------------------------------------------
 
     def get(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
-        """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key."""
+        """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key.
+        Keys that are numbers or booleans are converted as Cloudflare converts them
+        (``dotwist.values.storageKey``: ``3`` is ``"3"``)."""
         _options(options, kwargs, _OP_OPTIONS)
         store = self._session.store
         if isinstance(keys, (list, tuple)):
-            return self._session.read(lambda: store.getMany(keys))
-        return self._session.read(lambda: _value(store.get(keys)))
+            return self._session.read(lambda: store.getMany(_keys(keys)))
+        return self._session.read(lambda: _value(store.get(storageKey(keys))))
 
     def put(
         self,
@@ -341,25 +354,25 @@ class DurableObjectStorage:
                 raise TypeError("put({entries}) takes no value argument")
             opts = _options(options, kwargs, _OP_OPTIONS)
             entries = keyOrEntries
-            return self._session.write(lambda: store.putMany(entries), _confirm(opts))
+            return self._session.write(lambda: store.putMany(_entries(entries)), _confirm(opts))
         if value is MISSING:
             raise TypeError("put(key, value) needs a value")
         opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._session.write(lambda: store.put(keyOrEntries, value), _confirm(opts))
+        return self._session.write(lambda: store.put(storageKey(keyOrEntries), value), _confirm(opts))
 
     def delete(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
         """``delete(key)`` → whether it existed; ``delete([keys])`` → how many existed."""
         opts = _options(options, kwargs, _OP_OPTIONS)
         store = self._session.store
         if isinstance(keys, (list, tuple)):
-            return self._session.write(lambda: store.deleteMany(keys), _confirm(opts))
-        return self._session.write(lambda: store.delete(keys), _confirm(opts))
+            return self._session.write(lambda: store.deleteMany(_keys(keys)), _confirm(opts))
+        return self._session.write(lambda: store.delete(storageKey(keys)), _confirm(opts))
 
     def list(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[dict[str, Any]]:
         """Entries in key order: ``start``, ``startAfter``, ``end``, ``prefix``, ``reverse``,
         ``limit``, plus the operation options."""
         opts = _options(options, kwargs, _LIST_OPTIONS + _OP_OPTIONS)
-        listing = {k: opts[k] for k in _LIST_OPTIONS if k in opts}
+        listing = _listing(opts)
         store = self._session.store
         return self._session.read(lambda: store.list(**listing))
 
@@ -416,6 +429,14 @@ class DurableObjectStorage:
         return self._sql
 
 
+def _listing(options: Mapping[str, Any]) -> dict[str, Any]:
+    listing = {k: options[k] for k in _LIST_OPTIONS if k in options}
+    for bound in ("start", "startAfter", "end", "prefix"):
+        if bound in listing and listing[bound] is not None:
+            listing[bound] = storageKey(listing[bound])
+    return listing
+
+
 def _confirm(options: Mapping[str, Any]) -> bool:
     return not options.get("allowUnconfirmed", False)
 
@@ -460,14 +481,14 @@ class SyncKvStorage:
         self._session = session
 
     def get(self, key: str) -> Any:
-        return _value(self._session.store.get(key))
+        return _value(self._session.store.get(storageKey(key)))
 
     def put(self, key: str, value: Any) -> None:
-        self._session.store.put(key, value)
+        self._session.store.put(storageKey(key), value)
         self._session.wrote()
 
     def delete(self, key: str) -> bool:
-        existed = self._session.store.delete(key)
+        existed = self._session.store.delete(storageKey(key))
         self._session.wrote()
         return existed
 
@@ -475,7 +496,7 @@ class SyncKvStorage:
         unknown = set(options) - set(_LIST_OPTIONS)
         if unknown:
             raise TypeError(f"Unknown list option(s): {', '.join(sorted(unknown))}")
-        return self._session.store.list(**options)
+        return self._session.store.list(**_listing(options))
 
 
 class SqlStorage:
