@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Optional
 
-__all__ = ["positionalLimit", "trim"]
+__all__ = ["callRelaxed", "positionalLimit", "trim"]
 
 _KEEP = -1  # the handler takes *args (or has no signature): pass everything
 
@@ -62,3 +62,10 @@ def trim(instance: object, name: str, method: Callable[..., Any], args: tuple[An
     if limit < 0 or limit >= len(args):
         return args
     return args[:limit]
+
+
+def callRelaxed(function: Callable[..., Any], *args: Any) -> Any:
+    """Call ``function`` with the leading ``args`` it declares (inspected on each call: for
+    functions that are not methods of a class, such as a module's ``on_fetch``)."""
+    limit = _limitOf(function)
+    return function(*(args if limit < 0 or limit >= len(args) else args[:limit]))

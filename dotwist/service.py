@@ -8,6 +8,7 @@ error into a one-line message and an exit status.
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any, Optional, Sequence
 
@@ -43,8 +44,16 @@ class Options(usage.Options):
         "With no options, serves Cloudflare's WebSocket server example on port 8080."
     )
     optParameters = [
-        ["app", "a", DEFAULT_APP,
-         "The app to serve: a module (its `app` attribute) or module:attribute, naming a dotwist.App."],
+        ["app", "a", None,
+         "The app to serve: a module (its `app` attribute) or module:attribute, naming a dotwist.App "
+         f"(default: the Wrangler file in the working directory if there is one, else {DEFAULT_APP})."],
+        ["config", "c", None,
+         "Serve the Python Worker a Wrangler file describes (wrangler.jsonc, wrangler.json or "
+         "wrangler.toml): its main module, bindings, vars, .dev.vars secrets, migrations and crons."],
+        ["env", "e", None, "With a Wrangler file: the environment (env.<name>) to use."],
+        ["compatibility-date", None, None,
+         "The compatibility date (YYYY-MM-DD) whose behaviour to follow; overrides the Wrangler "
+         "file's (default: today's Cloudflare behaviour)."],
         ["max-message-size", None, None,
          "Largest WebSocket message accepted, in bytes (default 33554432 = 32 MiB); larger ones close with 1009."],
         ["max-request-body", None, None,
@@ -58,6 +67,9 @@ class Options(usage.Options):
          "Keep it stable: IDs minted under one secret are refused under another."],
     ]
     optFlags = [
+        ["allow-missing-bindings", None, "With a Wrangler file: start without the bindings dotwist "
+         "does not have (KV, R2, D1, Queues, ...) instead of refusing; the Worker sees no such env "
+         "attribute."],
         ["access-log", None, "Log every HTTP request (off by default: it costs on every request)."],
         ["no-tuning", None, "Leave the reactor's event dispatch, the garbage collector and the "
          "open-file limit as Python and Twisted have them (see docs/operating.md)."],
@@ -68,6 +80,10 @@ class Options(usage.Options):
         self["listen"] = []
         self["bindings"] = {}
         self["vars"] = {}
+        self["compatibility-flags"] = []
+        self["wrangler"] = None
+        self["worker"] = None
+        self["compatibility"] = None
 
     def opt_listen(self, description: str) -> None:
         """Where to listen: a Twisted endpoint description, e.g. tcp:8080:interface=127.0.0.1 (repeatable; default tcp:8080)."""
@@ -88,6 +104,10 @@ class Options(usage.Options):
         if not sep or not name:
             raise usage.UsageError(f"--var expects NAME=value, not {value!r}")
         self["vars"][name] = text
+
+    def opt_compatibility_flag(self, flag: str) -> None:
+        """A compatibility flag (repeatable); with any, they replace the Wrangler file's flags."""
+        self["compatibility-flags"].append(flag)
 
     def postOptions(self) -> None:
         if not self["listen"]:
@@ -110,10 +130,70 @@ class Options(usage.Options):
             raise usage.UsageError(f"--storage must be sqlite or memory, not {self['storage']!r}")
         secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
         self["idSecret"] = secret.encode("utf-8") if secret else DEFAULT_SECRET
+        configPath = self["config"]
+        if configPath is not None and self["app"] is not None:
+            raise usage.UsageError("--app and --config are alternatives: give one")
+        if configPath is None and self["app"] is None:
+            from .wrangler import findConfig
+
+            configPath = findConfig(".")
         try:
-            self["appObject"] = buildApp(self["app"], self["bindings"], self["vars"])
+            if configPath is not None:
+                self.loadWrangler(configPath)
+            else:
+                if self["env"] is not None or self["allow-missing-bindings"]:
+                    raise usage.UsageError("--env and --allow-missing-bindings need a Wrangler file (--config)")
+                self["compatibility"] = compatibilityFrom(None, self["compatibility-date"], self["compatibility-flags"])
+                self["appObject"] = buildApp(self["app"] or DEFAULT_APP, self["bindings"], self["vars"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+    def loadWrangler(self, path: str) -> None:
+        """Check the Wrangler file and load the Worker it names (nothing is started)."""
+        from .compat.loader import loadWorker
+        from .wrangler import loadConfig
+
+        if self["bindings"]:
+            raise usage.UsageError(
+                f"--binding cannot be combined with a Wrangler file ({path}): change "
+                "durable_objects.bindings in the file (with a migration if the class changes)"
+            )
+        config = loadConfig(
+            path,
+            self["env"],
+            allowMissingBindings=bool(self["allow-missing-bindings"]),
+            today=datetime.datetime.now(datetime.timezone.utc).date(),
+        )
+        for skipped in config.skipped:
+            _log.warn(
+                "{path}: {key}: dotwist has no {kind}; starting without {names}",
+                path=path, key=skipped.key, kind=skipped.kind,
+                names=", ".join(skipped.names) or "it",
+            )
+        compatibility = compatibilityFrom(config, self["compatibility-date"], self["compatibility-flags"])
+        if compatibility is not config.compatibility:
+            from dataclasses import replace
+
+            config = replace(config, compatibility=compatibility)
+        self["compatibility"] = compatibility
+        self["wrangler"] = config
+        self["worker"] = loadWorker(config, self["vars"])
+        self["appObject"] = self["worker"].app
+
+
+def compatibilityFrom(config: Any, date: Optional[str], flags: Sequence[str]) -> Any:
+    """The compatibility to run with: the Wrangler file's, with ``--compatibility-date`` and
+    ``--compatibility-flag`` overriding it (checked as workerd checks them)."""
+    from .compat_flags import CompatibilityError, parseDate, resolveFlags
+
+    if config is not None and date is None and not flags:
+        return config.compatibility
+    try:
+        when = parseDate(date) if date is not None else (config.compatibilityDate if config else None)
+        chosen = list(flags) if flags else list(config.compatibilityFlags if config else ())
+        return resolveFlags(when, chosen)
+    except CompatibilityError as e:
+        raise usage.UsageError(f"--compatibility-date/--compatibility-flag: {e}") from None
 
 
 def checkEndpoint(description: str) -> None:
@@ -254,6 +334,10 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    config = options["wrangler"]
+    # Migrations change the data directory, so they run before any storage is opened; a
+    # MigrationError (a ConfigError) stops here with nothing started.
+    idKeys = migrateFor(config, options) if config is not None else None
     storage, alarmIndex = makeStorage(options)
     runtime = Runtime(
         options["appObject"],
@@ -262,14 +346,35 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         idSecret=options["idSecret"],
         storage=storage,
         alarmIndex=alarmIndex,
+        compatibility=options["compatibility"],
+        idKeys=idKeys,
     )
-    return DotwistService(
+    served = DotwistService(
         runtime,
         options["listen"],
         reactor=reactor,
         accessLog=bool(options["access-log"]),
         tuning=not options["no-tuning"],
     )
+    if config is not None and config.crons:
+        from .scheduled import CronTriggers
+
+        CronTriggers(runtime, config.crons, reactor).setServiceParent(served)
+    return served
+
+
+def migrateFor(config: Any, options: Options) -> dict[str, str]:
+    """Apply the Wrangler file's migrations to the data directory (``--storage sqlite``), or plan
+    them against an empty one (``memory``); the ID key of each class, for minting its IDs."""
+    from .migrations import StoredState, planMigrations
+
+    if options["storage"] == "sqlite":
+        from .storage.migrate import migrateDataDir
+
+        plan = migrateDataDir(options["data-dir"], config.migrations, config.boundClasses)
+    else:
+        plan = planMigrations(config.migrations, config.boundClasses, StoredState())
+    return {name: record.idKey for name, record in plan.classes.items()}
 
 
 def makeApplication(
@@ -312,4 +417,5 @@ __all__ = [
     "makeApplication",
     "makeService",
     "makeStorage",
+    "migrateFor",
 ]

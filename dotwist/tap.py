@@ -8,12 +8,13 @@ raises.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.python import usage
 
 from . import service
-from .service import DEFAULT_APP, DEFAULT_LISTEN, DotwistService, makeApplication, makeService
+from .errors import ConfigError
+from .service import DEFAULT_APP, DEFAULT_LISTEN, DotwistService, makeApplication
 
 
 class Options(service.Options):
@@ -24,6 +25,15 @@ class Options(service.Options):
             super().parseOptions(options)
         except usage.UsageError as e:
             raise SystemExit(f"twistd dotwist: {e}\n(see: twistd dotwist --help)") from None
+
+
+def makeService(options: service.Options, reactor: Any = None) -> DotwistService:
+    """``service.makeService``; a configuration that cannot start (a migration the data
+    directory refuses, say) ends the command with one line."""
+    try:
+        return service.makeService(options, reactor)
+    except ConfigError as e:
+        raise SystemExit(f"twistd dotwist: {e}") from None
 
 
 __all__ = ["DEFAULT_APP", "DEFAULT_LISTEN", "DotwistService", "Options", "makeApplication", "makeService"]
