@@ -34,7 +34,7 @@ import uuid
 from typing import Any, Iterable, Mapping, NoReturn, Optional
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
-from .. import fetch as _fetch
+from ..fetch import Headers as _Headers, Request as _Request, Response as _Response
 from .. import hibernation as _hibernation
 from .. import outbound as _outbound
 from .. import websocket as _websocket
@@ -132,16 +132,16 @@ class Response(_Global):
     _name = "Response"
 
     @staticmethod
-    def new(body: Any = None, init: Any = None, **kwargs: Any) -> _fetch.Response:
-        return _fetch.Response(_jsBody(body), _options(init, kwargs))
+    def new(body: Any = None, init: Any = None, **kwargs: Any) -> _Response:
+        return _Response(_jsBody(body), _options(init, kwargs))
 
     @staticmethod
-    def json(data: Any, init: Any = None, **kwargs: Any) -> _fetch.Response:
-        return _fetch.Response.json(data, _options(init, kwargs))
+    def json(data: Any, init: Any = None, **kwargs: Any) -> _Response:
+        return _Response.json(data, _options(init, kwargs))
 
     @staticmethod
-    def redirect(url: str, status: int = 302) -> _fetch.Response:
-        return _fetch.Response.redirect(url, status)
+    def redirect(url: str, status: int = 302) -> _Response:
+        return _Response.redirect(url, status)
 
     @staticmethod
     def error() -> NoReturn:
@@ -152,19 +152,19 @@ class Request(_Global):
     _name = "Request"
 
     @staticmethod
-    def new(input: Any, init: Any = None, **kwargs: Any) -> _fetch.Request:
+    def new(input: Any, init: Any = None, **kwargs: Any) -> _Request:
         options = _options(init, kwargs)
         if "body" in options:
             options["body"] = _jsBody(options["body"])
-        return _fetch.Request(input, options)
+        return _Request(input, options)
 
 
 class Headers(_Global):
     _name = "Headers"
 
     @staticmethod
-    def new(init: Any = None) -> _fetch.Headers:
-        return _fetch.Headers(init)
+    def new(init: Any = None) -> _Headers:
+        return _Headers(init)
 
 
 def fetch(input: Any, init: Any = None, **kwargs: Any) -> Any:
