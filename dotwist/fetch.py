@@ -273,7 +273,7 @@ def _jsonResponse(cls: Any, data: Any, *args: Any, **kwargs: Any) -> "Response":
     """A response whose body is ``data`` as JSON, with ``Content-Type: application/json`` unless
     the headers given set one. Takes what ``Response()`` takes after the body (so also the SDK's
     ``Response.json(data, status, status_text, headers)``)."""
-    response = cls(_json.dumps(data).encode("utf-8"), *args, **kwargs)
+    response: Response = cls(_json.dumps(data).encode("utf-8"), *args, **kwargs)
     if not response.headers.has("content-type"):
         response.headers.set("content-type", "application/json")
     return response

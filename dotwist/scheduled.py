@@ -52,7 +52,7 @@ async def _scheduled(runtime: Runtime, controller: ScheduledController) -> None:
     token = WORKER.set(WorkerCall(runtime, ctx))
     try:
         entry = runtime.app.worker(ctx, runtime.env)
-        result: Any = entry.scheduled(controller, runtime.env, ctx)
+        result: Any = getattr(entry, "scheduled")(controller, runtime.env, ctx)
         while inspect.isawaitable(result):
             result = await result
     finally:
@@ -84,11 +84,11 @@ class CronTriggers(service.Service):
         self.failures = 0
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._arm(_utc(self.clock.seconds()))
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -113,12 +113,14 @@ class CronTriggers(service.Service):
                 self.runs += 1
                 d = runScheduled(self.runtime, schedule.expression, millis)
                 self.inFlight.add(d)
-                d.addErrback(self._failed, schedule.expression)
-                d.addBoth(lambda _, d=d: self.inFlight.discard(d))
+                d.addErrback(self._failed, schedule.expression).addBoth(self._done, d)
         if self.running:
             # Timed from the minute that fired, not from the clock, so no minute is skipped when a
             # timer fires late.
             self._arm(due)
+
+    def _done(self, result: object, d: "Deferred[None]") -> None:
+        self.inFlight.discard(d)
 
     def _failed(self, failure: Any, cron: str) -> None:
         self.failures += 1

@@ -113,13 +113,13 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
         # factory for auto-reply) it echoes the code and reason, as workerd does. For a manual
         # reply, a valid close frame is handed to the application instead, unanswered.
         if self.autoReplyToClose or self.state != self.STATE_OPEN or not _validCloseFrame(code, reasonRaw):
-            return super().onCloseFrame(code, reasonRaw)
+            return super().onCloseFrame(code, reasonRaw)  # type: ignore[arg-type]  # Autobahn passes None
         reason = reasonRaw.decode("utf-8") if reasonRaw is not None else None
         self.remoteCloseCode = code
         self.remoteCloseReason = reason
         self.wasClean = True
         self._replyPending = True
-        timeout = self.closeHandshakeTimeout
+        timeout = getattr(self, "closeHandshakeTimeout", 0)  # an Autobahn option
         if timeout and timeout > 0:
             # An application that never answers: the connection is dropped, not kept half open.
             self._replyTimer = self.factory.reactor.callLater(timeout, self._noReply)

@@ -359,7 +359,7 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
     if config is not None and config.crons:
         from .scheduled import CronTriggers
 
-        CronTriggers(runtime, config.crons, reactor).setServiceParent(served)
+        CronTriggers(runtime, config.crons, reactor).setServiceParent(served)  # type: ignore[no-untyped-call]
     return served
 
 

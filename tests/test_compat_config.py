@@ -15,7 +15,7 @@ from dotwist.compat import finder
 from dotwist.ids import IdMinter
 from dotwist.migrations import MigrationError
 
-from compatsupport import APPS, CompatApp, copyApp
+from compatsupport import CompatApp, copyApp
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ send."""
 
 import pytest
 
-from dotwist import App, DurableObject, DurableObjectError, Request, Response, WebSocketPair, WorkerEntrypoint
+from dotwist import App, DurableObject, DurableObjectError, Response, WebSocketPair, WorkerEntrypoint
 from dotwist.errors import DurableObjectAbort
 from dotwist.testing import connectWebSocket, liveActor, makeRuntime, result
 

@@ -12,7 +12,7 @@ from dotwist import App, DurableObject, Headers, Request, Response, WebSocketPai
 from dotwist.compat_flags import Compatibility
 from dotwist.errors import RangeError
 from dotwist.storage.errors import InvalidKeyError
-from dotwist.testing import liveActor, makeRuntime, result
+from dotwist.testing import makeRuntime, result
 from dotwist.values import jsNumberString, jsString, storageKey
 from dotwist.worker import Runtime
 

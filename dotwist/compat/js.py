@@ -137,7 +137,8 @@ class Response(_Global):
 
     @staticmethod
     def json(data: Any, init: Any = None, **kwargs: Any) -> _Response:
-        return _Response.json(data, _options(init, kwargs))
+        response: _Response = _Response.json(data, _options(init, kwargs))
+        return response
 
     @staticmethod
     def redirect(url: str, status: int = 302) -> _Response:

@@ -225,7 +225,7 @@ def _bind(
         else:
             durableObjects[binding.name] = cls
     services: dict[str, type] = {}
-    for i, service in enumerate(config.services):
+    for service in config.services:
         cls = _classIn(module, service.entrypoint)
         if isinstance(cls, type) and issubclass(cls, WorkerEntrypoint):
             services[service.name] = cls

@@ -49,7 +49,6 @@ class RequestSpellings:
     """The SDK's ``workers.Request`` names."""
 
     bodyUsed: bool
-    body: Optional[bytes]
     #: Cloudflare's request properties (``request.cf``): dotwist has none to give.
     cf: Any = None
 
@@ -87,7 +86,6 @@ class ResponseSpellings:
     status: int
     statusText: str
     bodyUsed: bool
-    body: Optional[bytes]
     headers: "Headers"
 
     #: Whether the response came through a redirect (dotwist's fetch follows them: False).
@@ -140,8 +138,8 @@ class ResponseSpellings:
             raise TypeError("Body has already been used. It can only be used once.")
         from ..fetch import Headers, Response
 
-        copy = Response.fromWire(self.status, self.statusText, Headers(self.headers), self.body)
-        return copy
+        body: Optional[bytes] = getattr(self, "body")
+        return Response.fromWire(self.status, self.statusText, Headers(self.headers), body)
 
     def replace_body(self, body: Any) -> "Response":
         """A new response with this one's status and headers and another body."""
