@@ -378,7 +378,7 @@ def migrateFor(config: Any, options: Options) -> dict[str, str]:
 
 
 def makeApplication(
-    app: str = DEFAULT_APP,
+    app: Optional[str] = DEFAULT_APP,
     listen: Optional[list[str]] = None,
     bindings: Optional[dict[str, str]] = None,
     **options: Any,
@@ -387,10 +387,11 @@ def makeApplication(
     a bad option raises ``usage.UsageError``.
 
     Option names are the command line's: ``makeApplication("myapp", ["tcp:8080"],
-    **{"max-message-size": "1048576"})``.
+    **{"max-message-size": "1048576"})``; a Python Worker from its Wrangler file is
+    ``makeApplication(None, config="wrangler.jsonc")``.
     """
     config = Options()
-    argv = ["--app", app]
+    argv = ["--app", app] if app is not None else []
     for description in listen or [DEFAULT_LISTEN]:
         argv += ["--listen", description]
     for name, spec in (bindings or {}).items():

@@ -4,6 +4,7 @@ real data directories before storage opens (a renamed class keeps its objects), 
 top-level handlers by compatibility date."""
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 
@@ -246,3 +247,21 @@ def test_data_no_migration_accounts_for_stops_startup(tmp_path):
         unloadAfter(options)
     assert (data / "Orphan" / "object.sqlite").exists()
     assert not (data / "Counter").exists()
+
+
+def test_a_tac_file_can_serve_a_wrangler_file(tmp_path):
+    """makeApplication(None, config=...) builds the same service for `twistd -ny x.tac`."""
+    from twisted.application.service import IServiceCollection
+
+    directory = copyApp("hello", tmp_path)
+    try:
+        application = service.makeApplication(
+            None, ["tcp:0:interface=127.0.0.1"], config=str(directory / "wrangler.jsonc"),
+            storage="memory", **{"no-tuning": True},
+        )
+        served = list(IServiceCollection(application))[0]
+        assert served.runtime.app.vars["GREETING"] == "Hello"
+    finally:
+        for name in [n for n, m in list(sys.modules.items()) if str(directory) in (getattr(m, "__file__", None) or "")]:
+            del sys.modules[name]
+        sys.path[:] = [p for p in sys.path if str(directory) not in p]
