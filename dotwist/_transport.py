@@ -36,7 +36,7 @@ class DirectWriteServer(tcp.Server):
             or not self.connected
             or self._writeDisconnected
         ):
-            super().write(data)
+            tcp.Server.write(self, data)
             return
         try:
             sent = self.socket.send(data)
@@ -45,7 +45,7 @@ class DirectWriteServer(tcp.Server):
             # through connectionLost the way Twisted always does.
             sent = 0
         if sent < len(data):
-            super().write(data[sent:])
+            tcp.Server.write(self, data[sent:])
 
 
 def useDirectWrites(port: Any) -> Any:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import errno
 import gc
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.logger import Logger
 from twisted.python import log
@@ -91,7 +91,7 @@ def withoutEventContext(reactor: Any) -> bool:
 
     poll = reactor._poller.poll
     selectables = reactor._selectables
-    dispatch = reactor._doReadOrWrite
+    dispatch: Callable[[Any, int, int], None] = reactor._doReadOrWrite
 
     def doPoll(timeout: Any) -> None:
         # EPollReactor.doPoll, with the event dispatched directly instead of via callWithLogger.
@@ -115,7 +115,7 @@ def withoutEventContext(reactor: Any) -> bool:
             except BaseException:
                 _logEscaped(selectable)
 
-    reactor.doIteration = doPoll
+    setattr(reactor, "doIteration", doPoll)
     return True
 
 

@@ -38,7 +38,7 @@ FIRST_RETRY_DELAY = 2.0
 
 def retryDelay(retryCount: int, rng: random.Random) -> float:
     """Seconds to wait before retry number ``retryCount`` (1-based): 2, 4, 8, ... plus jitter."""
-    base = FIRST_RETRY_DELAY * (2 ** (retryCount - 1))
+    base: float = FIRST_RETRY_DELAY * (2 ** (retryCount - 1))
     return base * (1 + 0.25 * rng.random())
 
 

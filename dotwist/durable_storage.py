@@ -28,7 +28,7 @@ How the guarantees are kept:
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -38,8 +38,8 @@ from twisted.python.failure import Failure
 from .errors import DurableObjectError
 from .gates import InputGate, OutputGate
 from .handlers import asDeferred
-from .storage import MISSING
-from .storage.interface import ObjectStore, SqlCursor
+from .storage import MISSING, TransactionAbortedError
+from .storage.interface import ObjectStore, Savepoint, SqlCursor
 from .values import storageKey
 
 _log = Logger(namespace="dotwist.storage")
@@ -47,15 +47,19 @@ _log = Logger(namespace="dotwist.storage")
 T = TypeVar("T")
 
 _LIST_OPTIONS = ("start", "startAfter", "end", "prefix", "reverse", "limit")
-_OP_OPTIONS = ("allowConcurrency", "allowUnconfirmed", "noCache")
+_OP_OPTIONS = frozenset(("allowConcurrency", "allowUnconfirmed", "noCache"))
+_LIST_AND_OP_OPTIONS = _OP_OPTIONS | frozenset(_LIST_OPTIONS)
+_NONE: Mapping[str, Any] = {}
 
 
 def _options(
-    options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], allowed: Iterable[str]
-) -> dict[str, Any]:
+    options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], allowed: frozenset[str]
+) -> Mapping[str, Any]:
+    if not options and not kwargs:
+        return _NONE
     merged = dict(options or {})
     merged.update(kwargs)
-    unknown = set(merged) - set(allowed)
+    unknown = merged.keys() - allowed
     if unknown:
         raise TypeError(f"Unknown storage option(s): {', '.join(sorted(unknown))}")
     return merged
@@ -188,7 +192,7 @@ class StorageSession:
         def failed(f: Failure) -> None:
             self._inFlight = False
             if not self.store.closed:
-                self._failed(f.value)
+                self._failed(f.value if f.value is not None else RuntimeError(str(f)))
 
         asDeferred(pending).addCallbacks(done, failed)
 
@@ -225,6 +229,14 @@ class StorageSession:
         self._syncWaiters.append((target, waiter))
         self._scheduleCommit()
         return waiter
+
+    def batchLost(self, cause: BaseException) -> None:
+        """The store discarded the open batch itself (SQLite rolled it back): fail what waited
+        for it and reset the object, as for a failed commit."""
+        if self._commitCall is not None and self._commitCall.active():
+            self._commitCall.cancel()
+        self._commitCall = None
+        self._failed(cause)
 
     def flush(self) -> Deferred[None]:
         """Commit what is pending now (at shutdown); fires when it is durable."""
@@ -286,12 +298,20 @@ class StorageSession:
             self.wrote()
         return result
 
-    async def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Any:
+    def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
+        """Run ``closure(txn)`` in a savepoint. The input gate is locked now, before this returns,
+        and stays locked until the closure has finished, awaits included."""
         store = self.store
+        savepoint = store.savepoint()
         self._inputGate.lock()
         self._transactions += 1
-        savepoint = store.savepoint()
-        txn = DurableObjectTransaction(self.api)
+        return asDeferred(self._transaction(closure, savepoint, DurableObjectTransaction(self.api)))
+
+    async def _transaction(
+        self, closure: Callable[["DurableObjectTransaction"], Any], savepoint: Savepoint,
+        txn: "DurableObjectTransaction",
+    ) -> Any:
+        store = self.store
         try:
             result = closure(txn)
             while hasattr(result, "__await__"):
@@ -332,11 +352,15 @@ class DurableObjectStorage:
         """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key.
         Keys that are numbers or booleans are converted as Cloudflare converts them
         (``dotwist.values.storageKey``: ``3`` is ``"3"``)."""
-        _options(options, kwargs, _OP_OPTIONS)
+        noCache = bool(_options(options, kwargs, _OP_OPTIONS).get("noCache"))
         store = self._session.store
-        if isinstance(keys, (list, tuple)):
-            return self._session.read(lambda: store.getMany(_keys(keys)))
-        return self._session.read(lambda: _value(store.get(storageKey(keys))))
+        try:
+            if isinstance(keys, (list, tuple)):
+                return succeed(store.getMany(_keys(keys), noCache=noCache))
+            key = keys if type(keys) is str else storageKey(keys)
+            return succeed(_value(store.get(key, noCache=noCache)))
+        except Exception:
+            return fail()
 
     def put(
         self,
@@ -354,24 +378,32 @@ class DurableObjectStorage:
                 raise TypeError("put({entries}) takes no value argument")
             opts = _options(options, kwargs, _OP_OPTIONS)
             entries = keyOrEntries
-            return self._session.write(lambda: store.putMany(_entries(entries)), _confirm(opts))
+            noCache = bool(opts.get("noCache"))
+            return self._session.write(lambda: store.putMany(_entries(entries), noCache=noCache), _confirm(opts))
         if value is MISSING:
             raise TypeError("put(key, value) needs a value")
         opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._session.write(lambda: store.put(storageKey(keyOrEntries), value), _confirm(opts))
+        try:
+            key = keyOrEntries if type(keyOrEntries) is str else storageKey(keyOrEntries)
+            store.put(key, value, noCache=bool(opts.get("noCache")))
+        except Exception:
+            return fail()
+        self._session.wrote(_confirm(opts))
+        return succeed(None)
 
     def delete(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
         """``delete(key)`` → whether it existed; ``delete([keys])`` → how many existed."""
         opts = _options(options, kwargs, _OP_OPTIONS)
         store = self._session.store
+        noCache = bool(opts.get("noCache"))
         if isinstance(keys, (list, tuple)):
-            return self._session.write(lambda: store.deleteMany(_keys(keys)), _confirm(opts))
-        return self._session.write(lambda: store.delete(storageKey(keys)), _confirm(opts))
+            return self._session.write(lambda: store.deleteMany(_keys(keys), noCache=noCache), _confirm(opts))
+        return self._session.write(lambda: store.delete(storageKey(keys), noCache=noCache), _confirm(opts))
 
     def list(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[dict[str, Any]]:
         """Entries in key order: ``start``, ``startAfter``, ``end``, ``prefix``, ``reverse``,
         ``limit``, plus the operation options."""
-        opts = _options(options, kwargs, _LIST_OPTIONS + _OP_OPTIONS)
+        opts = _options(options, kwargs, _LIST_AND_OP_OPTIONS)
         listing = _listing(opts)
         store = self._session.store
         return self._session.read(lambda: store.list(**listing))
@@ -412,7 +444,7 @@ class DurableObjectStorage:
     def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
         """Run ``await closure(txn)`` atomically. ``txn.rollback()`` undoes it; an exception
         undoes it and propagates. No other event reaches the object meanwhile."""
-        return Deferred.fromCoroutine(self._session.transaction(closure))
+        return self._session.transaction(closure)
 
     def sync(self) -> Deferred[None]:
         """Fires when every write made so far is durable."""
@@ -508,7 +540,13 @@ class SqlStorage:
 
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
         store = self._session.store
-        cursor = store.sql.exec(query, *bindings)
+        try:
+            cursor = store.sql.exec(query, *bindings)
+        except TransactionAbortedError as e:
+            # SQLite discarded the whole uncommitted batch: writes that output already waits
+            # for are gone, so the object is reset as after a failed commit.
+            self._session.batchLost(e)
+            raise
         if store.hasPendingWrites:
             self._session.wrote()
         return cursor

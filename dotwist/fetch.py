@@ -7,6 +7,7 @@ body can be read once.
 
 from __future__ import annotations
 
+import builtins
 import json as _json
 import re
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union, TYPE_CHECKING
@@ -147,19 +148,19 @@ def _requestBody(body: Any) -> Optional[bytes]:
 class _Body:
     """The body readers that ``Request`` and ``Response`` share."""
 
-    _body: Optional[bytes]
+    _body: Optional[builtins.bytes]
     bodyUsed: bool
 
-    def _take(self) -> bytes:
+    def _take(self) -> builtins.bytes:
         if self.bodyUsed:
             raise TypeError("Body has already been used. It can only be used once.")
         self.bodyUsed = True
         return self._body or b""
 
-    async def arrayBuffer(self) -> bytes:
+    async def arrayBuffer(self) -> builtins.bytes:
         return self._take()
 
-    async def bytes(self) -> bytes:
+    async def bytes(self) -> builtins.bytes:
         return self._take()
 
     async def text(self) -> str:
@@ -169,7 +170,7 @@ class _Body:
         return _json.loads(self._take().decode("utf-8"))
 
     @property
-    def body(self) -> Optional[bytes]:
+    def body(self) -> Optional[builtins.bytes]:
         return self._body
 
 
@@ -179,6 +180,10 @@ class Request(_Body, RequestSpellings):
     The Python Workers SDK's keywords ``redirect`` (only ``"follow"``: dotwist's fetch follows
     redirects) and ``cf`` are accepted, and its names too (``body_used``, ``buffer()``; see
     ``dotwist.compat.spellings``)."""
+
+    url: str
+    method: str
+    headers: Headers
 
     def __init__(
         self,
@@ -285,6 +290,11 @@ class Response(_Body, ResponseSpellings):
     Also accepts the Python Workers SDK's spellings: ``Response(body, 404)`` (status second),
     ``status_text=``, ``web_socket=``, and answers to its names (``status_text``,
     ``Response.from_json``, ``raise_for_status()``; see ``dotwist.compat.spellings``)."""
+
+    status: int
+    statusText: str
+    headers: Headers
+    webSocket: Optional["WebSocket"]
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ their owners registered.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -25,7 +26,7 @@ from .context import CURRENT, currentActor
 from .durable_storage import DurableObjectStorage, StorageSession
 from .errors import DurableObjectAbort, DurableObjectError, markRemote, overloaded, resetError
 from .gates import InputGate, OutputGate
-from .handlers import asDeferred, invoke
+from .handlers import CpuTimeLimitExceeded, asDeferred, invoke
 from .hibernation import HibernationRecord, WebSocketRequestResponsePair
 from .ids import DurableObjectId
 from .lifecycle import ObjectLifecycle, transition
@@ -77,7 +78,7 @@ class DurableObjectState:
 
     def getWebSockets(self, tag: Optional[str] = None) -> list["WebSocket"]:
         """The open hibernatable sockets of this object (with ``tag``, if given)."""
-        record = self._actor.hibernation(create=False)
+        record = self._actor.existingHibernation()
         return record.getWebSockets(tag) if record is not None else []
 
     def getTags(self, ws: "WebSocket") -> list[str]:
@@ -91,7 +92,7 @@ class DurableObjectState:
         self._actor.hibernation().autoResponse = pair
 
     def getWebSocketAutoResponse(self) -> Optional[WebSocketRequestResponsePair]:
-        record = self._actor.hibernation(create=False)
+        record = self._actor.existingHibernation()
         return record.autoResponse if record is not None else None
 
     def getWebSocketAutoResponseTimestamp(self, ws: "WebSocket") -> Any:
@@ -105,12 +106,12 @@ class DurableObjectState:
         self._actor.hibernation().eventTimeout = timeoutMs
 
     def getHibernatableWebSocketEventTimeout(self) -> Optional[int]:
-        record = self._actor.hibernation(create=False)
+        record = self._actor.existingHibernation()
         return record.eventTimeout if record is not None else None
 
     def waitUntil(self, awaitable: Any) -> None:
         """Keep the object alive until ``awaitable`` settles; errors are logged."""
-        self._actor.waitUntil(asDeferred(awaitable))
+        self._actor.waitUntil(asDeferred(awaitable, self._actor.registry.runner))
 
     def abort(self, reason: Optional[str] = None) -> NoReturn:
         """Reset the object now and stop the code that called it: in-memory state and
@@ -154,6 +155,7 @@ class Actor:
         self._session: Optional[StorageSession] = None
         self._sockets: dict["WebSocket", Callable[[int, str], None]] = {}
         self._waitUntil: dict[Deferred[Any], float] = {}
+        self._tasks: set["asyncio.Future[Any]"] = set()
 
     def __repr__(self) -> str:
         return f"<Actor {self.namespace.name} {self.key} {self.lifecycle.value}>"
@@ -176,12 +178,15 @@ class Actor:
     def waitUntilStarts(self) -> list[float]:
         return list(self._waitUntil.values())
 
-    def hibernation(self, create: bool = True) -> Any:
+    def hibernation(self) -> HibernationRecord:
         """This object's ``HibernationRecord`` (kept by the registry across incarnations)."""
-        record: Optional[HibernationRecord] = self.registry.hibernationRecord(
-            self.namespace, self.id, create
-        )
+        record = self.registry.hibernationRecord(self.namespace, self.id, True)
+        assert record is not None
         return record
+
+    def existingHibernation(self) -> Optional[HibernationRecord]:
+        """This object's ``HibernationRecord``, if it has one (nothing is created)."""
+        return self.registry.hibernationRecord(self.namespace, self.id, False)
 
     def storage(self) -> StorageSession:
         """This incarnation's storage session, opened on first use."""
@@ -275,7 +280,9 @@ class Actor:
             )
             return
         self.running += 1
-        invoke(method, self.instance, *args).addBoth(self._reply, result)
+        invoke(method, self.instance, *args, runner=self.registry.runner, gate=self.inputGate).addBoth(
+            self._reply, result
+        )
 
     def _reply(self, outcome: object, result: Deferred[Any]) -> None:
         """Hand a call's outcome to its caller, through the output gate. A call that ends after
@@ -284,11 +291,15 @@ class Actor:
         self.running -= 1
         self.lastActive = self.registry.clock.seconds()
         if self.brokenBy is not None:
+            # The object was reset while this call ran (a failed write, abort(), a timeout):
+            # whatever the call returned may depend on state that is gone.
             result.errback(resetError(self.brokenBy))
             return
-        if isinstance(outcome, Failure):
+        if isinstance(outcome, Failure) and outcome.value is not None:
             markRemote(outcome.value)
         self.outputGate.sendOrFail(result.callback, outcome, result.errback)
+        if isinstance(outcome, Failure) and isinstance(outcome.value, CpuTimeLimitExceeded):
+            self.reset(outcome.value)
 
     def runHandler(
         self, name: str, args: tuple[Any, ...], timeoutMs: Optional[int] = None
@@ -302,7 +313,9 @@ class Actor:
             return None
         self.running += 1
         # Relaxed call, as Cloudflare's Python Workers: `async def alarm(self)` is legal.
-        outcome = invoke(handler, *trim(self.instance, name, handler, args))
+        outcome = invoke(
+            handler, *trim(self.instance, name, handler, args), runner=self.registry.runner, gate=self.inputGate
+        )
         timer = None
         if timeoutMs is not None and not outcome.called:
             timer = self.registry.clock.callLater(timeoutMs / 1000.0, self._handlerTimedOut, name, timeoutMs)
@@ -312,6 +325,8 @@ class Actor:
             self.lastActive = self.registry.clock.seconds()
             if timer is not None and timer.active():
                 timer.cancel()
+            if isinstance(result, Failure) and isinstance(result.value, CpuTimeLimitExceeded):
+                self.reset(result.value)
             return result
 
         return outcome.addBoth(settled)
@@ -363,7 +378,7 @@ class Actor:
                 self.inputGate.unlock()
                 done.callback(result)
 
-        invoke(callback).addBoth(finished)
+        invoke(callback, runner=self.registry.runner).addBoth(finished)
         return done
 
     # -- the object's own outgoing calls -----------------------------------------------------
@@ -412,10 +427,30 @@ class Actor:
 
         d.addBoth(settled)
 
+    def adoptTask(self, task: "asyncio.Future[Any]") -> None:
+        """An asyncio task this object's code started: cancelled if the object is reset or leaves
+        memory while it runs."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancelTasks(self, why: str) -> None:
+        current = _currentTask() if self._tasks else None
+        tasks = [t for t in self._tasks if t is not current and not t.done()]
+        self._tasks = set()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _log.warn(
+                "{cls} {id} {why}; {n} task(s) it started were still running and are cancelled",
+                cls=self.namespace.cls.__name__, id=self.key, why=why, n=len(tasks),
+            )
+
     def leaveMemory(self, state: ObjectLifecycle) -> None:
         """Leave memory idle (HIBERNATED or EVICTED): the instance goes; storage, all committed,
-        closes; hibernatable sockets stay open in the registry."""
+        closes; hibernatable sockets stay open in the registry; tasks it left running are
+        cancelled."""
         self.lifecycle = transition(self.lifecycle, state)
+        self._cancelTasks(f"left memory ({state.value})")
         self.instance = None
         if self._session is not None:
             session, self._session = self._session, None
@@ -434,6 +469,7 @@ class Actor:
         self.lifecycle = transition(self.lifecycle, ObjectLifecycle.BROKEN)
         self.brokenBy = error
         self.registry.forget(self)
+        self._cancelTasks("was reset")
         self.instance = None
         self.outputGate.fail(resetError(error))
         if self._session is not None:
@@ -455,3 +491,10 @@ class Actor:
 
 
 __all__ = ["Actor", "DurableObject", "DurableObjectState", "currentActor"]
+
+
+def _currentTask() -> "Optional[asyncio.Future[Any]]":
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no event loop is running
+        return None

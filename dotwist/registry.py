@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from .alarms import AlarmIndex, AlarmScheduler
 from .config import Limits
 from .errors import DurableObjectError
+from .handlers import DeferredRunner, Runner
 from .hibernation import HibernationRecord
 from .ids import DEFAULT_SECRET, DurableObjectId, IdMinter
 from .lifecycle import ObjectLifecycle, idleDelay, leaveAs, pinned
@@ -63,7 +64,10 @@ class ObjectRegistry:
         idSecret: bytes = DEFAULT_SECRET,
         storage: Optional[StorageBackend] = None,
         alarmIndex: Optional[AlarmIndex] = None,
+        runner: Optional[Runner] = None,
     ) -> None:
+        #: How the objects' code runs (``dotwist.handlers``).
+        self.runner: Runner = runner if runner is not None else DeferredRunner()
         if storage is None:
             from .storage import MemoryBackend
 

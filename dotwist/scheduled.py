@@ -62,7 +62,7 @@ async def _scheduled(runtime: Runtime, controller: ScheduledController) -> None:
 def runScheduled(runtime: Runtime, cron: str, scheduledTime: float) -> Deferred[None]:
     """Run the Worker's ``scheduled`` handler once; fires when it is done (or fails with its
     error)."""
-    return Deferred.fromCoroutine(_scheduled(runtime, ScheduledController(scheduledTime, cron)))
+    return runtime.run(_scheduled(runtime, ScheduledController(scheduledTime, cron)))
 
 
 def _utc(seconds: float) -> datetime.datetime:

@@ -13,7 +13,7 @@ becomes an HTTP response in one place, ``errorResponse``.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -26,11 +26,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 from . import websocket
 from ._autobahn import FastMessages
 from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError
+from ._http import LimitedSite, requestUrl
 from .fetch import Headers, Request, Response
 from .worker import Runtime
 
@@ -70,7 +70,8 @@ def _acceptDeflate(offers: list[Any]) -> Optional[PerMessageDeflateOfferAccept]:
     return None
 
 
-class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
+# Autobahn's own two base classes disagree on the types of ``peer`` and ``_transport_details``.
+class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: ignore[misc]
     """One client's WebSocket, joined to the client end of a ``WebSocketPair``.
 
     Whole, uncompressed data frames take ``FastMessages``' path; everything else is Autobahn's."""
@@ -167,7 +168,7 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
             websocket.received(
                 self.clientEnd, payload if self.message_is_binary else payload.decode("utf-8")
             )
-        self.message_data = None
+        self.message_data = None  # type: ignore[assignment]  # as Autobahn's own onMessageEnd
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         if self._replyTimer is not None and self._replyTimer.active():
@@ -186,14 +187,15 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
     protocol = DotwistWebSocketProtocol
 
     def __init__(self, runtime: Runtime, reactor: Any = None) -> None:
-        super().__init__(server="dotwist", reactor=reactor)
+        WebSocketServerFactory.__init__(self, server="dotwist", reactor=reactor)
         limits = runtime.limits
         # The reply to a client's close frame follows the Worker's compatibility date.
         autoReply = runtime.compatibility.isEnabled("web_socket_auto_reply_to_close")
         self.connections: set[DotwistWebSocketProtocol] = set()
         self.earlyLimit = limits.maxPendingBytes
         self._closedWaiters: dict[DotwistWebSocketProtocol, Deferred[None]] = {}
-        self.setProtocolOptions(
+        WebSocketServerFactory.setProtocolOptions(
+            self,
             perMessageCompressionAccept=_acceptDeflate,
             maxMessagePayloadSize=limits.maxMessageSize,
             maxFramePayloadSize=limits.maxMessageSize,
@@ -216,7 +218,10 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         options["CONFIG_ATTRS"] = ()
         options["earlyLimit"] = self.earlyLimit
         options["autoReplyToClose"] = autoReply
-        self.protocol = type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options)
+        self.protocol = cast(
+            type[DotwistWebSocketProtocol],
+            type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options),
+        )
 
     def buildHandover(self, response: Response) -> "WebSocketHandover":
         return WebSocketHandover(_PerRequest(self, response))
@@ -254,7 +259,7 @@ class _PerRequest:
         self._response = response
 
     def buildProtocol(self, addr: IAddress) -> DotwistWebSocketProtocol:
-        protocol: DotwistWebSocketProtocol = self._factory.buildProtocol(addr)
+        protocol = cast(DotwistWebSocketProtocol, self._factory.buildProtocol(addr))
         assert self._response.webSocket is not None
         protocol.clientEnd = self._response.webSocket
         protocol.response = self._response
@@ -269,6 +274,9 @@ class WebSocketHandover(WebSocketResource):
     keep the whole upgrade request (channel, request, headers, Klein's state) alive for as long as
     the socket is open, about 6 KB per socket."""
 
+    def __init__(self, factory: _PerRequest) -> None:
+        WebSocketResource.__init__(self, factory)
+
     def render(self, request: IRequest) -> Any:
         channel = request.channel  # type: ignore[attr-defined]
         transport = channel.transport
@@ -276,7 +284,7 @@ class WebSocketHandover(WebSocketResource):
             channel.setTimeout(None)
             if getattr(transport, "producer", None) is channel:
                 transport.unregisterProducer()
-        return super().render(request)
+        return WebSocketResource.render(self, request)
 
 
 def _isUpgrade(request: IRequest) -> bool:
@@ -287,25 +295,28 @@ def _isUpgrade(request: IRequest) -> bool:
 def errorResponse(request: IRequest, error: BaseException, method: str = "", url: str = "") -> bytes:
     """The one place where an error becomes an HTTP response: sets the status and headers of
     ``request`` and returns the body."""
+    status, body = _errorStatus(request, error, method, url)
+    request.setResponseCode(status)
     request.setHeader(b"content-type", b"text/plain;charset=UTF-8")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+def _errorStatus(request: IRequest, error: BaseException, method: str, url: str) -> tuple[int, bytes]:
     if isinstance(error, RequestTooLarge):
-        request.setResponseCode(413)
-        return str(error).encode("utf-8")
+        return 413, str(error).encode("utf-8")
     if isinstance(error, BadRequest):
-        request.setResponseCode(400)
-        return b"Bad Request"
+        return 400, b"Bad Request"
     if isinstance(error, DurableObjectError) and error.overloaded:
-        request.setResponseCode(503)
         request.setHeader(b"retry-after", b"1")
-        return str(error).encode("utf-8")
+        return 503, str(error).encode("utf-8")
     if isinstance(error, WorkerResponseError):
         _log.error("{error} ({method} {url})", error=str(error), method=method, url=url)
     else:
         _log.failure(
             "Worker threw exception for {method} {url}", Failure(error), method=method, url=url
         )
-    request.setResponseCode(500)
-    return b"Worker threw exception"
+    return 500, b"Worker threw exception"
 
 
 class Front:
@@ -322,17 +333,14 @@ class Front:
         return resource
 
     def _toRequest(self, request: IRequest) -> Request:
+        # An announced or chunked body over the limit was refused before it was read (the
+        # channel, dotwist._http); the checks here are for requests that did not come through it.
         limit = self._runtime.limits.maxRequestBodySize
         length = request.getHeader(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         try:
-            host = request.getHeader(b"host")
-            if host is None:
-                address = request.getHost()
-                host = f"{address.host}:{address.port}".encode("ascii")
-            scheme = "https" if request.isSecure() else "http"
-            url = f"{scheme}://{host.decode('latin-1')}{request.uri.decode('utf-8', 'replace')}"
+            url = requestUrl(request)  # a validated Host and request target (dotwist._http)
             # twisted.web's parser has already refused bad names, and values with line breaks or
             # NULs (it answers 400 itself), so the pairs need no second check.
             headers = Headers.fromWire(
@@ -344,7 +352,7 @@ class Front:
             )
             body = request.content.read() if request.content is not None else b""
             method = request.method.decode("ascii")
-        except (UnicodeError, ValueError) as e:
+        except (UnicodeError, ValueError) as e:  # BadRequestTarget is a ValueError
             raise BadRequest(f"Could not read the request: {e}") from e
         if len(body) > limit:
             raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
@@ -380,10 +388,17 @@ class Front:
         return self._factory.buildHandover(response)
 
 
-class DotwistSite(Site):
-    """A ``Site`` whose access log is opt-in (it costs on every request)."""
+class DotwistSite(LimitedSite):
+    """A ``Site`` with dotwist's HTTP limits (``dotwist._http``), whose access log is opt-in (it
+    costs on every request)."""
 
     accessLog = False
+
+    def __init__(self, resource: IResource, reactor: Any = None) -> None:
+        if reactor is None:
+            LimitedSite.__init__(self, resource)
+        else:
+            LimitedSite.__init__(self, resource, reactor=reactor)
 
     def log(self, request: Any) -> None:
         if self.accessLog:
@@ -396,12 +411,10 @@ def makeSite(
     """The ``Site`` serving ``runtime``, and the WebSocket factory it hands sockets to."""
     factory = DotwistWebSocketFactory(runtime, reactor=reactor)
     front = Front(runtime, factory)
-    if reactor is not None:
-        site = DotwistSite(front.resource(), reactor=reactor)
-    else:
-        site = DotwistSite(front.resource())
+    site = DotwistSite(front.resource(), reactor)
     site.displayTracebacks = False
     site.accessLog = accessLog
+    site.limits = runtime.limits
     return site, factory
 
 

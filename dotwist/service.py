@@ -9,7 +9,9 @@ error into a one-line message and an exit status.
 from __future__ import annotations
 
 import datetime
+import math
 import os
+import sys
 from typing import Any, Optional, Sequence
 
 from twisted.application import service
@@ -18,8 +20,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from ._http import effectiveBacklog, withBacklog
 from ._transport import DirectWriteEndpoint
 from .alarms import AlarmIndex, MemoryAlarmIndex
 from .config import Limits
@@ -27,6 +31,7 @@ from .errors import ConfigError
 from .ids import DEFAULT_SECRET
 from .objects import DurableObject
 from .storage.interface import StorageBackend
+from .storage.limits import StorageLimits
 from .worker import App, Runtime, loadApp, loadObject
 
 DEFAULT_APP = "dotwist.examples.websocket_server"
@@ -58,6 +63,16 @@ class Options(usage.Options):
          "Largest WebSocket message accepted, in bytes (default 33554432 = 32 MiB); larger ones close with 1009."],
         ["max-request-body", None, None,
          "Largest HTTP request body accepted, in bytes (default 100000000); larger ones get 413."],
+        ["header-timeout", None, None,
+         "Seconds a client has to send a request's headers, from connecting or from its previous "
+         "response (default 20); later: 408 and the connection closes."],
+        ["request-timeout", None, None,
+         "Seconds a client has to send a whole request, body included (default 300); later: 408."],
+        ["backlog", None, None,
+         "Listen queue length for --listen endpoints without backlog= (default 4096, capped by "
+         "/proc/sys/net/core/somaxconn)."],
+        ["max-sql-query-duration", None, None,
+         "Milliseconds one ctx.storage.sql.exec may run before it is interrupted (default 30000)."],
         ["data-dir", None, "dotwist-data",
          "Where Durable Object storage lives (one SQLite file per object); created on first use."],
         ["storage", None, "sqlite",
@@ -76,7 +91,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
         self["listen"] = []
         self["bindings"] = {}
         self["vars"] = {}
@@ -115,17 +130,28 @@ class Options(usage.Options):
         for description in self["listen"]:
             checkEndpoint(description)
         limits: dict[str, Any] = {}
-        for option, limit in (("max-message-size", "maxMessageSize"), ("max-request-body", "maxRequestBodySize")):
+        for option, limit, parse, kind in (
+            ("max-message-size", "maxMessageSize", int, "whole number of bytes"),
+            ("max-request-body", "maxRequestBodySize", int, "whole number of bytes"),
+            ("header-timeout", "headerTimeout", float, "number of seconds"),
+            ("request-timeout", "requestTimeout", float, "number of seconds"),
+            ("backlog", "listenBacklog", int, "whole number"),
+            ("max-sql-query-duration", "maxSqlQueryDurationMs", int, "whole number of milliseconds"),
+        ):
             if self[option] is not None:
                 try:
-                    limits[limit] = int(self[option])
-                    if limits[limit] <= 0:
+                    limits[limit] = parse(self[option])
+                    if not 0 < limits[limit] < math.inf:
                         raise ValueError()
                 except ValueError:
                     raise usage.UsageError(
-                        f"--{option} must be a positive whole number of bytes, not {self[option]!r}"
+                        f"--{option} must be a positive {kind}, not {self[option]!r}"
                     ) from None
+        sqlDuration = limits.pop("maxSqlQueryDurationMs", None)
         self["limits"] = Limits().replace(**limits)
+        self["storageLimits"] = StorageLimits(
+            **({} if sqlDuration is None else {"maxSqlQueryDurationMs": sqlDuration})
+        )
         if self["storage"] not in ("sqlite", "memory"):
             raise usage.UsageError(f"--storage must be sqlite or memory, not {self['storage']!r}")
         secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
@@ -196,12 +222,48 @@ def compatibilityFrom(config: Any, date: Optional[str], flags: Sequence[str]) ->
         raise usage.UsageError(f"--compatibility-date/--compatibility-flag: {e}") from None
 
 
+def installAsyncioReactor(loop: str = "asyncio") -> bool:
+    """Install Twisted's asyncio reactor, on a new event loop of the stdlib's asyncio or of
+    uvloop, unless a reactor is installed already (by ``twistd -r``, or by an import). True if it
+    installed one. Workers and Durable Objects can use asyncio only under this reactor."""
+    if "twisted.internet.reactor" in sys.modules:
+        return False
+    import asyncio
+
+    from twisted.internet import asyncioreactor
+
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise usage.UsageError(
+                "--loop uvloop needs the uvloop package (pip install 'dotwist[uvloop]')"
+            ) from None
+        eventloop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    elif loop == "asyncio":
+        eventloop = asyncio.new_event_loop()
+    else:
+        raise usage.UsageError(f"--loop must be asyncio or uvloop, not {loop!r}")
+    asyncioreactor.install(eventloop)
+    return True
+
+
+def describeReactor(reactor: object) -> str:
+    """What runs the server, for the log."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    name = type(reactor).__name__
+    if isinstance(reactor, AsyncioSelectorReactor):
+        return name
+    return f"{name} (Workers and objects cannot use asyncio under it; see docs/asyncio.md)"
+
+
 def checkEndpoint(description: str) -> None:
     """Refuse a ``--listen`` description Twisted cannot parse (nothing listens yet)."""
     try:
         # Parsing builds the endpoint without listening; standard endpoints only keep the
         # reactor for later, so none is needed (and none is imported) to check a description.
-        serverFromString(None, description)  # type: ignore[arg-type]
+        serverFromString(None, description)
     except Exception as e:
         raise usage.UsageError(f"--listen {description!r} is not a valid endpoint: {e}") from None
 
@@ -225,9 +287,13 @@ def makeStorage(options: Options) -> tuple[StorageBackend, AlarmIndex]:
     from .storage import MemoryBackend, SqliteBackend
     from .storage.alarmindex import SqliteAlarmIndex
 
+    limits = options.get("storageLimits")
     if options["storage"] == "memory":
-        return MemoryBackend(), MemoryAlarmIndex()
-    return SqliteBackend(options["data-dir"]), SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite"))
+        return MemoryBackend(limits), MemoryAlarmIndex()
+    return (
+        SqliteBackend(options["data-dir"], limits),
+        SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite")),
+    )
 
 
 class ListeningPort(service.Service):
@@ -243,7 +309,7 @@ class ListeningPort(service.Service):
         self._port: Optional[IListeningPort] = None
 
     def startService(self) -> None:
-        super().startService()
+        service.Service.startService(self)
         starting = True
         failed: list[Failure] = []
 
@@ -264,11 +330,10 @@ class ListeningPort(service.Service):
             failed[0].raiseException()
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        service.Service.stopService(self)
         port, self._port = self._port, None
-        if port is None:
-            return succeed(None)
-        return maybeDeferred(port.stopListening)
+        stopped = port.stopListening() if port is not None else None
+        return stopped if isinstance(stopped, Deferred) else succeed(None)
 
 
 class DotwistService(service.MultiService):
@@ -286,7 +351,7 @@ class DotwistService(service.MultiService):
         accessLog: bool = False,
         tuning: bool = False,
     ) -> None:
-        super().__init__()
+        service.MultiService.__init__(self)
         from .server import makeSite
 
         if reactor is None:
@@ -298,31 +363,34 @@ class DotwistService(service.MultiService):
         self.tuning = tuning
         self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
         self.ports: list[ListeningPort] = []
+        backlog = effectiveBacklog(runtime.limits.listenBacklog)
         for description in listen:
+            description = withBacklog(description, backlog)
             endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
             port = ListeningPort(endpoint, self.site)
-            port.setServiceParent(self)
+            service.MultiService.addService(self, port)
             self.ports.append(port)
 
     def startService(self) -> None:
+        _log.info("dotwist serving with {reactor}", reactor=describeReactor(self.reactor))
         if self.tuning:
             from ._tuning import tuneProcess
 
             tuneProcess(self.reactor)
-        self.factory.startFactory()
+        self.factory.startFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
         self.runtime.start()
-        super().startService()
+        service.MultiService.startService(self)
 
     def stopService(self) -> Deferred[Any]:
         # Stop accepting first, then say goodbye to the sockets we have.
-        stopped: Deferred[Any] = maybeDeferred(super().stopService)
+        stopped: Deferred[Any] = maybeDeferred(service.MultiService.stopService, self)
         closing = self.factory.closeAll(
             1001, "Server shutting down", self.runtime.limits.shutdownTimeout, self.reactor
         )
         stopped.addCallback(lambda _: closing)
 
         def close(result: object) -> Deferred[Any]:
-            self.factory.stopFactory()
+            self.factory.stopFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
             return self.runtime.close().addCallback(lambda _: result)
 
         return stopped.addBoth(close)
@@ -382,7 +450,7 @@ def makeApplication(
     listen: Optional[list[str]] = None,
     bindings: Optional[dict[str, str]] = None,
     **options: Any,
-) -> service.Application:
+) -> Componentized:
     """Build a twistd ``Application`` (for ``.tac`` files) from the same options as the command;
     a bad option raises ``usage.UsageError``.
 
@@ -401,9 +469,9 @@ def makeApplication(
             argv.append(f"--{name}")
         else:
             argv += [f"--{name}", str(value)]
-    config.parseOptions(argv)
-    application = service.Application("dotwist")
-    makeService(config).setServiceParent(application)
+    usage.Options.parseOptions(config, argv)
+    application: Componentized = service.Application("dotwist")
+    service.Service.setServiceParent(makeService(config), application)
     return application
 
 
@@ -415,6 +483,7 @@ __all__ = [
     "Options",
     "buildApp",
     "checkEndpoint",
+    "installAsyncioReactor",
     "makeApplication",
     "makeService",
     "makeStorage",

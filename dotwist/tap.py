@@ -18,11 +18,24 @@ from .service import DEFAULT_APP, DEFAULT_LISTEN, DotwistService, makeApplicatio
 
 
 class Options(service.Options):
-    """``twistd dotwist``'s options: a mistake ends the command with one line."""
+    """``twistd dotwist``'s options: a mistake ends the command with one line.
+
+    Unless ``twistd -r`` chose a reactor, ``twistd dotwist`` runs on Twisted's asyncio reactor
+    (``--loop`` picks the event loop), so that Workers and objects can use asyncio."""
+
+    optParameters = service.Options.optParameters + [
+        ["loop", None, "asyncio",
+         "The event loop under Twisted's asyncio reactor: asyncio (the standard library's) or "
+         "uvloop (pip install 'dotwist[uvloop]'). Ignored when twistd -r chose another reactor."],
+    ]
+
+    def postOptions(self) -> None:
+        service.installAsyncioReactor(self["loop"])
+        service.Options.postOptions(self)
 
     def parseOptions(self, options: Optional[list[str]] = None) -> None:
         try:
-            super().parseOptions(options)
+            usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             raise SystemExit(f"twistd dotwist: {e}\n(see: twistd dotwist --help)") from None
 

@@ -23,6 +23,7 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Union
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .errors import DurableObjectAbort, RangeError
 from .handlers import asDeferred
@@ -289,11 +290,9 @@ class WebSocket:
                 _log.failure("WebSocket {kind} listener raised", kind=kind)
                 continue
             if result is not None and inspect.isawaitable(result):
-                asDeferred(result).addErrback(
-                    lambda f, kind=kind: _log.failure(
-                        "WebSocket {kind} listener raised", f, kind=kind
-                    )
-                )
+                owner = self._owner
+                gate = owner.inputGate if owner is not None else None
+                asDeferred(result, gate=gate).addErrback(_listenerFailed, kind)
 
     def _resetByRuntime(self, code: int, reason: str) -> None:
         """The owning object was reset: close the connection; nobody listens any more."""
@@ -303,6 +302,10 @@ class WebSocket:
             self.readyState = CLOSING
             self._closeSent = True
             self._peer._transmitClose(code, reason)
+
+
+def _listenerFailed(failure: Failure, kind: str) -> None:
+    _log.failure("WebSocket {kind} listener raised", failure, kind=kind)
 
 
 class WebSocketPair:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Mapping, Optional
+from typing import Any, Coroutine, Mapping, Optional, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -21,7 +21,7 @@ from .fetch import Request, Response
 from .ids import DEFAULT_SECRET
 from . import rpc
 from .alarms import AlarmIndex
-from .handlers import asDeferred
+from .handlers import RUNNER, AsyncioRunner, DeferredRunner, Runner, asDeferred
 from .objects import DurableObject
 from .registry import ObjectRegistry
 from .storage.interface import StorageBackend
@@ -76,7 +76,7 @@ class ServiceStub:
 
     def fetch(self, input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Response]:
         request = input if isinstance(input, Request) and not init and not kwargs else Request(input, init, **kwargs)
-        return Deferred.fromCoroutine(self._runtime._run(self._cls, "fetch", request))
+        return self._runtime.run(self._runtime.entry(self._cls, "fetch", request))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -94,7 +94,7 @@ class ServiceStub:
                 finally:
                     WORKER.reset(token)
 
-            return Deferred.fromCoroutine(run())
+            return self._runtime.run(run())
 
         return call
 
@@ -201,6 +201,18 @@ def loadApp(spec: str) -> App:
     raise ConfigError(f"{spec!r} is {type(value).__name__}, not a dotwist.App")
 
 
+T = TypeVar("T")
+
+
+def defaultRunner(clock: IReactorTime, limits: Limits) -> Runner:
+    """asyncio tasks if ``clock`` is Twisted's asyncio reactor, else Twisted's coroutine driver."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if isinstance(clock, AsyncioSelectorReactor):
+        return AsyncioRunner(limits.cpuTimeLimit, limits.blockedLoopWarning)
+    return DeferredRunner()
+
+
 class Runtime:
     """One app running: its env and object registry, and the entry point for requests."""
 
@@ -213,6 +225,7 @@ class Runtime:
         idSecret: bytes = DEFAULT_SECRET,
         storage: Optional[StorageBackend] = None,
         alarmIndex: Optional[AlarmIndex] = None,
+        runner: Optional[Runner] = None,
         compatibility: Optional[Compatibility] = None,
         idKeys: Optional[Mapping[str, str]] = None,
     ) -> None:
@@ -221,9 +234,13 @@ class Runtime:
         the data directory's migrations (default: the class name)."""
         self.app = app
         self.limits = limits or Limits()
+        #: How Worker and object code runs: asyncio tasks under Twisted's asyncio reactor,
+        #: Twisted's own driver otherwise (see ``dotwist.handlers``).
+        self.runner: Runner = runner if runner is not None else defaultRunner(clock, self.limits)
         self.compatibility = compatibility if compatibility is not None else Compatibility(None)
         self.registry = ObjectRegistry(
-            clock, self.limits, placement, idSecret, storage=storage, alarmIndex=alarmIndex
+            clock, self.limits, placement, idSecret, storage=storage, alarmIndex=alarmIndex,
+            runner=self.runner,
         )
         self.registry.runtime = self
         keys = dict(idKeys or {})
@@ -255,15 +272,25 @@ class Runtime:
 
     def fetch(self, request: Request) -> Deferred[Response]:
         """Run the Worker's ``fetch`` for one request; fires with its ``Response``."""
-        return Deferred.fromCoroutine(self._run(self.app.worker, "fetch", request))
+        return self.run(self.entry(self.app.worker, "fetch", request))
 
-    async def _run(self, cls: type, method: str, request: Request) -> Response:
+    def run(self, coro: Coroutine[Any, Any, T]) -> Deferred[T]:
+        """Run Worker code (a coroutine) with this runtime's runner."""
+        token = RUNNER.set(self.runner)
+        try:
+            return self.runner.start(coro)
+        finally:
+            RUNNER.reset(token)
+
+    async def entry(self, cls: type, method: str, request: Request) -> Response:
+        """One invocation of a Worker class's ``method`` (a new instance, as each Cloudflare
+        invocation gets), called relaxed (``def fetch(self)`` is legal)."""
         ctx = ExecutionContext()
         token = WORKER.set(WorkerCall(self, ctx))  # whose code runs (dotwist.context)
         try:
             entry = cls(ctx, self.env)
             handler = getattr(entry, method)
-            result: Any = handler(*trim(entry, method, handler, (request,)))  # relaxed call
+            result: Any = handler(*trim(entry, method, handler, (request,)))
             while inspect.isawaitable(result):
                 result = await result
         finally:

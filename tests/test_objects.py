@@ -180,3 +180,35 @@ def test_worker_reaches_objects_through_env(clock):
     assert "NS" in repr(runtime.env)
     with pytest.raises(AttributeError, match="bindings: NS"):
         runtime.env.MISSING
+
+
+class FailsToInitialise(DurableObject):
+    constructed = 0
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        type(self).constructed += 1
+        self.attempt = type(self).constructed
+
+        async def load():
+            if self.attempt == 1:
+                raise ValueError("could not load")
+
+        ctx.blockConcurrencyWhile(load).addErrback(lambda f: None)
+
+    async def fetch(self, request):
+        return Response(f"attempt {self.attempt}")
+
+
+def test_blockConcurrencyWhile_callback_that_raises_resets_the_object(clock):
+    """A constructor's blockConcurrencyWhile callback that raises resets the object: the call
+    waiting behind it fails with durableObjectReset, and the next call constructs a fresh
+    instance that works."""
+    FailsToInitialise.constructed = 0
+    runtime = runtimeWith(FailsToInitialise, clock)
+    with pytest.raises(DurableObjectError) as info:
+        result(runtime.env.NS.getByName("f").fetch("http://x/"))
+    assert info.value.durableObjectReset
+    assert "could not load" in str(info.value)
+    assert result(runtime.env.NS.getByName("f").fetch("http://x/")).body == b"attempt 2"
+    assert runtime.registry.liveObjects() == 1
