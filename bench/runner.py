@@ -86,6 +86,21 @@ SERVERS = {
         "note": "default app (Cloudflare's WebSocket server example): Worker -> Durable Object, "
         "replies '[Durable Object]: <msg>'",
     },
+    "dotwist-seed-epoll": {
+        "label": "dotwist seed (epoll reactor)",
+        "cmd": _py(*TWISTD, "-r", "epoll", "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1"),
+        "ws": "/websocket",
+        "http": "/getCurrentConnections",
+        "note": "the seed on Twisted's epoll reactor (twistd -r epoll): the default before asyncio; "
+        "Workers and objects cannot use asyncio there",
+    },
+    "dotwist-seed-uvloop": {
+        "label": "dotwist seed (uvloop)",
+        "cmd": _py(*TWISTD, "dotwist", "--loop", "uvloop", "--listen", "tcp:{port}:interface=127.0.0.1"),
+        "ws": "/websocket",
+        "http": "/getCurrentConnections",
+        "note": "the seed on Twisted's asyncio reactor over uvloop (--loop uvloop)",
+    },
     "dotwist-echo": {
         "label": "dotwist echo",
         "cmd": _py(*TWISTD, "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1", "--app", "dotwist.examples.echo"),
@@ -164,13 +179,15 @@ SERVERS.update({
     },
 })
 SERVER_ORDER = [
-    "cecho", "reference", "dotwist-seed", "dotwist-echo", "workerd-seed",
+    "cecho", "reference", "dotwist-seed", "dotwist-seed-epoll", "dotwist-seed-uvloop", "dotwist-echo",
+    "workerd-seed",
     "aiohttp", "websockets", "picows", "node-ws",
 ]
 #: Names --servers also takes, for a group of servers.
 SERVER_GROUPS = {
     "all": SERVER_ORDER,
     "dotwist": ["dotwist-seed", "dotwist-echo"],
+    "reactors": ["reference", "dotwist-seed", "dotwist-seed-epoll", "dotwist-seed-uvloop"],
     "peers": ["workerd-seed", "aiohttp", "websockets", "picows", "node-ws"],
     "python": ["reference", "dotwist-seed", "dotwist-echo", "aiohttp", "websockets", "picows"],
 }
@@ -489,6 +506,8 @@ def server_version(name, env):
         "cecho": f"{env.get('gcc') or 'gcc'} -O2",
         "reference": f"Autobahn {env.get('autobahn')}, Twisted {env.get('twisted')}, Python {env.get('python')}",
         "dotwist-seed": f"dotwist {env.get('git_head')}, Twisted {env.get('twisted')}, Python {env.get('python')}",
+        "dotwist-seed-epoll": f"dotwist {env.get('git_head')}, Twisted {env.get('twisted')}, epoll reactor",
+        "dotwist-seed-uvloop": f"dotwist {env.get('git_head')}, Twisted {env.get('twisted')}, uvloop",
         "dotwist-echo": f"dotwist {env.get('git_head')}, Twisted {env.get('twisted')}, Python {env.get('python')}",
         "workerd-seed": env.get("workerd") or "workerd: not installed",
         "aiohttp": f"aiohttp {p.get('aiohttp')}, uvloop {p.get('uvloop')}, Python {env.get('bench_python')}",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from asyncio.tasks import _enter_task, _leave_task  # what 3.12's eager tasks do; see _firstStep
 import inspect
 import time
 import types
@@ -112,22 +113,32 @@ class AsyncioRunner:
         if gate is not None:
             gate.lock()
             started = gate.unlock
-        task = loop.create_task(_drive(coro, result, started, self))
+        driven = _Driven(coro, result, started, self)
+        context = contextvars.copy_context()
+        # Made directly, not through the loop's task factory: _resume is the bridge already.
+        task: asyncio.Task[None] = asyncio.Task(_resume(driven, loop), loop=loop, context=context)
         _adopt(task)
+        _firstStep(driven, task, context, loop)
         return result
 
-    def check(self, name: str, step: float, cpu: float) -> Optional[BaseException]:
-        """After a step of ``name`` that took ``step`` seconds of wall time, with ``cpu`` seconds
-        of CPU in all so far: the error to stop it with, if any."""
-        if self.blockedLoopWarning is not None and step > self.blockedLoopWarning:
+    def check(self, coro: Coroutine[Any, Any, Any], step: float, busy: float) -> Optional[BaseException]:
+        """After a step of ``coro`` that took ``step`` seconds, with ``busy`` seconds spent in its
+        steps in all: the error to stop it with, if any.
+
+        The time is the wall-clock time of the steps: the thread runs nothing else during a step,
+        so it is the CPU time the handler used, unless the machine took the CPU away meanwhile (a
+        loaded host counts against the handler, never for it)."""
+        warn = self.blockedLoopWarning
+        if warn is not None and step > warn:
             _log.warn(
                 "{handler} held the event loop for {ms:.0f} ms in one step (a CPU loop, or a "
                 "blocking call such as time.sleep): every other object and client waited",
-                handler=name, ms=step * 1000,
+                handler=_name(coro), ms=step * 1000,
             )
-        if self.cpuTimeLimit is not None and cpu > self.cpuTimeLimit:
+        limit = self.cpuTimeLimit
+        if limit is not None and busy > limit:
             return CpuTimeLimitExceeded(
-                f"{name} exceeded CPU time limit ({self.cpuTimeLimit:g} s).",
+                f"{_name(coro)} exceeded CPU time limit ({limit:g} s).",
                 durableObjectReset=True,
             )
         return None
@@ -137,54 +148,99 @@ def _name(coro: Coroutine[Any, Any, Any]) -> str:
     return getattr(coro, "__qualname__", None) or repr(coro)
 
 
-@types.coroutine
-def _drive(
-    coro: Coroutine[Any, Any, Any],
-    result: Deferred[Any],
-    started: Optional[Callable[[], None]],
-    runner: AsyncioRunner,
-) -> Generator[Any, Any, None]:
-    """Drive a handler's coroutine inside an asyncio task: Deferreds it awaits become futures;
-    ``started()`` once its first step ends; ``result`` fires with its outcome."""
-    send, throw = coro.send, coro.throw
-    value: Any = None
-    error: Optional[BaseException] = None
-    cpu = 0.0
-    loop = asyncio.get_running_loop()
-    while True:
-        wall, cpuStart = time.perf_counter(), time.thread_time()
+class _Driven:
+    """A handler's coroutine as an asyncio task drives it: one ``step`` at a time, with the
+    Deferreds it awaits handed to asyncio as futures (``_wait``), ``started()`` once its first step
+    ends, and ``result`` fired with its outcome."""
+
+    __slots__ = ("coro", "result", "started", "runner", "busy", "pending", "finished")
+
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        result: Deferred[Any],
+        started: Optional[Callable[[], None]],
+        runner: AsyncioRunner,
+    ) -> None:
+        self.coro = coro
+        self.result = result
+        self.started = started
+        self.runner = runner
+        self.busy = 0.0
+        self.pending: Any = None
+        self.finished = False
+
+    def step(self, value: Any, error: Optional[BaseException]) -> None:
+        """Run the coroutine to its next ``await`` (or its end)."""
+        coro, clock = self.coro, time.perf_counter
+        began = clock()
         try:
-            yielded = send(value) if error is None else throw(error)
+            yielded = coro.send(value) if error is None else coro.throw(error)
         except StopIteration as stop:
-            runner.check(_name(coro), time.perf_counter() - wall, 0.0)
-            result.callback(stop.value)
-            if started is not None:
-                started()
+            self.runner.check(coro, clock() - began, 0.0)
+            self.finished = True
+            self.result.callback(stop.value)
+            self._started()
             return
         except BaseException as e:
-            runner.check(_name(coro), time.perf_counter() - wall, 0.0)
-            result.errback(Failure(e))
-            if started is not None:
-                started()
+            self.runner.check(coro, clock() - began, 0.0)
+            self.finished = True
+            self.result.errback(Failure(e))
+            self._started()
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             return
-        step = time.perf_counter() - wall
-        cpu += time.thread_time() - cpuStart
-        if started is not None:
-            started()
-            started = None
-        value = error = None
-        exceeded = runner.check(_name(coro), step, cpu)
+        spent = clock() - began
+        self.busy += spent
+        self._started()
+        exceeded = self.runner.check(coro, spent, self.busy)
         if exceeded is not None:
             coro.close()
+            self.finished = True
             _log.error("{error}", error=str(exceeded))
-            result.errback(Failure(exceeded))
+            self.result.errback(Failure(exceeded))
             return
+        self.pending = yielded
+
+    def _started(self) -> None:
+        started, self.started = self.started, None
+        if started is not None:
+            started()
+
+
+def _firstStep(driven: _Driven, task: "asyncio.Task[None]", context: contextvars.Context, loop: asyncio.AbstractEventLoop) -> None:
+    """Run the handler's first step now, inside ``task`` (so ``asyncio.current_task()``,
+    ``asyncio.timeout`` and ``TaskGroup`` work there), as Python 3.12's eager tasks do: the handler
+    runs to its first ``await`` the moment its event is delivered, as on Cloudflare, and a
+    handler that needs no waiting finishes without a trip through the loop."""
+    running = asyncio.events._get_running_loop()
+    if running is not loop:  # started from outside the loop (a test driving a ClockLoop)
+        asyncio.events._set_running_loop(loop)
+    outer = asyncio.current_task(loop)
+    if outer is not None:
+        _leave_task(loop, outer)
+    _enter_task(loop, task)
+    try:
+        context.run(driven.step, None, None)
+    finally:
+        _leave_task(loop, task)
+        if outer is not None:
+            _enter_task(loop, outer)
+        if running is not loop:
+            asyncio.events._set_running_loop(running)
+
+
+@types.coroutine
+def _resume(driven: _Driven, loop: asyncio.AbstractEventLoop) -> Generator[Any, Any, None]:
+    """The task's own coroutine: from where the first step left off, wait for what the handler
+    awaits and step it again, until it is finished."""
+    while not driven.finished:
+        yielded, driven.pending = driven.pending, None
         try:
             value, error = yield from _wait(yielded, loop)
         except BaseException as e:  # cancelled while waiting: tell the coroutine
-            error = e
+            value, error = None, e
+        driven.step(value, error)
 
 
 def _wait(yielded: Any, loop: asyncio.AbstractEventLoop) -> Generator[Any, Any, tuple[Any, Optional[BaseException]]]:

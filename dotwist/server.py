@@ -20,7 +20,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionRequest
 from klein import Klein
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -310,6 +310,9 @@ def _errorStatus(request: IRequest, error: BaseException, method: str, url: str)
     if isinstance(error, DurableObjectError) and error.overloaded:
         request.setHeader(b"retry-after", b"1")
         return 503, str(error).encode("utf-8")
+    if isinstance(error, CancelledError):
+        # The client went away before the answer: there is nobody to tell, nothing to log.
+        return 499, b"Client closed request"
     if isinstance(error, WorkerResponseError):
         _log.error("{error} ({method} {url})", error=str(error), method=method, url=url)
     else:
@@ -343,13 +346,18 @@ class Front:
             url = requestUrl(request)  # a validated Host and request target (dotwist._http)
             # twisted.web's parser has already refused bad names, and values with line breaks or
             # NULs (it answers 400 itself), so the pairs need no second check.
-            headers = Headers.fromWire(
-                [
-                    (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
-                    for name, values in request.requestHeaders.getAllRawHeaders()
-                    for value in values
-                ]
-            )
+            pairs = [
+                (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
+                for name, values in request.requestHeaders.getAllRawHeaders()
+                for value in values
+            ]
+            # As Cloudflare's edge does: CF-Connecting-IP is the client's address, whatever the
+            # client sent in it (behind a reverse proxy, that is the proxy's address).
+            client = getattr(request.getClientAddress(), "host", None)
+            if client is not None:
+                pairs = [pair for pair in pairs if pair[0] != "cf-connecting-ip"]
+                pairs.append(("cf-connecting-ip", client))
+            headers = Headers.fromWire(pairs)
             body = request.content.read() if request.content is not None else b""
             method = request.method.decode("ascii")
         except (UnicodeError, ValueError) as e:  # BadRequestTarget is a ValueError

@@ -222,28 +222,32 @@ def compatibilityFrom(config: Any, date: Optional[str], flags: Sequence[str]) ->
         raise usage.UsageError(f"--compatibility-date/--compatibility-flag: {e}") from None
 
 
-def installAsyncioReactor(loop: str = "asyncio") -> bool:
+def installAsyncioReactor(loop: str = "auto") -> bool:
     """Install Twisted's asyncio reactor, on a new event loop of the stdlib's asyncio or of
-    uvloop, unless a reactor is installed already (by ``twistd -r``, or by an import). True if it
+    uvloop (``auto``: uvloop where it is installed, as it is with dotwist on Linux and macOS),
+    unless a reactor is installed already (by ``twistd -r``, or by an import). True if it
     installed one. Workers and Durable Objects can use asyncio only under this reactor."""
     if "twisted.internet.reactor" in sys.modules:
         return False
     import asyncio
+    import importlib.util
 
     from twisted.internet import asyncioreactor
 
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     if loop == "uvloop":
         try:
             import uvloop
         except ImportError:
             raise usage.UsageError(
-                "--loop uvloop needs the uvloop package (pip install 'dotwist[uvloop]')"
+                "--loop uvloop needs the uvloop package (pip install uvloop)"
             ) from None
         eventloop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     elif loop == "asyncio":
         eventloop = asyncio.new_event_loop()
     else:
-        raise usage.UsageError(f"--loop must be asyncio or uvloop, not {loop!r}")
+        raise usage.UsageError(f"--loop must be auto, uvloop or asyncio, not {loop!r}")
     asyncioreactor.install(eventloop)
     return True
 

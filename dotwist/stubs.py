@@ -42,15 +42,18 @@ class DurableObjectStub:
         if self._brokenBy is not None:
             return fail(self._brokenBy)
         namespace = self._namespace
-        try:
-            target = namespace.registry.actorFor(namespace, self.id)
-        except Exception:
-            return fail()
+
+        def send() -> Deferred[Any]:
+            # The target is found when the call leaves: a call held at the caller's output gate
+            # reaches the incarnation live then (a new one if the old left memory meanwhile).
+            try:
+                target = namespace.registry.actorFor(namespace, self.id)
+            except Exception:
+                return fail()
+            return target.call(method, *args, size=size)
+
         caller = currentActor()
-        if caller is None:
-            d = target.call(method, *args, size=size)
-        else:
-            d = caller.outgoing(lambda: target.call(method, *args, size=size))
+        d = send() if caller is None else caller.outgoing(send)
         return d.addErrback(self._maybeBreak)
 
     def _maybeBreak(self, failure: Failure) -> Failure:

@@ -24,9 +24,9 @@ class Options(service.Options):
     (``--loop`` picks the event loop), so that Workers and objects can use asyncio."""
 
     optParameters = service.Options.optParameters + [
-        ["loop", None, "asyncio",
-         "The event loop under Twisted's asyncio reactor: asyncio (the standard library's) or "
-         "uvloop (pip install 'dotwist[uvloop]'). Ignored when twistd -r chose another reactor."],
+        ["loop", None, "auto",
+         "The event loop under Twisted's asyncio reactor: uvloop, asyncio (the standard library's), "
+         "or auto (uvloop where it is installed). Ignored when twistd -r chose another reactor."],
     ]
 
     def postOptions(self) -> None:

@@ -209,6 +209,9 @@ def defaultRunner(clock: IReactorTime, limits: Limits) -> Runner:
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
     if isinstance(clock, AsyncioSelectorReactor):
+        from ._reactors import isolateContexts
+
+        isolateContexts(clock)
         return AsyncioRunner(limits.cpuTimeLimit, limits.blockedLoopWarning)
     return DeferredRunner()
 

@@ -409,3 +409,31 @@ def test_a_step_that_blocks_the_loop_is_logged(clock, logged):
     runtime = makeRuntime({"NS": Hog}, clock=clock, asyncio=True, limits={"blockedLoopWarning": 0.05})
     assert settle(clock, runtime.env.NS.getByName("h").fetch("http://x/block")).body == b"done"
     assert "held the event loop for" in text(logged) and "Hog.fetch" in text(logged)
+
+
+class TaskAware(DurableObject):
+    async def fetch(self, request):
+        # Before any await: the handler already runs inside its own task.
+        mine = asyncio.current_task()
+        async with asyncio.timeout(5):
+            async with asyncio.TaskGroup() as group:
+                first = group.create_task(self.read("missing"))
+                second = group.create_task(asyncio.sleep(1, "slept"))
+        return Response(f"{mine is not None} {first.result()} {second.result()}")
+
+    async def read(self, key):
+        return await self.ctx.storage.get(key)
+
+
+class CallsTaskAware(WorkerEntrypoint):
+    async def fetch(self, request):
+        caller = asyncio.current_task()
+        response = await self.env.NS.getByName("t").fetch(request)
+        return Response(f"{await response.text()} {asyncio.current_task() is caller}")
+
+
+def test_asyncio_timeout_and_taskgroup_work_before_the_first_await(clock):
+    """A handler runs inside its own asyncio task from its first line: asyncio.timeout and
+    TaskGroup work there, and a Worker calling it keeps its own task."""
+    runtime = makeRuntime(App(CallsTaskAware, durableObjects={"NS": TaskAware}), clock=clock, asyncio=True)
+    assert settle(clock, runtime.fetch(Request("http://x/")), 2).body == b"True None slept True"

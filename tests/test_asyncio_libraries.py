@@ -118,3 +118,30 @@ async def test_aiohttp_treq_and_storage_gathered_in_one_handler():
         )
     finally:
         await service.stopService()
+
+
+class SchedulesTimers(DurableObject):
+    async def fetch(self, request):
+        from twisted.internet import reactor
+
+        from dotwist.context import CURRENT
+
+        # A reactor timer due sooner than any other: the asyncio reactor re-arms its one timer
+        # handle from here, and that handle runs every later timer in the context it was made in.
+        reactor.callLater(0.001, lambda: None)
+        handle = reactor._timerHandle  # Twisted's asyncio reactor's one asyncio TimerHandle
+        return Response(repr(handle._context.get(CURRENT)))
+
+
+@pytest_twisted.ensureDeferred
+async def test_reactor_timers_are_not_armed_in_the_context_of_the_object_that_scheduled_them():
+    """When an object's code schedules a reactor timer, the asyncio reactor's timer handle is made
+    in an empty context, not the object's: the timers it runs later (anyone's) start with no
+    current object, as under Twisted's other reactors, instead of running as that object and
+    routing their calls through its gates."""
+    service, port = await serve(App(Front, durableObjects={"NS": SchedulesTimers}))
+    try:
+        response = await treq.get(f"http://127.0.0.1:{port}/x", persistent=False)
+        assert await response.text() == "None"
+    finally:
+        await service.stopService()

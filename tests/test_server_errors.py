@@ -183,3 +183,17 @@ def test_error_response_maps_each_error_type(error, status, header):
     assert request.responseHeaders.getRawHeaders(b"content-length") == [b"%d" % len(body)]
     if header is not None:
         assert request.responseHeaders.getRawHeaders(header[0]) == header[1]
+
+
+class Echoes(WorkerEntrypoint):
+    async def fetch(self, request):
+        return Response(request.headers.get("cf-connecting-ip") or "none")
+
+
+def test_cf_connecting_ip_is_the_peer_whatever_the_client_sent():
+    """The Worker sees the client's address in CF-Connecting-IP, as behind Cloudflare's edge; a
+    value the client sent itself is replaced, so it cannot pose as another address."""
+    clock = MemoryReactorClock()
+    site, _ = makeSite(makeRuntime(App(Echoes), clock=clock), reactor=clock)
+    assert send(site, clock, get("/"))[2] == b"127.0.0.1"
+    assert send(site, clock, get("/", "CF-Connecting-IP: 10.9.8.7"))[2] == b"127.0.0.1"
