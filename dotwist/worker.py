@@ -90,7 +90,10 @@ class ServiceStub:
                 token = WORKER.set(WorkerCall(self._runtime, ctx))  # whose code runs
                 try:
                     entry = self._cls(ctx, self._runtime.env)
-                    return rpc.decodeResult(await rpc.invoke(entry, name, payload))
+                    result = rpc.invoke(entry, name, payload)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return rpc.decodeResult(result)
                 finally:
                     WORKER.reset(token)
 
