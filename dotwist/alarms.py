@@ -150,6 +150,18 @@ class AlarmScheduler:
             delay = max(0.0, millis / 1000.0 - self.clock.seconds())
         self._timers[key] = self.clock.callLater(delay, self._due, namespace, objectId, retryCount)
 
+    def cancel(self, namespace: str, objectId: str) -> None:
+        """Forget an object's alarm: its timer and its index entry (the object was deleted)."""
+        timer = self._timers.pop((namespace, objectId), None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self.index.remove(namespace, objectId)
+
+    def scheduled(self, namespace: str, objectId: str) -> Optional[float]:
+        """When the object's alarm timer fires (seconds on the clock), or None."""
+        timer = self._timers.get((namespace, objectId))
+        return timer.getTime() if timer is not None and timer.active() else None
+
     def _due(self, namespace: str, objectId: str, retryCount: int) -> None:
         self._timers.pop((namespace, objectId), None)
         if not self.deliver(namespace, objectId, retryCount):
@@ -166,8 +178,9 @@ class AlarmScheduler:
         else:
             self.schedule(namespace, objectId, storedMillis, 0)
 
-    def run(self, actor: "Actor", retryCount: int) -> None:
-        """The alarm event, run in the object (through its input gate)."""
+    def run(self, actor: "Actor", retryCount: int, now: bool = False) -> None:
+        """The alarm event, run in the object (through its input gate). ``now``: run the stored
+        alarm even if its time has not come (an operator fired it)."""
         ns, key = actor.namespace.name, actor.key
         if not actor.inMemory:
             # Reset between the timer and the delivery: try again on the next incarnation.
@@ -178,13 +191,17 @@ class AlarmScheduler:
         if stored is None:
             self.finished(ns, key, None)
             return
-        if retryCount == 0 and stored > self.nowMillis():
+        if retryCount == 0 and stored > self.nowMillis() and not now:
             self.finished(ns, key, stored)  # moved later since this timer was set
             return
-        cls = actor.namespace.cls.__name__
+        stats = actor.stats
+        stats.alarmRuns += 1
         outcome = actor.runHandler("alarm", (AlarmInfo(retryCount),))
         if outcome is None:
-            _log.error("{cls} has an alarm set but no alarm() handler; the alarm is deleted", cls=cls)
+            _log.error(
+                "{who}: an alarm is set but there is no alarm() handler; the alarm is deleted",
+                **actor.logFields(),
+            )
             session.clearAlarm(stored)
             session.sync().addBoth(lambda _: self.finished(ns, key, None))
             return
@@ -193,6 +210,7 @@ class AlarmScheduler:
             nextTry = nextRetry(retryCount, self.rng)
             if nextTry is None:
                 return False
+            stats.alarmRetries += 1
             self.schedule(ns, key, stored, nextTry[0], delay=nextTry[1])
             return True
 
@@ -211,13 +229,14 @@ class AlarmScheduler:
 
         def failed(f: Failure) -> None:
             _log.failure(
-                "{cls}.alarm() raised (retry {retry} of {most})", f,
-                cls=cls, retry=retryCount, most=MAX_RETRIES,
+                "{who}: alarm() raised (retry {retry} of {most})", f,
+                retry=retryCount, most=MAX_RETRIES, **actor.logFields(),
             )
             if not retry():
+                stats.alarmFailures += 1
                 _log.error(
-                    "Giving up on the alarm of {cls} {id} after {most} retries",
-                    cls=cls, id=key, most=MAX_RETRIES,
+                    "{who}: giving up on the alarm after {most} retries",
+                    most=MAX_RETRIES, **actor.logFields(),
                 )
                 settle()
 

@@ -29,12 +29,22 @@ from .handlers import asDeferred, invoke
 from .hibernation import HibernationRecord, WebSocketRequestResponsePair
 from .ids import DurableObjectId
 from .lifecycle import ObjectLifecycle, transition
+from .rpc import invoke as _rpcInvoke
+from .stats import NamespaceStats
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import Namespace, ObjectRegistry
     from .websocket import WebSocket
 
 _log = Logger(namespace="dotwist.objects")
+
+#: Handler names run with ``runHandler`` -> the event kind metrics count them as.
+_HANDLER_KINDS = {
+    "alarm": "alarm",
+    "webSocketMessage": "websocket_message",
+    "webSocketClose": "websocket_close",
+    "webSocketError": "websocket_error",
+}
 
 
 class DurableObject:
@@ -130,6 +140,10 @@ class Actor:
         self.key = objectId.toString()
         self.registry: "ObjectRegistry" = namespace.registry
         self._clock = self.registry.clock
+        #: The namespace's counts (``dotwist.stats``); plain sockets' events count into
+        #: ``socketEvents`` on the message path.
+        self.stats: NamespaceStats = namespace.stats
+        self.socketEvents = self.stats.socketEvents
         self.lifecycle = ObjectLifecycle.CONSTRUCTING
         self.instance: Any = None
         self.ctx = DurableObjectState(self)
@@ -151,6 +165,26 @@ class Actor:
 
     def __repr__(self) -> str:
         return f"<Actor {self.namespace.name} {self.key} {self.lifecycle.value}>"
+
+    @property
+    def name(self) -> Optional[str]:
+        """The object's name, if it is known: from ``idFromName``, or recorded with its data."""
+        if self.id.name is not None:
+            return self.id.name
+        return self.registry.names.get(self.namespace.name, self.key)
+
+    def logFields(self) -> dict[str, Any]:
+        """Who this object is, for log events: ``cls``, ``namespace``, ``objectId``,
+        ``objectName`` (None if not known), and ``who``, all of it as one short phrase."""
+        name = self.name
+        cls = self.namespace.cls.__name__
+        return {
+            "cls": cls,
+            "namespace": self.namespace.name,
+            "objectId": self.key,
+            "objectName": name,
+            "who": f"{cls} {self.key}" + (f" ({name!r})" if name is not None else ""),
+        }
 
     # -- what the runtime asks about ---------------------------------------------------------
 
@@ -185,14 +219,18 @@ class Actor:
                     "This Durable Object was reset; its storage is closed.", durableObjectReset=True
                 )
             registry = self.registry
+            ns, key, name = self.namespace.name, self.key, self.id.name
             self._session = StorageSession(
-                registry.storage.open(self.namespace.name, self.key),
+                registry.storage.open(ns, key),
                 clock=registry.clock,
                 inputGate=self.inputGate,
                 outputGate=self.outputGate,
                 onFailure=self.reset,
-                onAlarmSet=lambda millis: registry.alarms.alarmSet(self.namespace.name, self.key, millis),
+                onAlarmSet=lambda millis: registry.alarms.alarmSet(ns, key, millis),
                 hasAlarmHandler=self._hasAlarmHandler,
+                stats=self.stats,
+                name=name,
+                onNamed=None if name is None else lambda: registry.names.add(ns, key, name),
             )
         return self._session
 
@@ -205,12 +243,12 @@ class Actor:
         """Build the user's instance (CONSTRUCTING → LIVE, or BROKEN if the constructor raises).
         A ``blockConcurrencyWhile`` in the constructor holds back every event after it."""
         token = CURRENT.set(self)
+        self.stats.constructed += 1
         try:
             instance = self.namespace.cls(self.ctx, self.registry.env)
         except BaseException as e:
-            _log.failure(
-                "{cls} constructor raised; the object is reset", cls=self.namespace.cls.__name__
-            )
+            self.stats.errors["constructor"] += 1
+            _log.failure("{who}: constructor raised; the object is reset", **self.logFields())
             self.reset(e)
             return
         finally:
@@ -236,14 +274,16 @@ class Actor:
         limits = self.registry.limits
         if self.pendingCalls >= limits.maxPendingCalls or self.pendingBytes + size > limits.maxPendingBytes:
             self.rejectedCalls += 1
+            self.stats.overloaded += 1
             if self.rejectedCalls & (self.rejectedCalls - 1) == 0:  # 1st, 2nd, 4th, 8th...
                 _log.warn(
-                    "{cls} {id} is overloaded: {pending} calls ({bytes} bytes) pending; "
+                    "{who} is overloaded: {pending} calls ({bytes} bytes) pending; "
                     "{rejected} calls rejected so far",
-                    cls=self.namespace.cls.__name__, id=self.key,
                     pending=self.pendingCalls, bytes=self.pendingBytes, rejected=self.rejectedCalls,
+                    **self.logFields(),
                 )
             return fail(overloaded(self.pendingCalls, self.pendingBytes))
+        self.stats.events["rpc" if method is _rpcInvoke else "fetch"] += 1
         self.pendingCalls += 1
         self.pendingBytes += size
         result: Deferred[Any] = Deferred()
@@ -269,13 +309,21 @@ class Actor:
             )
             return
         self.running += 1
-        invoke(method, self.instance, *args).addBoth(self._reply, result)
+        invoke(method, self.instance, *args).addBoth(self._reply, result, method)
 
-    def _reply(self, outcome: object, result: Deferred[Any]) -> None:
+    def _reply(self, outcome: object, result: Deferred[Any], method: object = None) -> None:
         """Hand a call's outcome to its caller, through the output gate."""
         self.running -= 1
         self.lastActive = self.registry.clock.seconds()
         if isinstance(outcome, Failure):
+            kind = "rpc" if method is _rpcInvoke else "fetch"
+            self.stats.errors[kind] += 1
+            # One line: the caller gets the exception, and logs its traceback if it does not
+            # handle it (the Worker's unhandled exceptions are logged with the request).
+            _log.warn(
+                "{who}: {kind} raised {error}", kind=kind, error=_describe(outcome.value),
+                **self.logFields(),
+            )
             markRemote(outcome.value)
         self.outputGate.sendOrFail(result.callback, outcome, result.errback)
 
@@ -288,6 +336,8 @@ class Actor:
         handler = getattr(self.instance, name, None)
         if handler is None:
             return None
+        kind = _HANDLER_KINDS.get(name, name)
+        self.stats.events[kind] = self.stats.events.get(kind, 0) + 1
         self.running += 1
         outcome = invoke(handler, *args)
         timer = None
@@ -299,14 +349,17 @@ class Actor:
             self.lastActive = self.registry.clock.seconds()
             if timer is not None and timer.active():
                 timer.cancel()
+            if isinstance(result, Failure):
+                self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
             return result
 
         return outcome.addBoth(settled)
 
     def _handlerTimedOut(self, name: str, timeoutMs: int) -> None:
+        self.stats.errors["timeout"] += 1
         _log.error(
-            "{cls}.{name}() ran longer than its event timeout ({timeout} ms); the object is reset",
-            cls=self.namespace.cls.__name__, name=name, timeout=timeoutMs,
+            "{who}: {name}() ran longer than its event timeout ({timeout} ms); the object is reset",
+            name=name, timeout=timeoutMs, **self.logFields(),
         )
         self.reset(DurableObjectError(f"{name}() exceeded its {timeoutMs} ms timeout", durableObjectReset=True))
 
@@ -333,11 +386,19 @@ class Actor:
             nonlocal over
             if over:
                 if isinstance(result, Failure):
-                    _log.failure("blockConcurrencyWhile() callback failed after its timeout", result)
+                    _log.failure(
+                        "{who}: blockConcurrencyWhile() callback failed after its timeout",
+                        result, **self.logFields(),
+                    )
                 return
             over = True
             timer.cancel()
             if isinstance(result, Failure):
+                self.stats.errors["block_concurrency"] += 1
+                _log.failure(
+                    "{who}: blockConcurrencyWhile() callback raised; the object is reset",
+                    result, **self.logFields(),
+                )
                 self.reset(
                     DurableObjectError(
                         f"blockConcurrencyWhile() callback raised {result.value!r}; "
@@ -395,7 +456,8 @@ class Actor:
         def settled(result: object) -> None:
             self._waitUntil.pop(d, None)
             if isinstance(result, Failure):
-                _log.failure("waitUntil() task failed", result)
+                self.stats.errors["wait_until"] += 1
+                _log.failure("{who}: waitUntil() task failed", result, **self.logFields())
 
         d.addBoth(settled)
 
@@ -420,6 +482,8 @@ class Actor:
             return
         self.lifecycle = transition(self.lifecycle, ObjectLifecycle.BROKEN)
         self.brokenBy = error
+        self.stats.resets += 1
+        self.stats.departures["broken"] += 1
         self.registry.forget(self)
         self.instance = None
         self.outputGate.fail(resetError(error))
@@ -439,6 +503,11 @@ class Actor:
         if self._session is None:
             return succeed(None)
         return self._session.flush()
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 __all__ = ["Actor", "DurableObject", "DurableObjectState", "currentActor"]

@@ -246,6 +246,7 @@ class WebSocket:
         if owner is None:
             self._fire(kind, event)
         else:
+            owner.socketEvents[kind] += 1
             owner.deliver(self._fire, kind, event)
 
     def _keepEarly(self, kind: str, event: Event) -> None:
@@ -271,14 +272,18 @@ class WebSocket:
             try:
                 result = listener(event)
             except Exception:
-                _log.failure("WebSocket {kind} listener raised", kind=kind)
+                self._listenerFailed(kind, None)
                 continue
             if result is not None and inspect.isawaitable(result):
-                asDeferred(result).addErrback(
-                    lambda f, kind=kind: _log.failure(
-                        "WebSocket {kind} listener raised", f, kind=kind
-                    )
-                )
+                asDeferred(result).addErrback(lambda f, kind=kind: self._listenerFailed(kind, f))
+
+    def _listenerFailed(self, kind: str, failure: Any) -> None:
+        owner = self._owner
+        if owner is None:
+            _log.failure("WebSocket {kind} listener raised", failure, kind=kind)
+            return
+        owner.stats.errors["listener"] += 1
+        _log.failure("{who}: WebSocket {kind} listener raised", failure, kind=kind, **owner.logFields())
 
     def _resetByRuntime(self, code: int, reason: str) -> None:
         """The owning object was reset: close the connection; nobody listens any more."""

@@ -150,6 +150,7 @@ class MemoryObjectStore(BaseObjectStore):
         data = self._d.values.get(key)
         if data is None:
             return MISSING
+        self.bytesRead += len(data)
         return decode(data, maxDepth=self.limits.maxValueDepth)
 
     def getMany(self, keys: Any) -> dict[str, Any]:
@@ -168,6 +169,7 @@ class MemoryObjectStore(BaseObjectStore):
         n = keySize(key, self.limits)
         data = encodeValue(value, n, self.limits)
         self._checkSize(n + len(data))
+        self.bytesWritten += n + len(data)
         self._log.append((_SET, key, self._rawSet(key, data)))
         self._pending = True
 

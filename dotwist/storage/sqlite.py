@@ -42,6 +42,8 @@ __all__ = ["SCHEMA_VERSION", "SqliteBackend", "SqliteObjectStore"]
 #: ``PRAGMA user_version`` of databases this code writes.
 SCHEMA_VERSION = 1
 _ALARM_KEY = 1
+#: The object's name (from ``idFromName``), recorded by the runtime (``dotwist.names``).
+_NAME_KEY = 2
 _INTERNAL = frozenset(("_cf_KV", "_cf_METADATA"))
 
 _Q_GET = trustedSql("SELECT value FROM _cf_KV WHERE key = ?")
@@ -52,6 +54,7 @@ _Q_ANY_KEY = trustedSql("SELECT EXISTS(SELECT 1 FROM _cf_KV)")
 _Q_GET_META = trustedSql("SELECT value FROM _cf_METADATA WHERE key = ?")
 _Q_PUT_META = trustedSql("INSERT OR REPLACE INTO _cf_METADATA (key, value) VALUES (?, ?)")
 _Q_DELETE_META = trustedSql("DELETE FROM _cf_METADATA WHERE key = ?")
+_Q_ADD_META = trustedSql("INSERT OR IGNORE INTO _cf_METADATA (key, value) VALUES (?, ?)")
 _Q_SCHEMA = [
     trustedSql(
         "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID"
@@ -146,6 +149,7 @@ class SqliteObjectStore(BaseObjectStore):
         row = self._engine.trusted(_Q_GET, (key,)).fetchone()
         if row is None:
             return MISSING
+        self.bytesRead += len(row[0])
         return decode(row[0], maxDepth=self.limits.maxValueDepth)
 
     def getMany(self, keys: Any) -> dict[str, Any]:
@@ -158,6 +162,7 @@ class SqliteObjectStore(BaseObjectStore):
                 found.append((key, row[0]))
         found.sort()
         depth = self.limits.maxValueDepth
+        self.bytesRead += sum(len(data) for _, data in found)
         return {key: decode(data, maxDepth=depth) for key, data in found}
 
     def put(self, key: str, value: Any) -> None:
@@ -166,6 +171,7 @@ class SqliteObjectStore(BaseObjectStore):
         n = keySize(key, self.limits)
         data = encodeValue(value, n, self.limits)
         self._reserve(n + len(data))
+        self.bytesWritten += n + len(data)
         engine = self._engine
         engine.begin()
         engine.trusted(_Q_PUT, (key, data))
@@ -176,7 +182,9 @@ class SqliteObjectStore(BaseObjectStore):
         rows = entryList(entries, self.limits)
         if not rows:
             return
-        self._reserve(sum(len(key.encode("utf-8")) + len(data) for key, data in rows))
+        growth = sum(len(key.encode("utf-8")) + len(data) for key, data in rows)
+        self._reserve(growth)
+        self.bytesWritten += growth
         self._engine.atomically(lambda: self._engine.trustedMany(_Q_PUT, rows))
         self._pending = True
 
@@ -239,10 +247,9 @@ class SqliteObjectStore(BaseObjectStore):
             limit is not None,
         )
         depth = self.limits.maxValueDepth
-        return {
-            key: decode(data, maxDepth=depth)
-            for key, data in self._engine.trusted(sql, params).fetchall()
-        }
+        rows = self._engine.trusted(sql, params).fetchall()
+        self.bytesRead += sum(len(data) for _, data in rows)
+        return {key: decode(data, maxDepth=depth) for key, data in rows}
 
     def deleteAll(self) -> None:
         self._check()
@@ -274,6 +281,19 @@ class SqliteObjectStore(BaseObjectStore):
         self._check()
         self._engine.begin()
         self._engine.trusted(_Q_DELETE_META, (_ALARM_KEY,))
+        self._pending = True
+
+    # -- the object's name ---------------------------------------------------------------------
+
+    def storedName(self) -> str | None:
+        self._check()
+        row = self._engine.trusted(_Q_GET_META, (_NAME_KEY,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def recordName(self, name: str) -> None:
+        self._check()
+        self._engine.begin()
+        self._engine.trusted(_Q_ADD_META, (_NAME_KEY, name))
         self._pending = True
 
     # -- lifetime -----------------------------------------------------------------------------
