@@ -150,6 +150,10 @@ class AlarmScheduler:
             delay = max(0.0, millis / 1000.0 - self.clock.seconds())
         self._timers[key] = self.clock.callLater(delay, self._due, namespace, objectId, retryCount)
 
+    def pendingCount(self) -> int:
+        """How many alarm timers are set."""
+        return len(self._timers)
+
     def cancel(self, namespace: str, objectId: str) -> None:
         """Forget an object's alarm: its timer and its index entry (the object was deleted)."""
         timer = self._timers.pop((namespace, objectId), None)

@@ -198,6 +198,11 @@ class Actor:
         return len(self._sockets)
 
     @property
+    def openSession(self) -> Optional[StorageSession]:
+        """This incarnation's storage session if it is open (never opens it)."""
+        return self._session
+
+    @property
     def storageBusy(self) -> bool:
         return self._session is not None and self._session.busy
 

@@ -8,12 +8,13 @@ raises.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.python import usage
 
 from . import service
-from .service import DEFAULT_APP, DEFAULT_LISTEN, DotwistService, makeApplication, makeService
+from .datadir import DataDirLocked
+from .service import DEFAULT_APP, DEFAULT_LISTEN, DotwistService, makeApplication
 
 
 class Options(service.Options):
@@ -24,6 +25,18 @@ class Options(service.Options):
             super().parseOptions(options)
         except usage.UsageError as e:
             raise SystemExit(f"twistd dotwist: {e}\n(see: twistd dotwist --help)") from None
+
+
+def makeService(options: service.Options, reactor: Any = None) -> DotwistService:
+    """``service.makeService``, with the data directory locked now, so that a directory another
+    process serves ends the command with one line."""
+    built = service.makeService(options, reactor)
+    if built.lock is not None:
+        try:
+            built.lock.acquire()
+        except DataDirLocked as e:
+            raise SystemExit(f"twistd dotwist: {e}") from None
+    return built
 
 
 __all__ = ["DEFAULT_APP", "DEFAULT_LISTEN", "DotwistService", "Options", "makeApplication", "makeService"]

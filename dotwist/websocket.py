@@ -382,6 +382,12 @@ def makeHibernatable(ws: WebSocket, record: "HibernationRecord", tags: list[str]
         ws._route(kind, event)
 
 
+def closeByRuntime(ws: WebSocket, code: int, reason: str) -> None:
+    """Close a server end for the runtime (any close code, e.g. 1001 or 1011), as when its
+    object is reset: nobody listens to it any more."""
+    ws._resetByRuntime(code, reason)
+
+
 def hibernationRecordOf(ws: WebSocket) -> Optional["HibernationRecord"]:
     return ws._hib
 
@@ -412,6 +418,7 @@ __all__ = [
     "autoRespond",
     "autoResponseTime",
     "claimForHandover",
+    "closeByRuntime",
     "connectionClosed",
     "hibernationRecordOf",
     "isClientEnd",

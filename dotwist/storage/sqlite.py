@@ -296,6 +296,23 @@ class SqliteObjectStore(BaseObjectStore):
         self._engine.trusted(_Q_ADD_META, (_NAME_KEY, name))
         self._pending = True
 
+    def backup(self, path: str) -> None:
+        """Copy the committed database into a new file at ``path`` (SQLite's online backup API,
+        through this store's own connection, so the object stays open and locked). Refused while
+        writes are pending: commit first."""
+        self._check()
+        if self._pending or self._savepoints:
+            raise InvalidArgumentError(
+                f"the storage of {self.namespace}/{self.objectId} has uncommitted writes; "
+                "back it up after they commit"
+            )
+        target = sqlite3.connect(path, isolation_level=None)
+        try:
+            target.execute("PRAGMA synchronous = FULL")
+            self._conn.backup(target)
+        finally:
+            target.close()
+
     # -- lifetime -----------------------------------------------------------------------------
 
     def _isEmpty(self) -> bool:
