@@ -23,6 +23,7 @@ import decimal
 import math
 import os
 import re
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TypeVar
 
@@ -134,6 +135,7 @@ class Inspector:
         self.dataDir: Optional[str] = getattr(self.backend, "dataDir", None)
         self.shardLevels: int = getattr(self.backend, "shardLevels", 0)
         self._backup = backup
+        self._scans: dict[str, tuple[int, list[str], frozenset[str]]] = {}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -227,16 +229,43 @@ class Inspector:
     def objectIds(self, namespace: str) -> list[str]:
         """Every object of the namespace: stored on disk, in memory, or with open sockets; sorted."""
         self._checkNamespace(namespace)
-        ids: set[str] = set()
-        if self.dataDir is not None:
-            ids.update(objectIds(self.dataDir, namespace, self.shardLevels))
+        stored, storedSet = self._storedIds(namespace) if self.dataDir is not None else ([], frozenset())
+        extra: set[str] = set()
         registry = self._registry()
         if registry is not None:
             ns = registry.namespaces.get(namespace)
             if ns is not None:
-                ids.update(ns.actors)
-            ids.update(key for (n, key), r in list(registry.records.items()) if n == namespace and r.sockets)
-        return sorted(ids)
+                extra.update(ns.actors)
+            extra.update(key for (n, key), r in list(registry.records.items()) if n == namespace and r.sockets)
+        extra.difference_update(storedSet)
+        if not extra:
+            return stored
+        merged = list(stored)
+        for oid in extra:
+            bisect.insort(merged, oid)
+        return merged
+
+    def _storedIds(self, namespace: str) -> tuple[list[str], frozenset[str]]:
+        """The IDs with a file on disk. Paging through 100,000 objects would scan the directory
+        once per page; with no shard levels the scan is kept while the directory's modification
+        time (which every file created or removed changes) stays the same and is over a second
+        old."""
+        assert self.dataDir is not None
+        if self.shardLevels:
+            found = sorted(objectIds(self.dataDir, namespace, self.shardLevels))
+            return found, frozenset(found)
+        try:
+            stamp = os.stat(os.path.join(self.dataDir, namespace)).st_mtime_ns
+        except FileNotFoundError:
+            return [], frozenset()
+        cached = self._scans.get(namespace)
+        # A modification time from the last second may be coarser than the changes it covers.
+        if cached is not None and cached[0] == stamp and time.time_ns() - stamp > 1_000_000_000:
+            return cached[1], cached[2]
+        ids = sorted(objectIds(self.dataDir, namespace, 0))
+        result = (stamp, ids, frozenset(ids))
+        self._scans[namespace] = result
+        return result[1], result[2]
 
     def objects(
         self, namespace: str, limit: Any = None, after: Optional[str] = None, details: bool = True
