@@ -109,6 +109,7 @@ class AlarmScheduler:
         self.deliver = deliver
         self.rng = rng or random.Random()
         self._timers: dict[tuple[str, str], IDelayedCall] = {}
+        self._stopped = False
 
     def nowMillis(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -128,6 +129,8 @@ class AlarmScheduler:
                 )
 
     def stop(self) -> None:
+        """Cancel every timer; from now on nothing is scheduled (the server is stopping)."""
+        self._stopped = True
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
@@ -146,6 +149,8 @@ class AlarmScheduler:
         timer = self._timers.pop(key, None)
         if timer is not None and timer.active():
             timer.cancel()
+        if self._stopped:
+            return  # the stored alarm stays; the next start schedules it
         if delay is None:
             delay = max(0.0, millis / 1000.0 - self.clock.seconds())
         self._timers[key] = self.clock.callLater(delay, self._due, namespace, objectId, retryCount)

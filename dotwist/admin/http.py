@@ -99,7 +99,7 @@ def _json(request: Any, value: Any, status: int = 200) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(value, indent=1).encode("utf-8") + b"\n"
+    return json.dumps(value).encode("utf-8") + b"\n"
 
 
 def _arg(request: Any, name: str) -> Optional[str]:
