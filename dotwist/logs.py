@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, cast
 
 from twisted.logger import ILogObserver, Logger, jsonFileLogObserver, textFileLogObserver
 
@@ -73,10 +73,9 @@ def makeObserver(
     else:
         from twisted.python.logfile import LogFile
 
-        out = LogFile.fromFullPath(logfile or "twistd.log")  # type: ignore[assignment]
-    if fmt == "json":
-        return jsonFileLogObserver(out)
-    return textFileLogObserver(out)
+        out = LogFile.fromFullPath(logfile or "twistd.log")
+    observer: Any = jsonFileLogObserver(out) if fmt == "json" else textFileLogObserver(out)
+    return cast(ILogObserver, observer)
 
 
 def jsonLines(observerOutput: str) -> list[dict[str, Any]]:

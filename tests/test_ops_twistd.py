@@ -95,8 +95,12 @@ def cli(adminPort, *args):
 
 def test_admin_endpoint_refuses_requests_without_the_token(server):
     """Every admin route answers 401 without the token or with a wrong one, and does nothing;
-    with the token it answers."""
-    process, port, adminPort = server()
+    with the token it answers. The separate --metrics endpoint needs no token."""
+    metricsPort = freePort()
+    process, port, adminPort = server("--metrics", str(metricsPort))
+    waitForPort(metricsPort, process)
+    status, text = request(metricsPort, "GET", "/metrics")
+    assert status == 200 and "dotwist_events_total" in text
     assert request(port, "PUT", "/kv/a/k", "v")[0] == 201
     for token in (None, "wrong", TOKEN + "x", ""):
         for method, path in (("GET", "/namespaces"), ("GET", "/metrics"), ("DELETE", "/namespaces/Thing/objects/" + "0" * 64)):

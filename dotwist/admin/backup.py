@@ -128,6 +128,7 @@ class BackupJob:
             actor = self.runtime.registry.liveActor(ns, oid)
         session = actor.openSession if actor is not None else None
         if session is not None and not session.closed:
+            assert actor is not None
             if session.busy or session.store.hasPendingWrites:
                 actor.flush()
                 return False

@@ -114,10 +114,11 @@ class AdminApp:
 
     def __init__(self, inspector: Inspector, metrics: Optional[CollectorRegistry] = None) -> None:
         self.inspector = inspector
-        self.metrics = metrics
+        self.metricsRegistry = metrics
 
     def resource(self, token: str) -> IResource:
-        return TokenGuard(self.app.resource(), token)
+        guard: IResource = TokenGuard(self.app.resource(), token)  # type: ignore[arg-type, assignment]
+        return guard
 
     def _run(self, request: Any, fn: Callable[[], Any]) -> Any:
         try:
@@ -196,7 +197,7 @@ class AdminApp:
     def backup(self, request: IRequest) -> Any:
         def run() -> Any:
             try:
-                body = json.loads(request.content.read() or b"{}")  # type: ignore[union-attr]
+                body = json.loads(request.content.read() or b"{}")
                 destination = body["destination"]
                 if not isinstance(destination, str) or not destination:
                     raise ValueError()
@@ -213,10 +214,10 @@ class AdminApp:
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: IRequest) -> Any:
-        if self.metrics is None:
+        if self.metricsRegistry is None:
             return _json(request, {"error": "no metrics"}, 404)
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self.metrics)
+        return generate_latest(self.metricsRegistry)
 
     @app.handle_errors(Exception)
     def notFound(self, request: IRequest, failure: Failure) -> Any:

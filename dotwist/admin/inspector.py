@@ -577,7 +577,7 @@ def _countKeys(store: ObjectStore) -> int:
     count = 0
     after: Optional[str] = None
     while True:
-        page = store.list(limit=1000, **({"startAfter": after} if after else {}))
+        page = store.list(limit=1000) if after is None else store.list(limit=1000, startAfter=after)
         count += len(page)
         if len(page) < 1000:
             return count
