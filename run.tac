@@ -6,7 +6,13 @@
 # variables below let a deployment change both without editing this file.
 import os
 
-from dotwist.tap import makeApplication
+from dotwist.service import installAsyncioReactor
+
+# Workers and Durable Objects can use asyncio on Twisted's asyncio reactor (docs/asyncio.md).
+# Install it before anything imports the global reactor; `twistd -r NAME -ny run.tac` overrides it.
+installAsyncioReactor(os.environ.get("DOTWIST_LOOP", "auto"))
+
+from dotwist.tap import makeApplication  # noqa: E402
 
 application = makeApplication(
     app=os.environ.get("DOTWIST_APP", "dotwist.examples.websocket_server"),

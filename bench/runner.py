@@ -7,9 +7,9 @@ to core 1. Each figure is repeated (default 3 times, servers interleaved) and th
 reported: a markdown table on stdout and in bench/results/latest.md, JSON in
 bench/results/latest.json, a plot in bench/results/latest.png.
 
-    bench/run                                   # everything (about 12-15 minutes)
+    bench/run                                   # everything (about 17 minutes, 9 servers)
     bench/run --quick                           # short windows, 1 repeat (about 3 minutes)
-    bench/run --servers reference,dotwist-seed  # a subset (cecho = generator ceiling)
+    bench/run --servers reference,dotwist-seed  # a subset (cecho = generator ceiling; groups: dotwist, peers, python)
     bench/run --list                            # the servers and figures
 """
 
@@ -87,6 +87,21 @@ SERVERS = {
         "note": "default app (Cloudflare's WebSocket server example): Worker -> Durable Object, "
         "replies '[Durable Object]: <msg>'",
     },
+    "dotwist-seed-epoll": {
+        "label": "dotwist seed (epoll reactor)",
+        "cmd": _py(*TWISTD, "-r", "epoll", "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1"),
+        "ws": "/websocket",
+        "http": "/getCurrentConnections",
+        "note": "the seed on Twisted's epoll reactor (twistd -r epoll): the default before asyncio; "
+        "Workers and objects cannot use asyncio there",
+    },
+    "dotwist-seed-uvloop": {
+        "label": "dotwist seed (uvloop)",
+        "cmd": _py(*TWISTD, "dotwist", "--loop", "uvloop", "--listen", "tcp:{port}:interface=127.0.0.1"),
+        "ws": "/websocket",
+        "http": "/getCurrentConnections",
+        "note": "the seed on Twisted's asyncio reactor over uvloop (--loop uvloop)",
+    },
     "dotwist-echo": {
         "label": "dotwist echo",
         "cmd": _py(*TWISTD, "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1", "--app", "dotwist.examples.echo", "--no-access-log"),
@@ -109,7 +124,74 @@ SERVERS = {
         "Durable Object storage in memory",
     },
 }
-SERVER_ORDER = ["cecho", "reference", "dotwist-seed", "dotwist-echo", "workerd-seed"]
+# The peers: plain echo servers of other libraries, run with bench's own Python (bench/.venv, where
+# bench/run installs them pinned from requirements.txt) or Node (bench/peers/node, pinned in its
+# package.json). "requires": Python modules that must import (else the server is skipped);
+# "figures": the figures it runs (the 16 KiB binary echo is left out of the peers' default set to
+# keep a full run under 20 minutes; --figures binary_16k_10 asks for it explicitly).
+BENCH_PYTHON = sys.executable
+NODE_WS = HERE / "peers" / "node" / "ws_echo.js"
+NODE_WS_MODULE = HERE / "peers" / "node" / "node_modules" / "ws" / "package.json"
+PEER_FIGURES = {"echo_1", "echo_100", "echo_1000", "churn_50", "idle_rss", "http_10"}
+
+
+def _bench(script, *args):
+    return lambda port: [BENCH_PYTHON, str(HERE / "peers" / script), str(port), *args]
+
+
+SERVERS.update({
+    "aiohttp": {
+        "label": "aiohttp echo (uvloop)",
+        "cmd": _bench("aiohttp_echo.py"),
+        "ws": "/websocket",
+        "http": "/getCurrentConnections",
+        "requires": ["aiohttp", "uvloop"],
+        "figures": PEER_FIGURES,
+        "note": "bench/peers/aiohttp_echo.py: plain aiohttp WebSocketResponse echo on uvloop, no access log; "
+        "/getCurrentConnections answers the open-socket count",
+    },
+    "websockets": {
+        "label": "websockets echo (uvloop)",
+        "cmd": _bench("websockets_echo.py"),
+        "ws": "/websocket",
+        "http": None,
+        "requires": ["websockets", "uvloop"],
+        "figures": PEER_FIGURES,
+        "note": "bench/peers/websockets_echo.py: plain websockets (asyncio implementation) echo on uvloop, "
+        "library defaults; no HTTP server",
+    },
+    "picows": {
+        "label": "picows echo (uvloop)",
+        "cmd": _bench("picows_echo.py"),
+        "ws": "/websocket",
+        "http": None,
+        "requires": ["picows", "uvloop"],
+        "figures": PEER_FIGURES,
+        "note": "bench/peers/picows_echo.py: plain picows frame echo on uvloop; no HTTP path",
+    },
+    "node-ws": {
+        "label": "Node ws echo",
+        "cmd": lambda port: ["node", str(NODE_WS), str(port)],
+        "ws": "/websocket",
+        "http": "/getCurrentConnections",
+        "figures": PEER_FIGURES,
+        "note": "bench/peers/node/ws_echo.js: Node's http server with ws (no permessage-deflate, no native "
+        "add-ons); /getCurrentConnections answers the open-socket count",
+    },
+})
+SERVER_ORDER = [
+    "cecho", "reference", "dotwist-seed", "dotwist-seed-epoll", "dotwist-seed-uvloop", "dotwist-echo",
+    "workerd-seed",
+    "aiohttp", "websockets", "picows", "node-ws",
+]
+#: Names --servers also takes, for a group of servers.
+SERVER_GROUPS = {
+    "all": SERVER_ORDER,
+    "dotwist": ["dotwist-seed", "dotwist-echo"],
+    "reactors": ["reference", "dotwist-seed", "dotwist-seed-epoll", "dotwist-seed-uvloop"],
+    "peers": ["workerd-seed", "aiohttp", "websockets", "picows", "node-ws"],
+    "python": ["reference", "dotwist-seed", "dotwist-echo", "aiohttp", "websockets", "picows"],
+}
 
 # --- figures --------------------------------------------------------------------------
 # kind: echo/http -> rate + latency; churn -> rate; idle -> KiB per socket.
@@ -396,6 +478,46 @@ def cmd_out(argv, timeout=30):
         return None
 
 
+def peer_versions():
+    """Versions of the peers' packages in bench's venv, and of Node and its ws (None: missing)."""
+    mods = ["aiohttp", "websockets", "uvloop", "picows"]
+    out = cmd_out([BENCH_PYTHON, "-c", "import json, importlib.metadata as m\n"
+                   "v = {}\n"
+                   f"for n in {mods!r}:\n"
+                   "    try:\n        __import__(n); v[n] = m.version(n)\n"
+                   "    except Exception:\n        v[n] = None\n"
+                   "print(json.dumps(v))"])
+    try:
+        vers = json.loads(out)
+    except (TypeError, ValueError):
+        vers = dict.fromkeys(mods)
+    node = shutil.which("node")
+    vers["node"] = cmd_out([node, "--version"]) if node else None
+    try:
+        vers["ws"] = json.loads(NODE_WS_MODULE.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        vers["ws"] = None
+    return vers
+
+
+def server_version(name, env):
+    """What a server's figures depend on, as one string for the results."""
+    p = env.get("peers", {})
+    return {
+        "cecho": f"{env.get('gcc') or 'gcc'} -O2",
+        "reference": f"Autobahn {env.get('autobahn')}, Twisted {env.get('twisted')}, Python {env.get('python')}",
+        "dotwist-seed": f"dotwist {env.get('git_head')}, Twisted {env.get('twisted')}, Python {env.get('python')}",
+        "dotwist-seed-epoll": f"dotwist {env.get('git_head')}, Twisted {env.get('twisted')}, epoll reactor",
+        "dotwist-seed-uvloop": f"dotwist {env.get('git_head')}, Twisted {env.get('twisted')}, uvloop",
+        "dotwist-echo": f"dotwist {env.get('git_head')}, Twisted {env.get('twisted')}, Python {env.get('python')}",
+        "workerd-seed": env.get("workerd") or "workerd: not installed",
+        "aiohttp": f"aiohttp {p.get('aiohttp')}, uvloop {p.get('uvloop')}, Python {env.get('bench_python')}",
+        "websockets": f"websockets {p.get('websockets')}, uvloop {p.get('uvloop')}, Python {env.get('bench_python')}",
+        "picows": f"picows {p.get('picows')}, uvloop {p.get('uvloop')}, Python {env.get('bench_python')}",
+        "node-ws": f"ws {p.get('ws')}, Node {p.get('node')}",
+    }.get(name, "?")
+
+
 def environment():
     py = project_python()
     vers = cmd_out(
@@ -498,6 +620,9 @@ def markdown(data):
                 text += f" ({compact(min(vals))}–{compact(max(vals))})"
             return text
 
+        if all(not data["servers"][n]["figures"].get(fid) or data["servers"][n]["figures"][fid].get("skipped")
+               for n in names):
+            continue  # no server ran this figure
         if fig["kind"] == "idle":
             L.append(f"| {fig['title']} ({fig['unit']}, {data['config']['idle_sockets']} sockets) | "
                      + " | ".join(cell(n, "kib_per_socket", lambda v: fmt_num(v, 1), True) for n in names) + " |")
@@ -564,6 +689,26 @@ def markdown(data):
             else:
                 C.append(head + "| — | — | — |")
     return table, "\n".join(R), "\n".join(C)
+
+
+def seed_table(data, seed="dotwist-seed"):
+    """dotwist seed's median over every other server's, figure by figure (same run)."""
+    names = [n for n in data["servers_run"] if data["servers"][n]["status"] == "ok" and n not in (seed, "cecho")]
+    if seed not in data["servers_run"] or data["servers"][seed]["status"] != "ok" or not names:
+        return ""
+    L = ["| figure (dotwist seed / server) | " + " | ".join(data["servers"][n]["label"] for n in names) + " |",
+         "|---|" + "---:|" * len(names)]
+    for fig in data["figures"]:
+        key = PRIMARY[fig["kind"]]
+        a = ((data["servers"][seed]["figures"].get(fig["id"]) or {}).get("median") or {}).get(key)
+        if a is None:
+            continue
+        cells = []
+        for n in names:
+            b = ((data["servers"][n]["figures"].get(fig["id"]) or {}).get("median") or {}).get(key)
+            cells.append(f"{a / b:.2f}×" if b else "n/a")
+        L.append(f"| {fig['title']} ({fig['unit']}) | " + " | ".join(cells) + " |")
+    return "\n".join(L)
 
 
 def plot(data, path):
@@ -636,7 +781,8 @@ def plot(data, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--servers", help="comma-separated subset of: " + ",".join(SERVER_ORDER))
+    ap.add_argument("--servers", help="comma-separated subset of: " + ",".join(SERVER_ORDER)
+                    + "; or groups: " + ", ".join(f"{g} ({','.join(m)})" for g, m in SERVER_GROUPS.items()))
     ap.add_argument("--figures", help="comma-separated subset of: " + ",".join(f["id"] for f in FIGURES))
     ap.add_argument("--quick", action="store_true", help="short windows (0.5 s + 1.5 s), 1 repeat, 2000 idle sockets")
     ap.add_argument("--repeats", type=int)
@@ -672,10 +818,13 @@ def main():
     cfg.idle_connect_timeout = 90
     cfg.start_timeout = 30
 
-    names = SERVER_ORDER if not args.servers else [s.strip() for s in args.servers.split(",") if s.strip()]
-    for n in names:
-        if n not in SERVERS:
-            ap.error(f"unknown server {n!r}; known: {', '.join(SERVER_ORDER)}")
+    names = []
+    for n in (SERVER_ORDER if not args.servers else [s.strip() for s in args.servers.split(",") if s.strip()]):
+        for m in SERVER_GROUPS.get(n, [n]):
+            if m not in SERVERS:
+                ap.error(f"unknown server {m!r}; known: {', '.join(SERVER_ORDER)}; groups: {', '.join(SERVER_GROUPS)}")
+            if m not in names:
+                names.append(m)
     figures = FIGURES
     if args.figures:
         want = [s.strip() for s in args.figures.split(",")]
@@ -683,14 +832,18 @@ def main():
         if len(figures) != len(want):
             ap.error(f"unknown figure in {want}")
     figures = [dict(f, conns=cfg.idle_sockets) if f["kind"] == "idle" else f for f in figures]
+    asked = {f["id"] for f in figures} if args.figures else set()
 
     if (os.cpu_count() or 1) < 2:
         log("warning: fewer than 2 CPUs; server and generator share a core")
     build()
     env = environment()
+    peerVersions = peer_versions()
+    env["peers"] = peerVersions
     log(f"bench: {env['cpu_model']} x{env['cpus']}, {env['uname']}")
     log(f"bench: python {env['python']}, twisted {env['twisted']}, autobahn {env['autobahn']}, "
         f"{env['workerd'] or 'workerd: not installed'}, load average {' '.join(env['loadavg_at_start'])}")
+    log("bench: peers " + ", ".join(f"{k} {v}" for k, v in peerVersions.items() if v))
     log(f"bench: servers {', '.join(names)}; {cfg.repeats} repeat(s), {cfg.warmup} s warm-up + "
         f"{cfg.duration} s measured per figure; server on core {SERVER_CORE}, wsload on core {LOAD_CORE}")
 
@@ -711,6 +864,12 @@ def main():
             servers[n]["status"] = "skipped: workerd binary missing (npm install in bench/workerd failed?)"
         if spec["cmd"]("PORT")[0] == project_python() and not os.path.exists(project_python()):
             servers[n]["status"] = f"skipped: {project_python()} missing (project venv)"
+        missing = [m for m in spec.get("requires", ()) if not peerVersions.get(m)]
+        if missing:
+            servers[n]["status"] = f"skipped: {', '.join(missing)} not installed in bench/.venv (requirements.txt)"
+        if n == "node-ws" and not (peerVersions.get("node") and peerVersions.get("ws")):
+            servers[n]["status"] = "skipped: node or ws missing (npm ci in bench/peers/node failed?)"
+        servers[n]["version"] = server_version(n, env)
 
     raw = {n: {f["id"]: [] for f in figures} for n in names}
     t0 = time.monotonic()
@@ -730,6 +889,9 @@ def main():
                     continue
                 if fig["kind"] == "http" and not SERVERS[n]["http"]:
                     s["figures"][fig["id"]] = {"skipped": "no HTTP endpoint"}
+                    continue
+                if "figures" in SERVERS[n] and fig["id"] not in SERVERS[n]["figures"] and fig["id"] not in asked:
+                    s["figures"][fig["id"]] = {"skipped": "not in this server's default figures (ask with --figures)"}
                     continue
                 res, err = run_figure(n, SERVERS[n], fig, cfg, rep)
                 if err:
@@ -843,8 +1005,15 @@ def write_outputs(data, out):
           f"Command: `{cfg['command'].strip()}` ({cfg['repeats']} repeat(s), {cfg['warmup']} s warm-up + "
           f"{cfg['duration']} s measured per figure; median, with the range over the repeats in brackets).",
           "", table, ""]
+    versions = [f"{servers[n]['label']}: {servers[n].get('version', '?')}" for n in data["servers_run"]
+                if servers[n]["status"] == "ok"]
+    md[0] += " Servers: " + "; ".join(versions) + "."
     if rtable:
         md += ["Ratios to the reference (medians):", "", rtable, ""]
+    stable = seed_table(data)
+    if stable:
+        md += ["The dotwist seed against each server (seed median / that server's median; above 1 the seed is "
+               "faster, except RSS where above 1 means more memory):", "", stable, ""]
     if ctable:
         md += ["Load generator ceiling (wsload against bench/wsecho.c, a minimal C epoll echo server, same pinning; "
                "'at a full core' = rate / wsload CPU, what wsload could drive if it were CPU-bound):", "", ctable, ""]

@@ -14,11 +14,11 @@ decides to drop them, about a tenth of the CPU of a short connection's life.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from autobahn.util import _is_tls_error, _maybe_tls_reason
 from autobahn.websocket.protocol import WebSocketProtocol
-from autobahn.websocket.xormasker import create_xor_masker
+from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
@@ -30,7 +30,46 @@ _STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 LARGE = 4096
 
 
-class FastMessages:
+if TYPE_CHECKING:  # pragma: no cover
+
+    class _Protocol(Protocol):
+        """What the mixin uses of Autobahn's WebSocket protocol (whose attributes Autobahn sets
+        dynamically, so its own annotations cannot describe them)."""
+
+        state: int
+        current_frame: Any
+        inside_message: bool
+        _perMessageCompress: Any
+        logOctets: bool
+        logFrames: bool
+        data: bytes
+        maxMessagePayloadSize: int
+        maxFramePayloadSize: int
+        autoPingTimeoutCall: Any
+        autoPingRestartOnAnyTraffic: bool
+        send_queue: Any
+        maskServerFrames: bool
+        autoFragmentSize: int
+        transport: Any
+        trafficStats: Any
+        factory: Any
+        log: Any
+
+        def _dataReceived(self, data: bytes) -> None: ...
+
+        def _cancelAutoPingTimeoutCall(self) -> None: ...
+
+        def consumeData(self) -> None: ...
+
+        sendMessage: Any
+
+        def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None: ...
+
+else:
+    _Protocol = object
+
+
+class FastMessages(_Protocol):
     """A fast path for whole, unfragmented, uncompressed data frames, mixed into an Autobahn
     ``WebSocketServerProtocol`` subclass that defines ``deliverMessage(message)``.
 
@@ -49,6 +88,9 @@ class FastMessages:
     ``trafficStats``; nothing in dotwist reads them.
     """
 
+    if TYPE_CHECKING:  # pragma: no cover
+        data: bytes
+
     def dataReceived(self, data: bytes) -> None:
         if (
             self.state != _STATE_OPEN
@@ -60,7 +102,8 @@ class FastMessages:
         ):
             self._dataReceived(data)
             return
-        buf = self.data + data if self.data else data
+        pending: bytes = self.data
+        buf = pending + data if pending else data
         n = len(buf)
         i = 0
         limit = self.maxMessagePayloadSize
@@ -156,7 +199,7 @@ class FastMessages:
     def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None:
         """Autobahn's ``sendData``: the common case (write now) without its debug line."""
         if sync or chopsize or self.send_queue or self.logOctets:
-            super().sendData(data, sync, chopsize)  # type: ignore[misc]
+            super().sendData(data, sync, chopsize)  # type: ignore[safe-super]
             return
         self.transport.write(data)
         state = self.state
@@ -167,7 +210,7 @@ class FastMessages:
 
     def _connectionMade(self) -> None:
         # WebSocketServerProtocol._connectionMade, without its debug line.
-        WebSocketProtocol._connectionMade(self)  # type: ignore[arg-type]
+        WebSocketProtocol._connectionMade(self)  # type: ignore[arg-type]  # a WebSocketProtocol at run time
         self.factory.countConnections += 1
 
     def _connectionLost(self, reason: Any) -> None:

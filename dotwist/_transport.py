@@ -24,7 +24,8 @@ from zope.interface import implementer
 
 
 class DirectWriteServer(tcp.Server):
-    """``tcp.Server`` whose ``write`` sends immediately when its buffer is empty."""
+    """``tcp.Server`` whose ``write`` (and ``writeSequence``) sends immediately when its buffer is
+    empty."""
 
     def write(self, data: bytes) -> None:
         if (
@@ -36,7 +37,7 @@ class DirectWriteServer(tcp.Server):
             or not self.connected
             or self._writeDisconnected
         ):
-            super().write(data)
+            tcp.Server.write(self, data)
             return
         try:
             sent = self.socket.send(data)
@@ -45,7 +46,12 @@ class DirectWriteServer(tcp.Server):
             # through connectionLost the way Twisted always does.
             sent = 0
         if sent < len(data):
-            super().write(data[sent:])
+            tcp.Server.write(self, data[sent:])
+
+    def writeSequence(self, iovec: Any) -> None:
+        # twisted.web writes a response's status line and headers as a sequence: joined, they
+        # take the same direct path as ``write`` (one send, no writability registration).
+        self.write(b"".join(iovec))
 
 
 def useDirectWrites(port: Any) -> Any:

@@ -29,9 +29,10 @@ looks at them. Cycles are still collected.
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import gc
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.logger import Logger
 from twisted.python import log
@@ -45,6 +46,8 @@ def tuneProcess(reactor: Any) -> None:
     """Apply every tuning to this process and ``reactor``, logging what changed."""
     if withoutEventContext(reactor):
         _log.info("tuning: the epoll reactor dispatches socket events without a log context")
+    if asyncioWithoutEventContext(reactor):
+        _log.info("tuning: the asyncio reactor dispatches socket events without a log context")
     before = gc.get_threshold()[0]
     tuneGarbageCollector()
     _log.info(
@@ -91,7 +94,7 @@ def withoutEventContext(reactor: Any) -> bool:
 
     poll = reactor._poller.poll
     selectables = reactor._selectables
-    dispatch = reactor._doReadOrWrite
+    dispatch: Callable[[Any, int, int], None] = reactor._doReadOrWrite
 
     def doPoll(timeout: Any) -> None:
         # EPollReactor.doPoll, with the event dispatched directly instead of via callWithLogger.
@@ -115,7 +118,51 @@ def withoutEventContext(reactor: Any) -> bool:
             except BaseException:
                 _logEscaped(selectable)
 
-    reactor.doIteration = doPoll
+    setattr(reactor, "doIteration", doPoll)
+    return True
+
+
+def asyncioWithoutEventContext(reactor: Any) -> bool:
+    """The same for Twisted's asyncio reactor: sockets it registers from now on are dispatched by
+    the asyncio loop straight to the reactor's read/write handling, instead of through
+    ``callWithLogger``. False if ``reactor`` is another kind, or already tuned."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if not isinstance(reactor, AsyncioSelectorReactor) or getattr(reactor, "_dotwistTuned", False):
+        return False
+    loop = reactor._asyncioEventloop
+    readOrWrite: Callable[[Any, bool], None] = reactor._readOrWrite
+    readers: dict[Any, int] = reactor._readers
+    writers: dict[Any, int] = reactor._writers
+    addReader: Callable[[Any], None] = reactor.addReader
+    addWriter: Callable[[Any], None] = reactor.addWriter
+
+    def dispatch(selectable: Any, read: bool) -> None:
+        # What callWithLogger(selectable, readOrWrite, ...) does, without the log context;
+        # readOrWrite itself catches and logs what doRead/doWrite raise.
+        try:
+            readOrWrite(selectable, read)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            _logEscaped(selectable)
+
+    def tunedAddReader(reader: Any) -> None:
+        known = reader in readers
+        addReader(reader)
+        if not known and reader in readers:  # the loop watches it: replace the callback
+            # (from an empty context, as dotwist._reactors has the reactor do)
+            contextvars.Context().run(loop.add_reader, readers[reader], dispatch, reader, True)
+
+    def tunedAddWriter(writer: Any) -> None:
+        known = writer in writers
+        addWriter(writer)
+        if not known and writer in writers:
+            contextvars.Context().run(loop.add_writer, writers[writer], dispatch, writer, False)
+
+    setattr(reactor, "addReader", tunedAddReader)
+    setattr(reactor, "addWriter", tunedAddWriter)
+    setattr(reactor, "_dotwistTuned", True)
     return True
 
 

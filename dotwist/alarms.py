@@ -38,7 +38,7 @@ FIRST_RETRY_DELAY = 2.0
 
 def retryDelay(retryCount: int, rng: random.Random) -> float:
     """Seconds to wait before retry number ``retryCount`` (1-based): 2, 4, 8, ... plus jitter."""
-    base = FIRST_RETRY_DELAY * (2 ** (retryCount - 1))
+    base: float = FIRST_RETRY_DELAY * (2 ** (retryCount - 1))
     return base * (1 + 0.25 * rng.random())
 
 
@@ -205,8 +205,10 @@ class AlarmScheduler:
             return
         stats = actor.stats
         stats.alarmRuns += 1
+        session.alarmRunning = True  # getAlarm() answers None in the handler, as on Cloudflare
         outcome = actor.runHandler("alarm", (AlarmInfo(retryCount),))
         if outcome is None:
+            session.alarmRunning = False
             _log.error(
                 "{who}: an alarm is set but there is no alarm() handler; the alarm is deleted",
                 **actor.logFields(),
@@ -222,6 +224,12 @@ class AlarmScheduler:
             stats.alarmRetries += 1
             self.schedule(ns, key, stored, nextTry[0], delay=nextTry[1])
             return True
+
+        def handlerEnded(result: object) -> object:
+            session.alarmRunning = False
+            return result
+
+        outcome.addBoth(handlerEnded)
 
         def settle() -> None:
             # The alarm that ran is done (or given up): delete it unless the handler set another.

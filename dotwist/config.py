@@ -39,6 +39,28 @@ class Limits:
     maxPendingBytes: int = 64 * MiB
     #: ``ctx.waitUntil`` keeps an idle object in memory for at most this long, in seconds.
     waitUntilTimeout: float = 30.0
+    #: CPU time one invocation of a handler may use, in seconds, summed over its steps; past it,
+    #: it is stopped at its next ``await`` with "exceeded CPU time limit" and its object is reset
+    #: (Cloudflare: 30 s by default on paid plans, configurable up to 5 minutes). asyncio runner only.
+    cpuTimeLimit: float = 30.0
+    #: A single step of a handler (the code between two awaits) that holds the event loop longer
+    #: than this, in seconds, is logged with the handler's name: every other client waits meanwhile.
+    blockedLoopWarning: float = 0.1
+    #: Seconds a client has to send a request's headers, counted from connecting or from the end
+    #: of its previous response (so it also closes idle keep-alive connections). Later: 408 and
+    #: the connection closes (or just the close, if nothing of a request had arrived). Apache's
+    #: ``RequestReadTimeout`` starts at 20 s, nginx and Node.js wait 60 s; 20 s covers a slow
+    #: mobile client and several TCP retransmissions (1 + 2 + 4 + 8 s) while trickling clients are
+    #: gone three times sooner.
+    headerTimeout: float = 20.0
+    #: Seconds a client has to send a whole request, body included, counted like
+    #: ``headerTimeout`` (Node.js's ``requestTimeout`` default). Later: 408. At the default body
+    #: limit that asks for 333 kB/s; raise it with the body limit for slow uploads.
+    requestTimeout: float = 300.0
+    #: Length of the listen queue for ``--listen`` endpoints that do not set ``backlog=``
+    #: (Twisted's default is 50), capped by ``/proc/sys/net/core/somaxconn``. A burst larger
+    #: than the queue waits on SYN retries (seconds each) instead of getting an answer.
+    listenBacklog: int = 4096
 
     def replace(self, **changes: Any) -> "Limits":
         known = {f.name for f in fields(self)}

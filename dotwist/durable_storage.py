@@ -28,7 +28,7 @@ How the guarantees are kept:
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Callable, Iterable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -39,26 +39,41 @@ from .errors import DurableObjectError
 from .gates import InputGate, OutputGate
 from .handlers import asDeferred
 from .stats import NamespaceStats
-from .storage import MISSING
-from .storage.interface import ObjectStore, SqlCursor
+from .storage import MISSING, TransactionAbortedError
+from .storage.interface import ObjectStore, Savepoint, SqlCursor
+from .values import storageKey
 
 _log = Logger(namespace="dotwist.storage")
 
 T = TypeVar("T")
 
 _LIST_OPTIONS = ("start", "startAfter", "end", "prefix", "reverse", "limit")
-_OP_OPTIONS = ("allowConcurrency", "allowUnconfirmed", "noCache")
+_OP_OPTIONS = frozenset(("allowConcurrency", "allowUnconfirmed", "noCache"))
+_LIST_AND_OP_OPTIONS = _OP_OPTIONS | frozenset(_LIST_OPTIONS)
+_NONE: Mapping[str, Any] = {}
 
 
 def _options(
-    options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], allowed: Iterable[str]
-) -> dict[str, Any]:
+    options: Optional[Mapping[str, Any]], kwargs: Mapping[str, Any], allowed: frozenset[str]
+) -> Mapping[str, Any]:
+    if not options and not kwargs:
+        return _NONE
     merged = dict(options or {})
     merged.update(kwargs)
-    unknown = set(merged) - set(allowed)
+    unknown = merged.keys() - allowed
     if unknown:
         raise TypeError(f"Unknown storage option(s): {', '.join(sorted(unknown))}")
     return merged
+
+
+def _keys(keys: Any) -> list[str]:
+    return [storageKey(k) for k in keys]
+
+
+def _entries(entries: Mapping[Any, Any]) -> Mapping[str, Any]:
+    if all(type(k) is str for k in entries):
+        return entries
+    return {storageKey(k): v for k, v in entries.items()}
 
 
 def _value(v: Any) -> Any:
@@ -121,6 +136,9 @@ class StorageSession:
         self._inFlight = False
         self._syncWaiters: list[tuple[int, Deferred[None]]] = []
         self._transactions = 0
+        #: While the alarm handler runs, ``getAlarm()`` answers None until the object sets or
+        #: deletes its alarm (Cloudflare: the running alarm no longer counts as set).
+        self.alarmRunning = False
         self.api = DurableObjectStorage(self)
 
     # -- state the runtime asks about ----------------------------------------------------------
@@ -193,7 +211,7 @@ class StorageSession:
         def failed(f: Failure) -> None:
             self._inFlight = False
             if not self.store.closed:
-                self._failed(f.value)
+                self._failed(f.value if f.value is not None else RuntimeError(str(f)))
 
         asDeferred(pending).addCallbacks(done, failed)
 
@@ -242,6 +260,14 @@ class StorageSession:
         self._syncWaiters.append((target, waiter))
         self._scheduleCommit()
         return waiter
+
+    def batchLost(self, cause: BaseException) -> None:
+        """The store discarded the open batch itself (SQLite rolled it back): fail what waited
+        for it and reset the object, as for a failed commit."""
+        if self._commitCall is not None and self._commitCall.active():
+            self._commitCall.cancel()
+        self._commitCall = None
+        self._failed(cause)
 
     def flush(self) -> Deferred[None]:
         """Commit what is pending now (at shutdown); fires when it is durable."""
@@ -307,13 +333,21 @@ class StorageSession:
             self.wrote()
         return result
 
-    async def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Any:
+    def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
+        """Run ``closure(txn)`` in a savepoint. The input gate is locked now, before this returns,
+        and stays locked until the closure has finished, awaits included."""
         self._ops["transaction"] += 1
         store = self.store
+        savepoint = store.savepoint()
         self._inputGate.lock()
         self._transactions += 1
-        savepoint = store.savepoint()
-        txn = DurableObjectTransaction(self.api)
+        return asDeferred(self._transaction(closure, savepoint, DurableObjectTransaction(self.api)))
+
+    async def _transaction(
+        self, closure: Callable[["DurableObjectTransaction"], Any], savepoint: Savepoint,
+        txn: "DurableObjectTransaction",
+    ) -> Any:
+        store = self.store
         try:
             result = closure(txn)
             while hasattr(result, "__await__"):
@@ -345,18 +379,26 @@ class DurableObjectStorage:
 
     def __init__(self, session: StorageSession) -> None:
         self._session = session
+        self._ops = session._ops
         self._kv = SyncKvStorage(session)
         self._sql = SqlStorage(session)
 
     # -- the KV API ----------------------------------------------------------------------------
 
     def get(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
-        """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key."""
-        _options(options, kwargs, _OP_OPTIONS)
+        """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key.
+        Keys that are numbers or booleans are converted as Cloudflare converts them
+        (``dotwist.values.storageKey``: ``3`` is ``"3"``)."""
+        noCache = bool(_options(options, kwargs, _OP_OPTIONS).get("noCache"))
         store = self._session.store
-        if isinstance(keys, (list, tuple)):
-            return self._session.read(lambda: store.getMany(keys))
-        return self._session.read(lambda: _value(store.get(keys)))
+        self._ops["read"] += 1
+        try:
+            if isinstance(keys, (list, tuple)):
+                return succeed(store.getMany(_keys(keys), noCache=noCache))
+            key = keys if type(keys) is str else storageKey(keys)
+            return succeed(_value(store.get(key, noCache=noCache)))
+        except Exception:
+            return fail()
 
     def put(
         self,
@@ -374,25 +416,34 @@ class DurableObjectStorage:
                 raise TypeError("put({entries}) takes no value argument")
             opts = _options(options, kwargs, _OP_OPTIONS)
             entries = keyOrEntries
-            return self._session.write(lambda: store.putMany(entries), _confirm(opts))
+            noCache = bool(opts.get("noCache"))
+            return self._session.write(lambda: store.putMany(_entries(entries), noCache=noCache), _confirm(opts))
         if value is MISSING:
             raise TypeError("put(key, value) needs a value")
         opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._session.write(lambda: store.put(keyOrEntries, value), _confirm(opts))
+        self._ops["write"] += 1
+        try:
+            key = keyOrEntries if type(keyOrEntries) is str else storageKey(keyOrEntries)
+            store.put(key, value, noCache=bool(opts.get("noCache")))
+        except Exception:
+            return fail()
+        self._session.wrote(_confirm(opts))
+        return succeed(None)
 
     def delete(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
         """``delete(key)`` → whether it existed; ``delete([keys])`` → how many existed."""
         opts = _options(options, kwargs, _OP_OPTIONS)
         store = self._session.store
+        noCache = bool(opts.get("noCache"))
         if isinstance(keys, (list, tuple)):
-            return self._session.write(lambda: store.deleteMany(keys), _confirm(opts))
-        return self._session.write(lambda: store.delete(keys), _confirm(opts))
+            return self._session.write(lambda: store.deleteMany(_keys(keys), noCache=noCache), _confirm(opts))
+        return self._session.write(lambda: store.delete(storageKey(keys), noCache=noCache), _confirm(opts))
 
     def list(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[dict[str, Any]]:
         """Entries in key order: ``start``, ``startAfter``, ``end``, ``prefix``, ``reverse``,
         ``limit``, plus the operation options."""
-        opts = _options(options, kwargs, _LIST_OPTIONS + _OP_OPTIONS)
-        listing = {k: opts[k] for k in _LIST_OPTIONS if k in opts}
+        opts = _options(options, kwargs, _LIST_AND_OP_OPTIONS)
+        listing = _listing(opts)
         store = self._session.store
         return self._session.read(lambda: store.list(**listing))
 
@@ -404,16 +455,23 @@ class DurableObjectStorage:
     # -- alarms (the schedule that fires them is dotwist.alarms') ----------------------------
 
     def getAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Optional[int]]:
+        """The alarm's time in ms, or None. While ``alarm()`` runs: None, unless the object set
+        a new alarm since the handler started."""
         _options(options, kwargs, _OP_OPTIONS)
+        if self._session.alarmRunning:
+            return succeed(None)
         return self._session.read(self._session.store.getAlarm)
 
     def setAlarm(self, scheduledTime: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
         """Set the object's one alarm (ms since the epoch, or a datetime); ``alarm()`` runs then."""
         opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._session.setAlarm(alarmMillis(scheduledTime), _confirm(opts))
+        millis = alarmMillis(scheduledTime)
+        self._session.alarmRunning = False
+        return self._session.setAlarm(millis, _confirm(opts))
 
     def deleteAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
         opts = _options(options, kwargs, _OP_OPTIONS)
+        self._session.alarmRunning = False
         return self._session.write(self._session.store.deleteAlarm, _confirm(opts))
 
     # -- transactions --------------------------------------------------------------------------
@@ -425,7 +483,7 @@ class DurableObjectStorage:
     def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
         """Run ``await closure(txn)`` atomically. ``txn.rollback()`` undoes it; an exception
         undoes it and propagates. No other event reaches the object meanwhile."""
-        return Deferred.fromCoroutine(self._session.transaction(closure))
+        return self._session.transaction(closure)
 
     def sync(self) -> Deferred[None]:
         """Fires when every write made so far is durable."""
@@ -440,6 +498,14 @@ class DurableObjectStorage:
     @property
     def sql(self) -> "SqlStorage":
         return self._sql
+
+
+def _listing(options: Mapping[str, Any]) -> dict[str, Any]:
+    listing = {k: options[k] for k in _LIST_OPTIONS if k in options}
+    for bound in ("start", "startAfter", "end", "prefix"):
+        if bound in listing and listing[bound] is not None:
+            listing[bound] = storageKey(listing[bound])
+    return listing
 
 
 def _confirm(options: Mapping[str, Any]) -> bool:
@@ -487,16 +553,16 @@ class SyncKvStorage:
 
     def get(self, key: str) -> Any:
         self._session._ops["read"] += 1
-        return _value(self._session.store.get(key))
+        return _value(self._session.store.get(storageKey(key)))
 
     def put(self, key: str, value: Any) -> None:
         self._session._ops["write"] += 1
-        self._session.store.put(key, value)
+        self._session.store.put(storageKey(key), value)
         self._session.wrote()
 
     def delete(self, key: str) -> bool:
         self._session._ops["write"] += 1
-        existed = self._session.store.delete(key)
+        existed = self._session.store.delete(storageKey(key))
         self._session.wrote()
         return existed
 
@@ -505,7 +571,7 @@ class SyncKvStorage:
         if unknown:
             raise TypeError(f"Unknown list option(s): {', '.join(sorted(unknown))}")
         self._session._ops["read"] += 1
-        return self._session.store.list(**options)
+        return self._session.store.list(**_listing(options))
 
 
 class SqlStorage:
@@ -519,7 +585,13 @@ class SqlStorage:
         session = self._session
         session._ops["sql"] += 1
         store = session.store
-        cursor = store.sql.exec(query, *bindings)
+        try:
+            cursor = store.sql.exec(query, *bindings)
+        except TransactionAbortedError as e:
+            # SQLite discarded the whole uncommitted batch: writes that output already waits
+            # for are gone, so the object is reset as after a failed commit.
+            session.batchLost(e)
+            raise
         stats = session.stats
         stats.sqlRowsRead += cursor.rowsRead
         stats.sqlRowsWritten += cursor.rowsWritten

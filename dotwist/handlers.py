@@ -2,28 +2,349 @@
 
 Every place the runtime calls into a Worker or a Durable Object (``fetch``, RPC methods,
 ``alarm``, WebSocket handlers and listeners, ``blockConcurrencyWhile`` callbacks, ``waitUntil``
-tasks) goes through ``invoke``, so that how user code runs is decided in one place.
+tasks, transactions) goes through a ``Runner``, so that how user code runs is decided in one place.
+
+``AsyncioRunner`` (the default under Twisted's asyncio reactor) runs each coroutine as an asyncio
+task, so handlers can use asyncio (``asyncio.sleep``, ``gather``, ``wait_for``, ``timeout``,
+queues, events, asyncio libraries) and await Twisted ``Deferred``s (treq, ``deferLater``) and
+dotwist's own calls in the same code: the task is driven through a bridge that hands every
+``Deferred`` the coroutine awaits to asyncio as a future. Tasks the handler creates itself
+(``asyncio.create_task``, ``gather``) get the same bridge, through the loop's task factory. Two
+guarantees are kept:
+
+- **An event starts like a synchronous call.** The object's input gate stays locked from the
+  moment an event's handler is invoked until its first ``await`` (or its end), so no later event
+  slips in before the handler's synchronous part ran, as on Cloudflare, where a handler runs to its
+  first ``await`` at once. A ``blockConcurrencyWhile`` or ``transaction`` started there holds
+  every later event.
+- **Limits.** A handler whose steps use more CPU time than ``Limits.cpuTimeLimit`` in all is
+  stopped at its next ``await`` with Cloudflare's error (the object is reset); a single step that
+  holds the event loop for longer than ``Limits.blockedLoopWarning`` (a CPU loop, ``time.sleep``) is
+  logged with the handler's name.
+
+``DeferredRunner`` (other reactors, and deterministic tests on a ``task.Clock``) runs coroutines
+with Twisted's ``Deferred.fromCoroutine``: synchronously up to their first ``await``; asyncio
+primitives are not available there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+from asyncio.tasks import _enter_task, _leave_task  # what 3.12's eager tasks do; see _firstStep
 import inspect
-from typing import Any, Awaitable, Callable, TypeVar
+import time
+import types
+from typing import Any, Awaitable, Callable, Coroutine, Generator, Optional, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .context import CURRENT
+from .errors import DurableObjectError
 
 T = TypeVar("T")
 
+_log = Logger(namespace="dotwist.handlers")
 
-def asDeferred(result: object) -> Deferred[Any]:
-    """A ``Deferred`` for what user code returned: itself if it is one, the coroutine or
-    awaitable driven to completion, or a plain value already fired."""
+#: The runner of the runtime whose code is running now (set around the Worker's invocations;
+#: objects find theirs through their registry).
+RUNNER: contextvars.ContextVar[Optional["Runner"]] = contextvars.ContextVar(
+    "dotwist_runner", default=None
+)
+
+
+class Gate(Protocol):
+    def lock(self) -> None: ...
+
+    def unlock(self) -> None: ...
+
+
+class Runner(Protocol):
+    """Runs what user code returned to completion; fires with its result."""
+
+    def start(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> Deferred[Any]:
+        """Run ``coro``; with ``gate``, keep it locked until the coroutine's first step ends."""
+        ...
+
+
+class CpuTimeLimitExceeded(DurableObjectError):
+    """A handler used more CPU time than the limit (Cloudflare: "exceeded CPU time limit")."""
+
+
+class DeferredRunner:
+    """Coroutines driven by Twisted (``Deferred.fromCoroutine``), synchronously up to their first
+    ``await``. Needs no event loop; asyncio primitives are not available to the code it runs."""
+
+    def start(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> Deferred[Any]:
+        return Deferred.fromCoroutine(coro)
+
+
+class AsyncioRunner:
+    """Coroutines run as asyncio tasks on the running event loop (see the module docstring).
+
+    ``cpuTimeLimit`` (seconds of CPU, summed over a handler's steps) and ``blockedLoopWarning``
+    (seconds of wall time in one step) come from ``Limits``; None turns each off.
+    """
+
+    def __init__(
+        self,
+        cpuTimeLimit: Optional[float] = None,
+        blockedLoopWarning: Optional[float] = None,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> None:
+        self.cpuTimeLimit = cpuTimeLimit
+        self.blockedLoopWarning = blockedLoopWarning
+        self._loop = loop
+        self._factories: set[int] = set()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop or asyncio.get_running_loop()
+        if id(loop) not in self._factories:
+            self._factories.add(id(loop))
+            installTaskFactory(loop)
+        return loop
+
+    def start(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> Deferred[Any]:
+        loop = self.loop()
+        result: Deferred[Any] = Deferred()
+        started = None
+        if gate is not None:
+            gate.lock()
+            started = gate.unlock
+        driven = _Driven(coro, result, started, self)
+        context = contextvars.copy_context()
+        # Made directly, not through the loop's task factory: _resume is the bridge already.
+        task: asyncio.Task[None] = asyncio.Task(_resume(driven, loop), loop=loop, context=context)
+        _adopt(task)
+        _firstStep(driven, task, context, loop)
+        return result
+
+    def check(self, coro: Coroutine[Any, Any, Any], step: float, busy: float) -> Optional[BaseException]:
+        """After a step of ``coro`` that took ``step`` seconds, with ``busy`` seconds spent in its
+        steps in all: the error to stop it with, if any.
+
+        The time is the wall-clock time of the steps: the thread runs nothing else during a step,
+        so it is the CPU time the handler used, unless the machine took the CPU away meanwhile (a
+        loaded host counts against the handler, never for it)."""
+        warn = self.blockedLoopWarning
+        if warn is not None and step > warn:
+            _log.warn(
+                "{handler} held the event loop for {ms:.0f} ms in one step (a CPU loop, or a "
+                "blocking call such as time.sleep): every other object and client waited",
+                handler=_name(coro), ms=step * 1000,
+            )
+        limit = self.cpuTimeLimit
+        if limit is not None and busy > limit:
+            return CpuTimeLimitExceeded(
+                f"{_name(coro)} exceeded CPU time limit ({limit:g} s).",
+                durableObjectReset=True,
+            )
+        return None
+
+
+def _name(coro: Coroutine[Any, Any, Any]) -> str:
+    return getattr(coro, "__qualname__", None) or repr(coro)
+
+
+class _Driven:
+    """A handler's coroutine as an asyncio task drives it: one ``step`` at a time, with the
+    Deferreds it awaits handed to asyncio as futures (``_wait``), ``started()`` once its first step
+    ends, and ``result`` fired with its outcome."""
+
+    __slots__ = ("coro", "result", "started", "runner", "busy", "pending", "finished")
+
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        result: Deferred[Any],
+        started: Optional[Callable[[], None]],
+        runner: AsyncioRunner,
+    ) -> None:
+        self.coro = coro
+        self.result = result
+        self.started = started
+        self.runner = runner
+        self.busy = 0.0
+        self.pending: Any = None
+        self.finished = False
+
+    def step(self, value: Any, error: Optional[BaseException]) -> None:
+        """Run the coroutine to its next ``await`` (or its end)."""
+        coro, clock = self.coro, time.perf_counter
+        began = clock()
+        try:
+            yielded = coro.send(value) if error is None else coro.throw(error)
+        except StopIteration as stop:
+            self.runner.check(coro, clock() - began, 0.0)
+            self.finished = True
+            self.result.callback(stop.value)
+            self._started()
+            return
+        except BaseException as e:
+            self.runner.check(coro, clock() - began, 0.0)
+            self.finished = True
+            self.result.errback(Failure(e))
+            self._started()
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            return
+        spent = clock() - began
+        self.busy += spent
+        self._started()
+        exceeded = self.runner.check(coro, spent, self.busy)
+        if exceeded is not None:
+            coro.close()
+            self.finished = True
+            _log.error("{error}", error=str(exceeded))
+            self.result.errback(Failure(exceeded))
+            return
+        self.pending = yielded
+
+    def _started(self) -> None:
+        started, self.started = self.started, None
+        if started is not None:
+            started()
+
+
+def _firstStep(driven: _Driven, task: "asyncio.Task[None]", context: contextvars.Context, loop: asyncio.AbstractEventLoop) -> None:
+    """Run the handler's first step now, inside ``task`` (so ``asyncio.current_task()``,
+    ``asyncio.timeout`` and ``TaskGroup`` work there), as Python 3.12's eager tasks do: the handler
+    runs to its first ``await`` the moment its event is delivered, as on Cloudflare, and a
+    handler that needs no waiting finishes without a trip through the loop."""
+    running = asyncio.events._get_running_loop()
+    if running is not loop:  # started from outside the loop (a test driving a ClockLoop)
+        asyncio.events._set_running_loop(loop)
+    outer = asyncio.current_task(loop)
+    if outer is not None:
+        _leave_task(loop, outer)
+    _enter_task(loop, task)
+    try:
+        context.run(driven.step, None, None)
+    finally:
+        _leave_task(loop, task)
+        if outer is not None:
+            _enter_task(loop, outer)
+        if running is not loop:
+            asyncio.events._set_running_loop(running)
+
+
+@types.coroutine
+def _resume(driven: _Driven, loop: asyncio.AbstractEventLoop) -> Generator[Any, Any, None]:
+    """The task's own coroutine: from where the first step left off, wait for what the handler
+    awaits and step it again, until it is finished."""
+    while not driven.finished:
+        yielded, driven.pending = driven.pending, None
+        try:
+            value, error = yield from _wait(yielded, loop)
+        except BaseException as e:  # cancelled while waiting: tell the coroutine
+            value, error = None, e
+        driven.step(value, error)
+
+
+def _wait(yielded: Any, loop: asyncio.AbstractEventLoop) -> Generator[Any, Any, tuple[Any, Optional[BaseException]]]:
+    """Wait for what a coroutine yielded, as an asyncio task can: a Deferred through a future
+    that says when it fired (the coroutine then reads the Deferred's result itself, as it does
+    under Twisted), an asyncio future (or a bare yield) as it is. Returns what to send back in:
+    always nothing, since both kinds read their own result."""
+    if isinstance(yielded, Deferred):
+        future: asyncio.Future[None] = loop.create_future()
+
+        def fired(result: object) -> object:
+            if not future.done():
+                future.set_result(None)
+            return result
+
+        def cancelled(f: "asyncio.Future[None]") -> None:
+            if f.cancelled():
+                yielded.cancel()
+
+        yielded.addBoth(fired)
+        future.add_done_callback(cancelled)
+        future._asyncio_future_blocking = True
+        yield future
+        return None, None
+    yield yielded
+    return None, None
+
+
+@types.coroutine
+def _bridge(coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
+    """A coroutine for a task the handler created itself: the same, with the Deferreds it awaits
+    handed to asyncio as futures."""
+    send, throw = coro.send, coro.throw
+    value: Any = None
+    error: Optional[BaseException] = None
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            yielded = send(value) if error is None else throw(error)
+        except StopIteration as stop:
+            done: T = stop.value
+            return done
+        value = error = None
+        try:
+            value, error = yield from _wait(yielded, loop)
+        except BaseException as e:
+            error = e
+
+
+def installTaskFactory(loop: asyncio.AbstractEventLoop) -> None:
+    """Make tasks created in dotwist's handlers able to await Deferreds (other tasks are made as
+    before, by the previous factory if there was one). Logged, since it changes the loop."""
+    previous = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "asyncio.Future[Any]":
+        ours = CURRENT.get() is not None or RUNNER.get() is not None
+        if ours and asyncio.iscoroutine(coro):
+            coro = _bridge(coro)
+        if previous is not None:
+            task = previous(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        if ours:
+            _adopt(task)
+        return task
+
+    loop.set_task_factory(factory)
+    _log.info(
+        "asyncio tasks created by Workers and Durable Objects can await Deferreds "
+        "(dotwist installed a task factory on {loop})",
+        loop=type(loop).__name__,
+    )
+
+
+def _adopt(task: "asyncio.Future[Any]") -> None:
+    """A task started by an object belongs to it: a reset or eviction cancels it."""
+    actor = CURRENT.get()
+    if actor is not None:
+        actor.adoptTask(task)
+
+
+def currentRunner() -> Runner:
+    """The runner for code running now: the object's runtime's, the Worker's, else Twisted's."""
+    actor = CURRENT.get()
+    if actor is not None:
+        return actor.registry.runner
+    runner = RUNNER.get()
+    return runner if runner is not None else _DEFERRED
+
+
+_DEFERRED = DeferredRunner()
+
+
+def asDeferred(result: object, runner: Optional[Runner] = None, gate: Optional[Gate] = None) -> Deferred[Any]:
+    """A ``Deferred`` for what user code returned: itself if it is one, a coroutine or other
+    awaitable run to completion (by ``runner``, or the current one), or a plain value."""
     if isinstance(result, Deferred):
         return result
     if inspect.iscoroutine(result):
-        return Deferred.fromCoroutine(result)
+        return (runner or currentRunner()).start(result, gate)
+    if isinstance(result, asyncio.Future):
+        return Deferred.fromFuture(result)
     if inspect.isawaitable(result):
-        return Deferred.fromCoroutine(_await(result))
+        return (runner or currentRunner()).start(_await(result), gate)
     return succeed(result)
 
 
@@ -31,13 +352,26 @@ async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-def invoke(fn: Callable[..., object], *args: Any) -> Deferred[Any]:
-    """Call ``fn(*args)``; a synchronous exception becomes a failed ``Deferred``."""
+def invoke(
+    fn: Callable[..., object], *args: Any, runner: Optional[Runner] = None, gate: Optional[Gate] = None
+) -> Deferred[Any]:
+    """Call ``fn(*args)`` and run what it returns; a synchronous exception becomes a failed
+    ``Deferred``."""
     try:
         result = fn(*args)
     except BaseException:
         return fail()
-    return asDeferred(result)
+    return asDeferred(result, runner, gate)
 
 
-__all__ = ["asDeferred", "invoke"]
+__all__ = [
+    "AsyncioRunner",
+    "CpuTimeLimitExceeded",
+    "DeferredRunner",
+    "RUNNER",
+    "Runner",
+    "asDeferred",
+    "currentRunner",
+    "installTaskFactory",
+    "invoke",
+]

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Option names kept from before the options were generated: old name -> field.
-ALIASES: dict[str, str] = {"max-request-body": "maxRequestBodySize"}
+ALIASES: dict[str, str] = {"max-request-body": "maxRequestBodySize", "backlog": "listenBacklog"}
 
 _BYTE_UNITS = {
     "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
@@ -136,13 +136,13 @@ def limitOptions() -> list[LimitOption]:
     return out
 
 
-def parseLimit(option: LimitOption, text: Any) -> Any:
+def parseLimit(option: LimitOption, text: Any, name: Optional[str] = None) -> Any:
     """``text`` (a string from the command line, or a number from a configuration file) as the
-    field's value; ``LimitValueError`` naming the option if it is not a positive value of the
-    field's kind."""
+    field's value; ``LimitValueError`` naming the option (``name``, if it was given under another
+    name) if it is not a positive value of the field's kind."""
 
     def bad() -> LimitValueError:
-        return LimitValueError(f"--{option.option} must be {option.takes}, not {text!r}")
+        return LimitValueError(f"--{name or option.option} must be {option.takes}, not {text!r}")
 
     if isinstance(text, bool):
         raise bad()
@@ -202,7 +202,7 @@ def limitsFromOptions(values: Mapping[str, Any], base: Optional[Limits] = None) 
         text = values.get(name)
         if text is None:
             continue
-        value = option.parse(text)
+        value = parseLimit(option, text, name)
         if option.field in changes and changes[option.field] != value:
             raise LimitValueError(f"--{name} and --{option.option} disagree ({text!r})")
         changes[option.field] = value

@@ -15,7 +15,8 @@ their owners registered.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+import asyncio
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -23,12 +24,13 @@ from twisted.python.failure import Failure
 
 from .context import CURRENT, currentActor
 from .durable_storage import DurableObjectStorage, StorageSession
-from .errors import DurableObjectError, markRemote, overloaded, resetError
+from .errors import DurableObjectAbort, DurableObjectError, markRemote, overloaded, resetError
 from .gates import InputGate, OutputGate
-from .handlers import asDeferred, invoke
+from .handlers import CpuTimeLimitExceeded, asDeferred, invoke
 from .hibernation import HibernationRecord, WebSocketRequestResponsePair
 from .ids import DurableObjectId
 from .lifecycle import ObjectLifecycle, transition
+from .relaxed import trim
 from .rpc import invoke as _rpcInvoke
 from .stats import NamespaceStats
 
@@ -86,7 +88,7 @@ class DurableObjectState:
 
     def getWebSockets(self, tag: Optional[str] = None) -> list["WebSocket"]:
         """The open hibernatable sockets of this object (with ``tag``, if given)."""
-        record = self._actor.hibernation(create=False)
+        record = self._actor.existingHibernation()
         return record.getWebSockets(tag) if record is not None else []
 
     def getTags(self, ws: "WebSocket") -> list[str]:
@@ -100,7 +102,7 @@ class DurableObjectState:
         self._actor.hibernation().autoResponse = pair
 
     def getWebSocketAutoResponse(self) -> Optional[WebSocketRequestResponsePair]:
-        record = self._actor.hibernation(create=False)
+        record = self._actor.existingHibernation()
         return record.autoResponse if record is not None else None
 
     def getWebSocketAutoResponseTimestamp(self, ws: "WebSocket") -> Any:
@@ -114,21 +116,26 @@ class DurableObjectState:
         self._actor.hibernation().eventTimeout = timeoutMs
 
     def getHibernatableWebSocketEventTimeout(self) -> Optional[int]:
-        record = self._actor.hibernation(create=False)
+        record = self._actor.existingHibernation()
         return record.eventTimeout if record is not None else None
 
     def waitUntil(self, awaitable: Any) -> None:
         """Keep the object alive until ``awaitable`` settles; errors are logged."""
-        self._actor.waitUntil(asDeferred(awaitable))
+        self._actor.waitUntil(asDeferred(awaitable, self._actor.registry.runner))
 
-    def abort(self, reason: Optional[str] = None) -> None:
-        """Reset the object now: in-memory state is dropped, pending events fail."""
+    def abort(self, reason: Optional[str] = None) -> NoReturn:
+        """Reset the object now and stop the code that called it: in-memory state and
+        uncommitted writes are dropped, pending events fail, and this raises
+        ``DurableObjectAbort`` (a ``BaseException``), so nothing after the call runs. The caller
+        of the running call gets a ``DurableObjectError`` with ``durableObjectReset`` and the
+        reason, not the call's result."""
         self._actor.reset(
             DurableObjectError(
                 f"Durable Object was aborted: {reason}" if reason else "Durable Object was aborted.",
                 durableObjectReset=True,
             )
         )
+        raise DurableObjectAbort(reason or "Durable Object abort requested")
 
 
 class Actor:
@@ -162,6 +169,7 @@ class Actor:
         self._session: Optional[StorageSession] = None
         self._sockets: dict["WebSocket", Callable[[int, str], None]] = {}
         self._waitUntil: dict[Deferred[Any], float] = {}
+        self._tasks: set["asyncio.Future[Any]"] = set()
 
     def __repr__(self) -> str:
         return f"<Actor {self.namespace.name} {self.key} {self.lifecycle.value}>"
@@ -209,12 +217,15 @@ class Actor:
     def waitUntilStarts(self) -> list[float]:
         return list(self._waitUntil.values())
 
-    def hibernation(self, create: bool = True) -> Any:
+    def hibernation(self) -> HibernationRecord:
         """This object's ``HibernationRecord`` (kept by the registry across incarnations)."""
-        record: Optional[HibernationRecord] = self.registry.hibernationRecord(
-            self.namespace, self.id, create
-        )
+        record = self.registry.hibernationRecord(self.namespace, self.id, True)
+        assert record is not None
         return record
+
+    def existingHibernation(self) -> Optional[HibernationRecord]:
+        """This object's ``HibernationRecord``, if it has one (nothing is created)."""
+        return self.registry.hibernationRecord(self.namespace, self.id, False)
 
     def storage(self) -> StorageSession:
         """This incarnation's storage session, opened on first use."""
@@ -314,13 +325,22 @@ class Actor:
             )
             return
         self.running += 1
-        invoke(method, self.instance, *args).addBoth(self._reply, result, method)
+        invoke(method, self.instance, *args, runner=self.registry.runner, gate=self.inputGate).addBoth(
+            self._reply, result, method
+        )
 
     def _reply(self, outcome: object, result: Deferred[Any], method: object = None) -> None:
-        """Hand a call's outcome to its caller, through the output gate."""
+        """Hand a call's outcome to its caller, through the output gate. A call that ends after
+        its object was reset (``ctx.abort()``, a failed write, a timeout) fails with the reset,
+        whatever it returned: its object's output gate is broken, as on Cloudflare."""
         self.running -= 1
         self.lastActive = self.registry.clock.seconds()
-        if isinstance(outcome, Failure):
+        if self.brokenBy is not None:
+            # The object was reset while this call ran (a failed write, abort(), a timeout):
+            # whatever the call returned may depend on state that is gone.
+            result.errback(resetError(self.brokenBy))
+            return
+        if isinstance(outcome, Failure) and outcome.value is not None:
             kind = "rpc" if method is _rpcInvoke else "fetch"
             self.stats.errors[kind] += 1
             # One line: the caller gets the exception, and logs its traceback if it does not
@@ -331,20 +351,26 @@ class Actor:
             )
             markRemote(outcome.value)
         self.outputGate.sendOrFail(result.callback, outcome, result.errback)
+        if isinstance(outcome, Failure) and isinstance(outcome.value, CpuTimeLimitExceeded):
+            self.reset(outcome.value)
 
     def runHandler(
         self, name: str, args: tuple[Any, ...], timeoutMs: Optional[int] = None
     ) -> Optional[Deferred[Any]]:
         """Run the instance's handler ``name(*args)`` as part of the current event (alarms,
-        hibernated WebSocket events); None if the instance has no such handler. Past
-        ``timeoutMs``, the object is reset."""
+        hibernated WebSocket events); None if the instance has no such handler. Arguments the
+        handler does not declare are dropped (``dotwist.relaxed``). Past ``timeoutMs``, the
+        object is reset."""
         handler = getattr(self.instance, name, None)
         if handler is None:
             return None
         kind = _HANDLER_KINDS.get(name, name)
         self.stats.events[kind] = self.stats.events.get(kind, 0) + 1
         self.running += 1
-        outcome = invoke(handler, *args)
+        # Relaxed call, as Cloudflare's Python Workers: `async def alarm(self)` is legal.
+        outcome = invoke(
+            handler, *trim(self.instance, name, handler, args), runner=self.registry.runner, gate=self.inputGate
+        )
         timer = None
         if timeoutMs is not None and not outcome.called:
             timer = self.registry.clock.callLater(timeoutMs / 1000.0, self._handlerTimedOut, name, timeoutMs)
@@ -356,6 +382,8 @@ class Actor:
                 timer.cancel()
             if isinstance(result, Failure):
                 self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+                if isinstance(result.value, CpuTimeLimitExceeded):
+                    self.reset(result.value)
             return result
 
         return outcome.addBoth(settled)
@@ -416,7 +444,7 @@ class Actor:
                 self.inputGate.unlock()
                 done.callback(result)
 
-        invoke(callback).addBoth(finished)
+        invoke(callback, runner=self.registry.runner).addBoth(finished)
         return done
 
     # -- the object's own outgoing calls -----------------------------------------------------
@@ -466,10 +494,30 @@ class Actor:
 
         d.addBoth(settled)
 
+    def adoptTask(self, task: "asyncio.Future[Any]") -> None:
+        """An asyncio task this object's code started: cancelled if the object is reset or leaves
+        memory while it runs."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancelTasks(self, why: str) -> None:
+        current = _currentTask() if self._tasks else None
+        tasks = [t for t in self._tasks if t is not current and not t.done()]
+        self._tasks = set()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _log.warn(
+                "{cls} {id} {why}; {n} task(s) it started were still running and are cancelled",
+                cls=self.namespace.cls.__name__, id=self.key, why=why, n=len(tasks),
+            )
+
     def leaveMemory(self, state: ObjectLifecycle) -> None:
         """Leave memory idle (HIBERNATED or EVICTED): the instance goes; storage, all committed,
-        closes; hibernatable sockets stay open in the registry."""
+        closes; hibernatable sockets stay open in the registry; tasks it left running are
+        cancelled."""
         self.lifecycle = transition(self.lifecycle, state)
+        self._cancelTasks(f"left memory ({state.value})")
         self.instance = None
         if self._session is not None:
             session, self._session = self._session, None
@@ -490,6 +538,7 @@ class Actor:
         self.stats.resets += 1
         self.stats.departures["broken"] += 1
         self.registry.forget(self)
+        self._cancelTasks("was reset")
         self.instance = None
         self.outputGate.fail(resetError(error))
         if self._session is not None:
@@ -516,3 +565,10 @@ def _describe(error: BaseException) -> str:
 
 
 __all__ = ["Actor", "DurableObject", "DurableObjectState", "currentActor"]
+
+
+def _currentTask() -> "Optional[asyncio.Future[Any]]":
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no event loop is running
+        return None

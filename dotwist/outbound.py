@@ -6,7 +6,7 @@ the object's earlier writes are durable) and its response comes back through the
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from twisted.internet.defer import Deferred
 
@@ -26,7 +26,9 @@ def fetch(input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any) -
 async def _send(request: Request) -> Response:
     import treq
 
-    headers = {name: request.headers.getAll(name) for name in request.headers.keys()}
+    headers: dict[Union[bytes, str], list[Union[bytes, str]]] = {
+        name: list(request.headers.getAll(name)) for name in request.headers.keys()
+    }
     response = await treq.request(
         request.method,
         request.url,

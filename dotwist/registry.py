@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from .alarms import AlarmIndex, AlarmScheduler
 from .config import Limits
 from .errors import DurableObjectError
+from .handlers import DeferredRunner, Runner
 from .hibernation import HibernationRecord
 from .ids import DEFAULT_SECRET, DurableObjectId, IdMinter
 from .lifecycle import ObjectLifecycle, idleDelay, leaveAs, pinned
@@ -43,11 +44,11 @@ _log = Logger(namespace="dotwist.registry")
 class Namespace:
     """The runtime's side of one Durable Object class: its IDs and its live objects."""
 
-    def __init__(self, registry: "ObjectRegistry", name: str, cls: type) -> None:
+    def __init__(self, registry: "ObjectRegistry", name: str, cls: type, idKey: Optional[str] = None) -> None:
         self.registry = registry
         self.name = name
         self.cls = cls
-        self.minter = IdMinter(name, registry.idSecret)
+        self.minter = IdMinter(name, registry.idSecret, idKey)
         self.actors: dict[str, Actor] = {}
         self.stats = NamespaceStats()
 
@@ -66,7 +67,10 @@ class ObjectRegistry:
         idSecret: bytes = DEFAULT_SECRET,
         storage: Optional[StorageBackend] = None,
         alarmIndex: Optional[AlarmIndex] = None,
+        runner: Optional[Runner] = None,
     ) -> None:
+        #: How the objects' code runs (``dotwist.handlers``).
+        self.runner: Runner = runner if runner is not None else DeferredRunner()
         if storage is None:
             from .storage import MemoryBackend
 
@@ -78,6 +82,8 @@ class ObjectRegistry:
         self.idSecret = idSecret
         self.namespaces: dict[str, Namespace] = {}
         self.env: Any = None
+        #: The ``Runtime`` that owns this registry (set by it).
+        self.runtime: Any = None
         self.records: dict[tuple[str, str], HibernationRecord] = {}
         self.alarms = AlarmScheduler(clock, alarmIndex, self._deliverAlarm)
         #: How many objects left memory, by the state they left in.
@@ -87,7 +93,9 @@ class ObjectRegistry:
 
     # -- namespaces and objects ----------------------------------------------------------------
 
-    def namespace(self, cls: type, name: Optional[str] = None) -> Namespace:
+    def namespace(self, cls: type, name: Optional[str] = None, idKey: Optional[str] = None) -> Namespace:
+        """The namespace of ``cls`` (named ``name``, by default the class's name), created on
+        first use with its IDs minted under ``idKey`` (by default its name)."""
         name = name or cls.__name__
         existing = self.namespaces.get(name)
         if existing is not None:
@@ -96,7 +104,7 @@ class ObjectRegistry:
                     f"Namespace {name!r} is already bound to class {existing.cls.__qualname__}"
                 )
             return existing
-        ns = self.namespaces[name] = Namespace(self, name, cls)
+        ns = self.namespaces[name] = Namespace(self, name, cls, idKey)
         return ns
 
     def liveActor(self, namespace: str, key: str) -> Optional[Actor]:

@@ -14,24 +14,24 @@ becomes an HTTP response in one place, ``errorResponse``.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionRequest
 from klein import Klein
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 from . import logs, websocket
 from ._autobahn import FastMessages
 from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError
+from ._http import LimitedSite, requestUrl
 from .fetch import Headers, Request, Response
 from .worker import Runtime
 
@@ -47,6 +47,23 @@ _HANDSHAKE_HEADERS = frozenset(
 )
 
 
+def _validCloseFrame(code: Optional[int], reasonRaw: Optional[bytes]) -> bool:
+    """Whether a received close frame is one Autobahn accepts (else Autobahn fails the
+    connection, whichever reply mode is in force)."""
+    if code is not None and (
+        code < 1000
+        or (code <= 2999 and code not in WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
+        or code >= 5000
+    ):
+        return False
+    if reasonRaw is not None:
+        try:
+            reasonRaw.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
 def _acceptDeflate(offers: list[Any]) -> Optional[PerMessageDeflateOfferAccept]:
     for offer in offers:
         if isinstance(offer, PerMessageDeflateOffer):
@@ -54,7 +71,8 @@ def _acceptDeflate(offers: list[Any]) -> Optional[PerMessageDeflateOfferAccept]:
     return None
 
 
-class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
+# Autobahn's own two base classes disagree on the types of ``peer`` and ``_transport_details``.
+class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: ignore[misc]
     """One client's WebSocket, joined to the client end of a ``WebSocketPair``.
 
     Whole, uncompressed data frames take ``FastMessages``' path; everything else is Autobahn's."""
@@ -62,6 +80,13 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
     clientEnd: websocket.WebSocket
     response: Response
     earlyLimit: int
+    #: Answer a client's close frame at once, echoing its code and reason (Cloudflare's
+    #: ``web_socket_auto_reply_to_close``, the default from 2026-04-07), or leave the reply to
+    #: the application's ``close()`` (earlier compatibility dates). Set from the factory.
+    autoReplyToClose = True
+    #: Manual reply: the client's close frame arrived and the application has not answered yet.
+    _replyPending = False
+    _replyTimer: Any = None
 
     # The runtime side of the pair talks to the connection through these two names.
     def wsSend(self, payload: bytes, isBinary: bool) -> None:
@@ -72,8 +97,44 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
 
     def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
         reasonUtf8 = reason.encode("utf-8")[:123] if reason else None
-        if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=False)
+        if self.state != self.STATE_OPEN:
+            return
+        if self._replyPending:
+            # The application answers the client's close frame: send it, then (as a server
+            # does after the closing handshake) drop the TCP connection.
+            self._replyPending = False
+            if self._replyTimer is not None and self._replyTimer.active():
+                self._replyTimer.cancel()
+            self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=True)
+            self.dropConnection(abort=False)
+            return
+        self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=False)
+
+    def onCloseFrame(self, code: Optional[int], reasonRaw: Optional[bytes]) -> Any:
+        # Autobahn answers a client's close frame itself; with echoCloseCodeReason (set by the
+        # factory for auto-reply) it echoes the code and reason, as workerd does. For a manual
+        # reply, a valid close frame is handed to the application instead, unanswered.
+        if self.autoReplyToClose or self.state != self.STATE_OPEN or not _validCloseFrame(code, reasonRaw):
+            return super().onCloseFrame(code, reasonRaw)  # type: ignore[arg-type]  # Autobahn passes None
+        reason = reasonRaw.decode("utf-8") if reasonRaw is not None else None
+        self.remoteCloseCode = code
+        self.remoteCloseReason = reason
+        self.wasClean = True
+        self._replyPending = True
+        timeout = getattr(self, "closeHandshakeTimeout", 0)  # an Autobahn option
+        if timeout and timeout > 0:
+            # An application that never answers: the connection is dropped, not kept half open.
+            self._replyTimer = self.factory.reactor.callLater(timeout, self._noReply)
+        clientEnd = getattr(self, "clientEnd", None)
+        if clientEnd is not None:
+            websocket.closeReceived(clientEnd, code, reason)
+        return None
+
+    def _noReply(self) -> None:
+        self._replyTimer = None
+        if self._replyPending:
+            self._replyPending = False
+            self.dropConnection(abort=True)
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         headers = self.response.headers
@@ -108,9 +169,11 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):
             websocket.received(
                 self.clientEnd, payload if self.message_is_binary else payload.decode("utf-8")
             )
-        self.message_data = None
+        self.message_data = None  # type: ignore[assignment]  # as Autobahn's own onMessageEnd
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        if self._replyTimer is not None and self._replyTimer.active():
+            self._replyTimer.cancel()
         factory = self.factory
         factory.connections.discard(self)
         clientEnd = getattr(self, "clientEnd", None)
@@ -125,18 +188,22 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
     protocol = DotwistWebSocketProtocol
 
     def __init__(self, runtime: Runtime, reactor: Any = None) -> None:
-        super().__init__(server="dotwist", reactor=reactor)
+        WebSocketServerFactory.__init__(self, server="dotwist", reactor=reactor)
         limits = runtime.limits
+        # The reply to a client's close frame follows the Worker's compatibility date.
+        autoReply = runtime.compatibility.isEnabled("web_socket_auto_reply_to_close")
         self.connections: set[DotwistWebSocketProtocol] = set()
         self.earlyLimit = limits.maxPendingBytes
         self._closedWaiters: dict[DotwistWebSocketProtocol, Deferred[None]] = {}
-        self.setProtocolOptions(
+        WebSocketServerFactory.setProtocolOptions(
+            self,
             perMessageCompressionAccept=_acceptDeflate,
             maxMessagePayloadSize=limits.maxMessageSize,
             maxFramePayloadSize=limits.maxMessageSize,
             openHandshakeTimeout=limits.openHandshakeTimeout,
             closeHandshakeTimeout=limits.closeHandshakeTimeout,
             failByDrop=False,
+            echoCloseCodeReason=autoReply,
         )
         # Per-frame logging and timing cost on every message; nobody reads them in production.
         self.logOctets = False
@@ -151,7 +218,11 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         }
         options["CONFIG_ATTRS"] = ()
         options["earlyLimit"] = self.earlyLimit
-        self.protocol = type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options)
+        options["autoReplyToClose"] = autoReply
+        self.protocol = cast(
+            type[DotwistWebSocketProtocol],
+            type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options),
+        )
 
     def buildHandover(self, response: Response) -> "WebSocketHandover":
         return WebSocketHandover(_PerRequest(self, response))
@@ -189,7 +260,7 @@ class _PerRequest:
         self._response = response
 
     def buildProtocol(self, addr: IAddress) -> DotwistWebSocketProtocol:
-        protocol: DotwistWebSocketProtocol = self._factory.buildProtocol(addr)
+        protocol = cast(DotwistWebSocketProtocol, self._factory.buildProtocol(addr))
         assert self._response.webSocket is not None
         protocol.clientEnd = self._response.webSocket
         protocol.response = self._response
@@ -204,6 +275,9 @@ class WebSocketHandover(WebSocketResource):
     keep the whole upgrade request (channel, request, headers, Klein's state) alive for as long as
     the socket is open, about 6 KB per socket."""
 
+    def __init__(self, factory: _PerRequest) -> None:
+        WebSocketResource.__init__(self, factory)
+
     def render(self, request: IRequest) -> Any:
         channel = request.channel  # type: ignore[attr-defined]
         transport = channel.transport
@@ -211,7 +285,7 @@ class WebSocketHandover(WebSocketResource):
             channel.setTimeout(None)
             if getattr(transport, "producer", None) is channel:
                 transport.unregisterProducer()
-        return super().render(request)
+        return WebSocketResource.render(self, request)
 
 
 def _isUpgrade(request: IRequest) -> bool:
@@ -222,25 +296,31 @@ def _isUpgrade(request: IRequest) -> bool:
 def errorResponse(request: IRequest, error: BaseException, method: str = "", url: str = "") -> bytes:
     """The one place where an error becomes an HTTP response: sets the status and headers of
     ``request`` and returns the body."""
+    status, body = _errorStatus(request, error, method, url)
+    request.setResponseCode(status)
     request.setHeader(b"content-type", b"text/plain;charset=UTF-8")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+def _errorStatus(request: IRequest, error: BaseException, method: str, url: str) -> tuple[int, bytes]:
     if isinstance(error, RequestTooLarge):
-        request.setResponseCode(413)
-        return str(error).encode("utf-8")
+        return 413, str(error).encode("utf-8")
     if isinstance(error, BadRequest):
-        request.setResponseCode(400)
-        return b"Bad Request"
+        return 400, b"Bad Request"
     if isinstance(error, DurableObjectError) and error.overloaded:
-        request.setResponseCode(503)
         request.setHeader(b"retry-after", b"1")
-        return str(error).encode("utf-8")
+        return 503, str(error).encode("utf-8")
+    if isinstance(error, CancelledError):
+        # The client went away before the answer: there is nobody to tell, nothing to log.
+        return 499, b"Client closed request"
     if isinstance(error, WorkerResponseError):
         _log.error("{error} ({method} {url})", error=str(error), method=method, url=url)
     else:
         _log.failure(
             "Worker threw exception for {method} {url}", Failure(error), method=method, url=url
         )
-    request.setResponseCode(500)
-    return b"Worker threw exception"
+    return 500, b"Worker threw exception"
 
 
 class Front:
@@ -261,29 +341,31 @@ class Front:
         return resource
 
     def _toRequest(self, request: IRequest) -> Request:
+        # An announced or chunked body over the limit was refused before it was read (the
+        # channel, dotwist._http); the checks here are for requests that did not come through it.
         limit = self._runtime.limits.maxRequestBodySize
         length = request.getHeader(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         try:
-            host = request.getHeader(b"host")
-            if host is None:
-                address = request.getHost()
-                host = f"{address.host}:{address.port}".encode("ascii")
-            scheme = "https" if request.isSecure() else "http"
-            url = f"{scheme}://{host.decode('latin-1')}{request.uri.decode('utf-8', 'replace')}"
+            url = requestUrl(request)  # a validated Host and request target (dotwist._http)
             # twisted.web's parser has already refused bad names, and values with line breaks or
             # NULs (it answers 400 itself), so the pairs need no second check.
-            headers = Headers.fromWire(
-                [
-                    (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
-                    for name, values in request.requestHeaders.getAllRawHeaders()
-                    for value in values
-                ]
-            )
+            pairs = [
+                (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
+                for name, values in request.requestHeaders.getAllRawHeaders()
+                for value in values
+            ]
+            # As Cloudflare's edge does: CF-Connecting-IP is the client's address, whatever the
+            # client sent in it (behind a reverse proxy, that is the proxy's address).
+            client = getattr(request.getClientAddress(), "host", None)
+            if client is not None:
+                pairs = [pair for pair in pairs if pair[0] != "cf-connecting-ip"]
+                pairs.append(("cf-connecting-ip", client))
+            headers = Headers.fromWire(pairs)
             body = request.content.read() if request.content is not None else b""
             method = request.method.decode("ascii")
-        except (UnicodeError, ValueError) as e:
+        except (UnicodeError, ValueError) as e:  # BadRequestTarget is a ValueError
             raise BadRequest(f"Could not read the request: {e}") from e
         if len(body) > limit:
             raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
@@ -330,26 +412,30 @@ class Front:
         return self._factory.buildHandover(response)
 
 
-class DotwistSite(Site):
-    """A ``Site`` that logs one line per request (``dotwist.logs``; ``accessLog = False`` turns
-    them off) and counts responses by status for the metrics."""
+class DotwistSite(LimitedSite):
+    """A ``Site`` with dotwist's HTTP limits (``dotwist._http``) that logs one line per request
+    (``dotwist.logs``; ``accessLog = False`` turns them off) and counts responses by status for
+    the metrics."""
 
     accessLog = True
     #: The HTTP side this site serves (set by ``makeSite``).
     front: Optional["Front"] = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: Responses sent, by status code (101 for WebSocket upgrades).
-        self.responses: dict[int, int] = {}
-
     def getResourceFor(self, request: Any) -> Any:
         request.dotwistStarted = time.monotonic()
-        return super().getResourceFor(request)
+        return LimitedSite.getResourceFor(self, request)  # type: ignore[no-untyped-call]  # Twisted's
 
     def _elapsedMs(self, request: Any) -> float:
         started = getattr(request, "dotwistStarted", None)
         return 0.0 if started is None else (time.monotonic() - started) * 1000.0
+
+    def __init__(self, resource: IResource, reactor: Any = None) -> None:
+        if reactor is None:
+            LimitedSite.__init__(self, resource)
+        else:
+            LimitedSite.__init__(self, resource, reactor=reactor)
+        #: Responses sent, by status code (101 for WebSocket upgrades).
+        self.responses: dict[int, int] = {}
 
     def log(self, request: Any) -> None:
         code = request.code
@@ -372,12 +458,10 @@ def makeSite(
     unless ``--no-access-log``."""
     factory = DotwistWebSocketFactory(runtime, reactor=reactor)
     front = Front(runtime, factory)
-    if reactor is not None:
-        site = DotwistSite(front.resource(), reactor=reactor)
-    else:
-        site = DotwistSite(front.resource())
+    site = DotwistSite(front.resource(), reactor)
     site.displayTracebacks = False
     site.accessLog = accessLog
+    site.limits = runtime.limits
     site.front = front
     return site, factory
 

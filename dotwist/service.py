@@ -8,8 +8,11 @@ error into a one-line message and an exit status.
 
 from __future__ import annotations
 
+import datetime
+import math
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Optional, Sequence
@@ -20,12 +23,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from ._http import effectiveBacklog, withBacklog
 from ._transport import DirectWriteEndpoint
 from .alarms import AlarmIndex, MemoryAlarmIndex
-from .config import Limits
 from .datadir import NAMES_FILE, DataDirLock
 from .errors import ConfigError
 from .ids import DEFAULT_SECRET
@@ -33,6 +37,7 @@ from .limitoptions import LimitValueError, limitsFromOptions
 from .limitoptions import optParameters as limitParameters
 from .objects import DurableObject
 from .storage.interface import StorageBackend
+from .storage.limits import StorageLimits
 from .worker import App, Runtime, loadApp, loadObject
 
 DEFAULT_APP = "dotwist.examples.websocket_server"
@@ -50,8 +55,18 @@ class Options(usage.Options):
         "With no options, serves Cloudflare's WebSocket server example on port 8080."
     )
     optParameters = [
-        ["app", "a", DEFAULT_APP,
-         "The app to serve: a module (its `app` attribute) or module:attribute, naming a dotwist.App."],
+        ["app", "a", None,
+         "The app to serve: a module (its `app` attribute) or module:attribute, naming a dotwist.App "
+         f"(default: the Wrangler file in the working directory if there is one, else {DEFAULT_APP})."],
+        ["config", "c", None,
+         "Serve the Python Worker a Wrangler file describes (wrangler.jsonc, wrangler.json or "
+         "wrangler.toml): its main module, bindings, vars, .dev.vars secrets, migrations and crons."],
+        ["env", "e", None, "With a Wrangler file: the environment (env.<name>) to use."],
+        ["compatibility-date", None, None,
+         "The compatibility date (YYYY-MM-DD) whose behaviour to follow; overrides the Wrangler "
+         "file's (default: today's Cloudflare behaviour)."],
+        ["max-sql-query-duration", None, None,
+         "Milliseconds one ctx.storage.sql.exec may run before it is interrupted (default 30000)."],
         ["data-dir", None, "dotwist-data",
          "Where Durable Object storage lives (one SQLite file per object); created on first use."],
         ["storage", None, "sqlite",
@@ -74,6 +89,9 @@ class Options(usage.Options):
          "text (twistd's lines) or json (one JSON object per line, every field of every event)."],
     ] + limitParameters()
     optFlags = [
+        ["allow-missing-bindings", None, "With a Wrangler file: start without the bindings dotwist "
+         "does not have (KV, R2, D1, Queues, ...) instead of refusing; the Worker sees no such env "
+         "attribute."],
         ["no-access-log", None, "Do not log a line per HTTP request (on by default)."],
         ["access-log", None, "Log a line per HTTP request (the default; kept for old command lines)."],
         ["no-tuning", None, "Leave the reactor's event dispatch, the garbage collector and the "
@@ -81,10 +99,14 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
         self["listen"] = []
         self["bindings"] = {}
         self["vars"] = {}
+        self["compatibility-flags"] = []
+        self["wrangler"] = None
+        self["worker"] = None
+        self["compatibility"] = None
 
     def opt_listen(self, description: str) -> None:
         """Where to listen: a Twisted endpoint description, e.g. tcp:8080:interface=127.0.0.1 (repeatable; default tcp:8080)."""
@@ -106,6 +128,10 @@ class Options(usage.Options):
             raise usage.UsageError(f"--var expects NAME=value, not {value!r}")
         self["vars"][name] = text
 
+    def opt_compatibility_flag(self, flag: str) -> None:
+        """A compatibility flag (repeatable); with any, they replace the Wrangler file's flags."""
+        self["compatibility-flags"].append(flag)
+
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
@@ -115,15 +141,42 @@ class Options(usage.Options):
             self["limits"] = limitsFromOptions(self)
         except LimitValueError as e:
             raise usage.UsageError(str(e)) from None
+        sqlDuration = None
+        if self["max-sql-query-duration"] is not None:
+            try:
+                sqlDuration = int(self["max-sql-query-duration"])
+                if not 0 < sqlDuration < math.inf:
+                    raise ValueError()
+            except ValueError:
+                raise usage.UsageError(
+                    "--max-sql-query-duration must be a positive whole number of milliseconds, "
+                    f"not {self['max-sql-query-duration']!r}"
+                ) from None
         self._adminOptions()
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(f"--log-format must be text or json, not {self['log-format']!r}")
+        self["storageLimits"] = StorageLimits(
+            **({} if sqlDuration is None else {"maxSqlQueryDurationMs": sqlDuration})
+        )
         if self["storage"] not in ("sqlite", "memory"):
             raise usage.UsageError(f"--storage must be sqlite or memory, not {self['storage']!r}")
         secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
         self["idSecret"] = secret.encode("utf-8") if secret else DEFAULT_SECRET
+        configPath = self["config"]
+        if configPath is not None and self["app"] is not None:
+            raise usage.UsageError("--app and --config are alternatives: give one")
+        if configPath is None and self["app"] is None:
+            from .wrangler import findConfig
+
+            configPath = findConfig(".")
         try:
-            self["appObject"] = buildApp(self["app"], self["bindings"], self["vars"])
+            if configPath is not None:
+                self.loadWrangler(configPath)
+            else:
+                if self["env"] is not None or self["allow-missing-bindings"]:
+                    raise usage.UsageError("--env and --allow-missing-bindings need a Wrangler file (--config)")
+                self["compatibility"] = compatibilityFrom(None, self["compatibility-date"], self["compatibility-flags"])
+                self["appObject"] = buildApp(self["app"] or DEFAULT_APP, self["bindings"], self["vars"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         # Under twistd, where its own options say the log goes (for --log-format json).
@@ -150,13 +203,100 @@ class Options(usage.Options):
             )
         self["adminToken"] = token
 
+    def loadWrangler(self, path: str) -> None:
+        """Check the Wrangler file and load the Worker it names (nothing is started)."""
+        from .compat.loader import loadWorker
+        from .wrangler import loadConfig
+
+        if self["bindings"]:
+            raise usage.UsageError(
+                f"--binding cannot be combined with a Wrangler file ({path}): change "
+                "durable_objects.bindings in the file (with a migration if the class changes)"
+            )
+        config = loadConfig(
+            path,
+            self["env"],
+            allowMissingBindings=bool(self["allow-missing-bindings"]),
+            today=datetime.datetime.now(datetime.timezone.utc).date(),
+        )
+        for skipped in config.skipped:
+            _log.warn(
+                "{path}: {key}: dotwist has no {kind}; starting without {names}",
+                path=path, key=skipped.key, kind=skipped.kind,
+                names=", ".join(skipped.names) or "it",
+            )
+        compatibility = compatibilityFrom(config, self["compatibility-date"], self["compatibility-flags"])
+        if compatibility is not config.compatibility:
+            from dataclasses import replace
+
+            config = replace(config, compatibility=compatibility)
+        self["compatibility"] = compatibility
+        self["wrangler"] = config
+        self["worker"] = loadWorker(config, self["vars"])
+        self["appObject"] = self["worker"].app
+
+
+def compatibilityFrom(config: Any, date: Optional[str], flags: Sequence[str]) -> Any:
+    """The compatibility to run with: the Wrangler file's, with ``--compatibility-date`` and
+    ``--compatibility-flag`` overriding it (checked as workerd checks them)."""
+    from .compat_flags import CompatibilityError, parseDate, resolveFlags
+
+    if config is not None and date is None and not flags:
+        return config.compatibility
+    try:
+        when = parseDate(date) if date is not None else (config.compatibilityDate if config else None)
+        chosen = list(flags) if flags else list(config.compatibilityFlags if config else ())
+        return resolveFlags(when, chosen)
+    except CompatibilityError as e:
+        raise usage.UsageError(f"--compatibility-date/--compatibility-flag: {e}") from None
+
+
+def installAsyncioReactor(loop: str = "auto") -> bool:
+    """Install Twisted's asyncio reactor, on a new event loop of the stdlib's asyncio or of
+    uvloop (``auto``: uvloop where it is installed, as it is with dotwist on Linux and macOS),
+    unless a reactor is installed already (by ``twistd -r``, or by an import). True if it
+    installed one. Workers and Durable Objects can use asyncio only under this reactor."""
+    if "twisted.internet.reactor" in sys.modules:
+        return False
+    import asyncio
+    import importlib.util
+
+    from twisted.internet import asyncioreactor
+
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise usage.UsageError(
+                "--loop uvloop needs the uvloop package (pip install uvloop)"
+            ) from None
+        eventloop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    elif loop == "asyncio":
+        eventloop = asyncio.new_event_loop()
+    else:
+        raise usage.UsageError(f"--loop must be auto, uvloop or asyncio, not {loop!r}")
+    asyncioreactor.install(eventloop)
+    return True
+
+
+def describeReactor(reactor: object) -> str:
+    """What runs the server, for the log."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    name = type(reactor).__name__
+    if isinstance(reactor, AsyncioSelectorReactor):
+        return name
+    return f"{name} (Workers and objects cannot use asyncio under it; see docs/asyncio.md)"
+
 
 def checkEndpoint(description: str, option: str = "--listen") -> None:
     """Refuse a ``--listen`` description Twisted cannot parse (nothing listens yet)."""
     try:
         # Parsing builds the endpoint without listening; standard endpoints only keep the
         # reactor for later, so none is needed (and none is imported) to check a description.
-        serverFromString(None, description)  # type: ignore[arg-type]
+        serverFromString(None, description)
     except Exception as e:
         raise usage.UsageError(f"{option} {description!r} is not a valid endpoint: {e}") from None
 
@@ -180,9 +320,13 @@ def makeStorage(options: Options) -> tuple[StorageBackend, AlarmIndex]:
     from .storage import MemoryBackend, SqliteBackend
     from .storage.alarmindex import SqliteAlarmIndex
 
+    limits = options.get("storageLimits")
     if options["storage"] == "memory":
-        return MemoryBackend(), MemoryAlarmIndex()
-    return SqliteBackend(options["data-dir"]), SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite"))
+        return MemoryBackend(limits), MemoryAlarmIndex()
+    return (
+        SqliteBackend(options["data-dir"], limits),
+        SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite")),
+    )
 
 
 class ListeningPort(service.Service):
@@ -198,7 +342,7 @@ class ListeningPort(service.Service):
         self._port: Optional[IListeningPort] = None
 
     def startService(self) -> None:
-        super().startService()
+        service.Service.startService(self)
         starting = True
         failed: list[Failure] = []
 
@@ -219,11 +363,10 @@ class ListeningPort(service.Service):
             failed[0].raiseException()
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
+        service.Service.stopService(self)
         port, self._port = self._port, None
-        if port is None:
-            return succeed(None)
-        return maybeDeferred(port.stopListening)
+        stopped = port.stopListening() if port is not None else None
+        return stopped if isinstance(stopped, Deferred) else succeed(None)
 
 
 class DotwistService(service.MultiService):
@@ -261,7 +404,7 @@ class DotwistService(service.MultiService):
         handleSigterm: bool = False,
         logObserver: Any = None,
     ) -> None:
-        super().__init__()
+        service.MultiService.__init__(self)
         from .metrics import RuntimeCollector, makeRegistry
         from .server import makeSite
 
@@ -276,10 +419,12 @@ class DotwistService(service.MultiService):
         self.logObserver = logObserver
         self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
         self.ports: list[ListeningPort] = []
+        backlog = effectiveBacklog(runtime.limits.listenBacklog)
         for description in listen:
+            description = withBacklog(description, backlog)
             endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
             port = ListeningPort(endpoint, self.site)
-            port.setServiceParent(self)
+            service.MultiService.addService(self, port)
             self.ports.append(port)
         self.metricsRegistry = makeRegistry(RuntimeCollector(runtime, self.site, self.factory))
         self.dataDir = dataDir
@@ -324,18 +469,19 @@ class DotwistService(service.MultiService):
 
             if parent.getComponent(ILogObserver, None) is None:
                 parent.setComponent(ILogObserver, self.logObserver)
-        super().setServiceParent(parent)
+        service.MultiService.setServiceParent(self, parent)
 
     def startService(self) -> None:
         if self.lock is not None and not self.lock.held:
             self.lock.acquire()
+        _log.info("dotwist serving with {reactor}", reactor=describeReactor(self.reactor))
         if self.tuning:
             from ._tuning import tuneProcess
 
             tuneProcess(self.reactor)
-        self.factory.startFactory()
+        self.factory.startFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
         self.runtime.start()
-        super().startService()
+        service.MultiService.startService(self)
         for port in self.adminPorts:
             port.startService()
         if self.handleSigterm:
@@ -410,7 +556,7 @@ class DotwistService(service.MultiService):
                 requests=requests, objects=objects, timeout=limits.drainTimeout,
             )
         # Stop accepting first, then let what runs finish.
-        stopped: Deferred[Any] = maybeDeferred(super().stopService)
+        stopped: Deferred[Any] = maybeDeferred(service.MultiService.stopService, self)
         stopped.addCallback(lambda _: self.drain(limits.drainTimeout))
 
         def drained(left: tuple[int, int]) -> Deferred[Any]:
@@ -429,7 +575,7 @@ class DotwistService(service.MultiService):
         )
 
         def close(result: object) -> Deferred[Any]:
-            self.factory.stopFactory()
+            self.factory.stopFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
             return self.runtime.close().addBoth(closeRest).addCallback(lambda _: result)
 
         def closeRest(result: object) -> Deferred[Any]:
@@ -456,6 +602,10 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor
+    config = options["wrangler"]
+    # Migrations change the data directory, so they run before any storage is opened; a
+    # MigrationError (a ConfigError) stops here with nothing started.
+    idKeys = migrateFor(config, options) if config is not None else None
     storage, alarmIndex = makeStorage(options)
     runtime = Runtime(
         options["appObject"],
@@ -464,6 +614,8 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         idSecret=options["idSecret"],
         storage=storage,
         alarmIndex=alarmIndex,
+        compatibility=options["compatibility"],
+        idKeys=idKeys,
     )
     dataDir = None
     if options["storage"] == "sqlite":
@@ -473,12 +625,7 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         runtime.registry.names = SqliteNameIndex(
             os.path.join(dataDir, NAMES_FILE), schedule=lambda f: reactor.callLater(0, f)
         )
-    logObserver = None
-    if options.get("log-format", "text") == "json":
-        from .logs import makeObserver
-
-        logObserver = makeObserver("json", options.get("twistdLogfile"), options.get("twistdForeground", True))
-    return DotwistService(
+    served = DotwistService(
         runtime,
         options["listen"],
         reactor=reactor,
@@ -489,24 +636,53 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         metrics=options.get("metrics"),
         dataDir=dataDir,
         handleSigterm=True,
-        logObserver=logObserver,
+        logObserver=logObserverFor(options),
     )
+    if config is not None and config.crons:
+        from .scheduled import CronTriggers
+
+        CronTriggers(runtime, config.crons, reactor).setServiceParent(served)  # type: ignore[no-untyped-call]
+    return served
+
+
+def logObserverFor(options: Options) -> Any:
+    """The log observer ``--log-format json`` asks for (None: twistd's own)."""
+    if options.get("log-format", "text") != "json":
+        return None
+    from .logs import makeObserver
+
+    return makeObserver("json", options.get("twistdLogfile"), options.get("twistdForeground", True))
+
+
+def migrateFor(config: Any, options: Options) -> dict[str, str]:
+    """Apply the Wrangler file's migrations to the data directory (``--storage sqlite``), or plan
+    them against an empty one (``memory``); the ID key of each class, for minting its IDs."""
+    from .migrations import StoredState, planMigrations
+
+    if options["storage"] == "sqlite":
+        from .storage.migrate import migrateDataDir
+
+        plan = migrateDataDir(options["data-dir"], config.migrations, config.boundClasses)
+    else:
+        plan = planMigrations(config.migrations, config.boundClasses, StoredState())
+    return {name: record.idKey for name, record in plan.classes.items()}
 
 
 def makeApplication(
-    app: str = DEFAULT_APP,
+    app: Optional[str] = DEFAULT_APP,
     listen: Optional[list[str]] = None,
     bindings: Optional[dict[str, str]] = None,
     **options: Any,
-) -> service.Application:
+) -> Componentized:
     """Build a twistd ``Application`` (for ``.tac`` files) from the same options as the command;
     a bad option raises ``usage.UsageError``.
 
     Option names are the command line's: ``makeApplication("myapp", ["tcp:8080"],
-    **{"max-message-size": "1048576"})``.
+    **{"max-message-size": "1048576"})``; a Python Worker from its Wrangler file is
+    ``makeApplication(None, config="wrangler.jsonc")``.
     """
     config = Options()
-    argv = ["--app", app]
+    argv = ["--app", app] if app is not None else []
     for description in listen or [DEFAULT_LISTEN]:
         argv += ["--listen", description]
     for name, spec in (bindings or {}).items():
@@ -516,9 +692,14 @@ def makeApplication(
             argv.append(f"--{name}")
         else:
             argv += [f"--{name}", str(value)]
-    config.parseOptions(argv)
-    application = service.Application("dotwist")
-    makeService(config).setServiceParent(application)
+    usage.Options.parseOptions(config, argv)
+    application: Componentized = service.Application("dotwist")
+    observer = logObserverFor(config)
+    if observer is not None:
+        from twisted.logger import ILogObserver
+
+        application.setComponent(ILogObserver, observer)
+    service.Service.setServiceParent(makeService(config), application)
     return application
 
 
@@ -530,7 +711,9 @@ __all__ = [
     "Options",
     "buildApp",
     "checkEndpoint",
+    "installAsyncioReactor",
     "makeApplication",
     "makeService",
     "makeStorage",
+    "migrateFor",
 ]

@@ -18,6 +18,7 @@ from . import rpc
 from .context import currentActor
 from .fetch import Request, Response
 from .ids import DurableObjectId
+from .relaxed import trim
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import Namespace
@@ -41,15 +42,18 @@ class DurableObjectStub:
         if self._brokenBy is not None:
             return fail(self._brokenBy)
         namespace = self._namespace
-        try:
-            target = namespace.registry.actorFor(namespace, self.id)
-        except Exception:
-            return fail()
+
+        def send() -> Deferred[Any]:
+            # The target is found when the call leaves: a call held at the caller's output gate
+            # reaches the incarnation live then (a new one if the old left memory meanwhile).
+            try:
+                target = namespace.registry.actorFor(namespace, self.id)
+            except Exception:
+                return fail()
+            return target.call(method, *args, size=size)
+
         caller = currentActor()
-        if caller is None:
-            d = target.call(method, *args, size=size)
-        else:
-            d = caller.outgoing(lambda: target.call(method, *args, size=size))
+        d = send() if caller is None else caller.outgoing(send)
         return d.addErrback(self._maybeBreak)
 
     def _maybeBreak(self, failure: Failure) -> Failure:
@@ -104,7 +108,7 @@ def _callFetch(instance: Any, request: Request) -> Any:
         raise TypeError(
             f"Durable Object class {type(instance).__name__} has no fetch() method."
         )
-    return fetch(request)
+    return fetch(*trim(instance, "fetch", fetch, (request,)))  # relaxed: `def fetch(self)` is legal
 
 
 class DurableObjectNamespace:

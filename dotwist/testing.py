@@ -8,18 +8,22 @@ these; they are also the start of the public testing toolkit.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
-from typing import Any, Mapping, Optional, Union, cast
+from typing import Any, Callable, Mapping, Optional, Union, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import websocket
 from .alarms import AlarmIndex
 from .config import Limits
 from .fetch import Request, Response
+from .handlers import AsyncioRunner, Runner
 from .objects import Actor
 from .storage import CommitError, MemoryBackend, SqliteBackend
 from .storage.interface import ObjectStore, StorageBackend
@@ -27,6 +31,7 @@ from .stubs import DurableObjectStub
 from .worker import App, Runtime, WorkerEntrypoint
 
 __all__ = [
+    "ClockLoop",
     "FailingCommits",
     "FakeConnection",
     "LaterCommits",
@@ -36,6 +41,115 @@ __all__ = [
     "makeRuntime",
     "result",
 ]
+
+
+_log = Logger(namespace="dotwist.testing")
+
+
+class ClockLoop(asyncio.AbstractEventLoop):
+    """An asyncio event loop whose time is a ``twisted.internet.task.Clock``: ``asyncio.sleep``,
+    ``wait_for``, ``timeout`` and task steps run when the test advances the clock, in time order,
+    interleaved with the clock's Twisted timers (commits, alarms, eviction). ``clock.advance(0)``
+    runs everything that is ready, repeatedly, until nothing is.
+
+    It does no I/O: sockets, subprocesses and executors are not available (use the real reactor
+    for tests of asyncio libraries that do I/O).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._timers: dict[asyncio.TimerHandle, IDelayedCall] = {}
+        self._taskFactory: Any = None
+        self._exceptionHandler: Any = None
+
+    def time(self) -> float:
+        return self._clock.seconds()
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any, context: Optional[contextvars.Context] = None) -> asyncio.TimerHandle:  # type: ignore[override]
+        handle = asyncio.TimerHandle(self.time() + max(delay, 0.0), callback, args, self, context)
+        self._timers[handle] = self._clock.callLater(max(delay, 0.0), self._fire, handle, callback, args, context)
+        return handle
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any, context: Optional[contextvars.Context] = None) -> asyncio.TimerHandle:  # type: ignore[override]
+        return self.call_later(when - self.time(), callback, *args, context=context)
+
+    def call_soon(self, callback: Callable[..., object], *args: Any, context: Optional[contextvars.Context] = None) -> asyncio.Handle:  # type: ignore[override]
+        return self.call_later(0, callback, *args, context=context)
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        call = self._timers.pop(handle, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _fire(self, handle: asyncio.TimerHandle, callback: Callable[..., object], args: tuple[Any, ...], context: Optional[contextvars.Context]) -> None:
+        self._timers.pop(handle, None)
+        if handle.cancelled():
+            return
+        previous = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(self)
+        try:
+            if context is not None:
+                context.run(callback, *args)
+            else:
+                callback(*args)
+        except BaseException as e:
+            self.call_exception_handler({"message": "Exception in callback", "exception": e, "handle": handle})
+        finally:
+            asyncio.events._set_running_loop(previous)
+
+    def create_future(self) -> "asyncio.Future[Any]":
+        return asyncio.Future(loop=self)
+
+    def create_task(self, coro: Any, *, name: Optional[str] = None, context: Optional[contextvars.Context] = None) -> "asyncio.Task[Any]":
+        kwargs: dict[str, Any] = {} if context is None else {"context": context}
+        if self._taskFactory is not None:
+            task: asyncio.Task[Any] = self._taskFactory(self, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=self, **kwargs)
+        if name is not None:
+            task.set_name(name)
+        return task
+
+    def set_task_factory(self, factory: Any) -> None:
+        self._taskFactory = factory
+
+    def get_task_factory(self) -> Any:
+        return self._taskFactory
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        if self._exceptionHandler is not None:
+            self._exceptionHandler(self, context)
+            return
+        self.default_exception_handler(context)
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        _log.failure(
+            "asyncio: {message}",
+            Failure(error) if error is not None else None,
+            message=context.get("message", ""),
+        ) if error is not None else _log.error("asyncio: {message}", message=context.get("message", ""))
+
+    def set_exception_handler(self, handler: Any) -> None:
+        self._exceptionHandler = handler
+
+    def get_exception_handler(self) -> Any:
+        return self._exceptionHandler
+
+    def get_debug(self) -> bool:
+        return False
+
+    def is_running(self) -> bool:
+        return True
+
+    def is_closed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        for call in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
 
 
 class ObjectsOnly(WorkerEntrypoint):
@@ -52,11 +166,18 @@ def makeRuntime(
     storage: Union[None, str, os.PathLike[str], StorageBackend] = None,
     limits: Union[None, Limits, Mapping[str, Any]] = None,
     alarmIndex: Optional[AlarmIndex] = None,
+    asyncio: bool = False,
 ) -> Runtime:
     """A runtime for ``app`` (or for ``{binding: DurableObjectClass}`` behind a Worker that
     answers 404), on ``clock`` (a new ``Clock`` if not given), with ``storage`` in memory (the
     default), in SQLite files under a directory path, or the given backend; ``limits`` as a
-    ``Limits`` or a mapping of the limits to change."""
+    ``Limits`` or a mapping of the limits to change.
+
+    With ``asyncio=True`` the Worker's and objects' coroutines run as asyncio tasks on a
+    ``ClockLoop`` of the same clock, as they do in production under the asyncio reactor, so they
+    can use asyncio; a call completes when the test advances the clock (``clock.advance(0)``
+    runs everything that is ready). Without it, coroutines run by Twisted's driver, synchronously
+    up to their first wait."""
     if not isinstance(app, App):
         app = App(ObjectsOnly, durableObjects=dict(app))
     backend: StorageBackend
@@ -68,9 +189,17 @@ def makeRuntime(
         backend = storage
     if limits is not None and not isinstance(limits, Limits):
         limits = Limits().replace(**limits)
-    return Runtime(
-        app, clock if clock is not None else Clock(), limits=limits, storage=backend, alarmIndex=alarmIndex
-    )
+    if clock is None:
+        clock = Clock()
+    runner: Optional[Runner] = None
+    if asyncio:
+        if not isinstance(clock, Clock):
+            raise TypeError("makeRuntime(asyncio=True) needs a twisted.internet.task.Clock")
+        chosen = limits if limits is not None else Limits()
+        # The loop's I/O methods are abstract in typeshed; it has none (see its docstring).
+        loop = ClockLoop(clock)  # type: ignore[abstract]
+        runner = AsyncioRunner(chosen.cpuTimeLimit, chosen.blockedLoopWarning, loop=loop)
+    return Runtime(app, clock, limits=limits, storage=backend, alarmIndex=alarmIndex, runner=runner)
 
 
 def liveActor(runtime: Runtime, stub: DurableObjectStub) -> Actor:
@@ -127,13 +256,19 @@ def connectWebSocket(response: Response, earlyLimit: int = Limits.maxPendingByte
     return FakeConnection(response.webSocket, earlyLimit)
 
 
-class FailingCommits(MemoryBackend):
+class FailingCommits(StorageBackend):
     """A memory backend whose commits fail while ``failing`` is set."""
 
     failing = False
 
+    def __init__(self) -> None:
+        self._memory = MemoryBackend()
+
     def open(self, namespace: str, objectId: str) -> ObjectStore:
-        return cast(ObjectStore, _FailingStore(super().open(namespace, objectId), self))
+        return cast(ObjectStore, _FailingStore(self._memory.open(namespace, objectId), self))
+
+    def close(self) -> None:
+        self._memory.close()
 
 
 class _FailingStore:
@@ -151,21 +286,24 @@ class _FailingStore:
         return getattr(self._store, name)
 
 
-class LaterCommits(MemoryBackend):
+class LaterCommits(StorageBackend):
     """A memory backend whose commits become durable only when the test says so, as a replicated
     store's would: ``commit()`` returns a Deferred, and ``complete()`` (or ``fail()``) fires the
     oldest one. ``pending`` counts the commits in flight."""
 
     def __init__(self) -> None:
-        super().__init__()
+        self._memory = MemoryBackend()
         self.inFlight: list[Deferred[None]] = []
+
+    def close(self) -> None:
+        self._memory.close()
 
     @property
     def pending(self) -> int:
         return len(self.inFlight)
 
     def open(self, namespace: str, objectId: str) -> ObjectStore:
-        return cast(ObjectStore, _LaterStore(super().open(namespace, objectId), self))
+        return cast(ObjectStore, _LaterStore(self._memory.open(namespace, objectId), self))
 
     def complete(self) -> None:
         self.inFlight.pop(0).callback(None)

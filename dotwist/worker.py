@@ -6,25 +6,28 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Mapping, Optional
+from typing import Any, Coroutine, Mapping, Optional, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .compat_flags import Compatibility
 from .config import Limits
+from .context import WORKER, WorkerCall
 from .errors import ConfigError
 from .fetch import Request, Response
 from .ids import DEFAULT_SECRET
 from . import rpc
 from .alarms import AlarmIndex
-from .handlers import asDeferred
+from .handlers import RUNNER, AsyncioRunner, DeferredRunner, Runner, asDeferred
 from .objects import DurableObject
 from .registry import ObjectRegistry
 from .storage.interface import StorageBackend
 from .stubs import DurableObjectNamespace
 from .placement import Placement
+from .relaxed import trim
 
 _log = Logger(namespace="dotwist.worker")
 
@@ -73,7 +76,7 @@ class ServiceStub:
 
     def fetch(self, input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Response]:
         request = input if isinstance(input, Request) and not init and not kwargs else Request(input, init, **kwargs)
-        return Deferred.fromCoroutine(self._runtime._run(self._cls, "fetch", request))
+        return self._runtime.run(self._runtime.entry(self._cls, "fetch", request))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -83,10 +86,15 @@ class ServiceStub:
             async def run() -> Any:
                 rpc.checkCallable(name)
                 payload = rpc.encodeCall(args, kwargs)
-                entry = self._cls(ExecutionContext(), self._runtime.env)
-                return rpc.decodeResult(await rpc.invoke(entry, name, payload))
+                ctx = ExecutionContext()
+                token = WORKER.set(WorkerCall(self._runtime, ctx))  # whose code runs
+                try:
+                    entry = self._cls(ctx, self._runtime.env)
+                    return rpc.decodeResult(await rpc.invoke(entry, name, payload))
+                finally:
+                    WORKER.reset(token)
 
-            return Deferred.fromCoroutine(run())
+            return self._runtime.run(run())
 
         return call
 
@@ -193,6 +201,21 @@ def loadApp(spec: str) -> App:
     raise ConfigError(f"{spec!r} is {type(value).__name__}, not a dotwist.App")
 
 
+T = TypeVar("T")
+
+
+def defaultRunner(clock: IReactorTime, limits: Limits) -> Runner:
+    """asyncio tasks if ``clock`` is Twisted's asyncio reactor, else Twisted's coroutine driver."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if isinstance(clock, AsyncioSelectorReactor):
+        from ._reactors import isolateContexts
+
+        isolateContexts(clock)
+        return AsyncioRunner(limits.cpuTimeLimit, limits.blockedLoopWarning)
+    return DeferredRunner()
+
+
 class Runtime:
     """One app running: its env and object registry, and the entry point for requests."""
 
@@ -205,15 +228,30 @@ class Runtime:
         idSecret: bytes = DEFAULT_SECRET,
         storage: Optional[StorageBackend] = None,
         alarmIndex: Optional[AlarmIndex] = None,
+        runner: Optional[Runner] = None,
+        compatibility: Optional[Compatibility] = None,
+        idKeys: Optional[Mapping[str, str]] = None,
     ) -> None:
+        """``compatibility``: the Worker's compatibility date and flags (default: today's
+        Cloudflare behaviour). ``idKeys``: class name -> the key its IDs are minted under, from
+        the data directory's migrations (default: the class name)."""
         self.app = app
         self.limits = limits or Limits()
+        #: How Worker and object code runs: asyncio tasks under Twisted's asyncio reactor,
+        #: Twisted's own driver otherwise (see ``dotwist.handlers``).
+        self.runner: Runner = runner if runner is not None else defaultRunner(clock, self.limits)
+        self.compatibility = compatibility if compatibility is not None else Compatibility(None)
         self.registry = ObjectRegistry(
-            clock, self.limits, placement, idSecret, storage=storage, alarmIndex=alarmIndex
+            clock, self.limits, placement, idSecret, storage=storage, alarmIndex=alarmIndex,
+            runner=self.runner,
         )
+        self.registry.runtime = self
+        keys = dict(idKeys or {})
         bindings: dict[str, Any] = dict(app.vars)
         for name, cls in app.durableObjects.items():
-            bindings[name] = DurableObjectNamespace(self.registry.namespace(cls))
+            bindings[name] = DurableObjectNamespace(
+                self.registry.namespace(cls, idKey=keys.get(cls.__name__))
+            )
         for name, cls in app.services.items():
             bindings[name] = ServiceStub(cls, self)
         self.env = Env(bindings)
@@ -237,13 +275,29 @@ class Runtime:
 
     def fetch(self, request: Request) -> Deferred[Response]:
         """Run the Worker's ``fetch`` for one request; fires with its ``Response``."""
-        return Deferred.fromCoroutine(self._run(self.app.worker, "fetch", request))
+        return self.run(self.entry(self.app.worker, "fetch", request))
 
-    async def _run(self, cls: type, method: str, request: Request) -> Response:
-        entry = cls(ExecutionContext(), self.env)
-        result: Any = getattr(entry, method)(request)
-        while inspect.isawaitable(result):
-            result = await result
+    def run(self, coro: Coroutine[Any, Any, T]) -> Deferred[T]:
+        """Run Worker code (a coroutine) with this runtime's runner."""
+        token = RUNNER.set(self.runner)
+        try:
+            return self.runner.start(coro)
+        finally:
+            RUNNER.reset(token)
+
+    async def entry(self, cls: type, method: str, request: Request) -> Response:
+        """One invocation of a Worker class's ``method`` (a new instance, as each Cloudflare
+        invocation gets), called relaxed (``def fetch(self)`` is legal)."""
+        ctx = ExecutionContext()
+        token = WORKER.set(WorkerCall(self, ctx))  # whose code runs (dotwist.context)
+        try:
+            entry = cls(ctx, self.env)
+            handler = getattr(entry, method)
+            result: Any = handler(*trim(entry, method, handler, (request,)))
+            while inspect.isawaitable(result):
+                result = await result
+        finally:
+            WORKER.reset(token)
         if not isinstance(result, Response):
             raise TypeError(
                 f"The Worker's fetch() returned {type(result).__name__}, not a Response"

@@ -1,11 +1,27 @@
-"""Shared fixtures: a fake clock, and a way to serve an app on a real loopback port."""
+"""Shared fixtures: a fake clock, and the run's random seed reported with every failure."""
 
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 import pytest
 from twisted.internet.task import Clock
+
+from seeded import SEED
 
 
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+def pytest_report_header(config: Any) -> str:
+    return f"random test data: DOTWIST_TEST_SEED={SEED}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        report.sections.append(("random test data", f"rerun with DOTWIST_TEST_SEED={SEED}"))

@@ -8,12 +8,13 @@ import os
 import socket
 import struct
 import time
+from seeded import randbytes
 
 
 class RawWebSocket:
     def __init__(self, port: int, path: str = "/websocket", timeout: float = 10.0) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
+        key = base64.b64encode(randbytes(16, "rawclient key")).decode()
         self.sock.sendall(
             (
                 f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -30,7 +31,7 @@ class RawWebSocket:
         self.status = int(head.split(b" ")[1])
 
     def send(self, payload: bytes, opcode: int = 1) -> None:
-        mask = os.urandom(4)
+        mask = randbytes(4, "rawclient mask")
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         n = len(payload)
         header = bytes([0x80 | opcode])

@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 
 from dotwist import _autobahn
+from seeded import randbytes
 
 HANDSHAKE = (
     b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -82,7 +83,7 @@ def frame(payload: bytes, opcode: int = 1, fin: bool = True, rsv: int = 0, maske
         header = bytes((b0, maskBit | 127)) + struct.pack("!Q", n)
     if not masked:
         return header + payload
-    mask = os.urandom(4)
+    mask = randbytes(4, "frame mask")
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
@@ -131,9 +132,9 @@ def same(data: bytes, chunks: list[int] | None = None, maxSize: int = 1 << 20) -
 MESSAGES = [
     frame(b""),
     frame("héllo wörld ✓".encode()),
-    frame(os.urandom(125), opcode=2),
+    frame(randbytes(125, "binary 125"), opcode=2),
     frame(b"x" * 126),
-    frame(os.urandom(5000), opcode=2),
+    frame(randbytes(5000, "binary 5000"), opcode=2),
     frame(b"y" * 70000),
 ]
 
@@ -219,7 +220,7 @@ def test_closing_inside_a_message_handler_stops_the_fast_path() -> None:
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 100000])
 @pytest.mark.parametrize("isBinary", [False, True])
 def test_sent_frames_are_byte_for_byte_autobahns(size: int, isBinary: bool) -> None:
-    payload = os.urandom(size)
+    payload = randbytes(size, f"sent {size}")
     fast, stock = opened(Fast), opened(Stock)
     fast.sendFast(payload, isBinary)
     stock.sendMessage(payload, isBinary)

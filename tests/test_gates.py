@@ -350,3 +350,35 @@ def test_a_commit_that_fails_later_resets_the_object_and_sends_nothing(clock):
     with pytest.raises(DurableObjectError) as info:
         result(d)
     assert info.value.durableObjectReset
+
+
+class RollsBack(DurableObject):
+    async def fetch(self, request):
+        sql = self.ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS t (x PRIMARY KEY)")
+        if request.url.endswith("/setup"):
+            sql.exec("INSERT INTO t VALUES (1)")
+            return Response("ok")
+        await self.ctx.storage.put("before", 1)  # a write that output now waits for
+        try:
+            sql.exec("INSERT OR ROLLBACK INTO t VALUES (1)")
+        except Exception as e:
+            return Response(type(e).__name__)
+        return Response("inserted")
+
+
+def test_a_batch_sqlite_discards_resets_the_object(clock):
+    """When SQLite rolls the whole uncommitted batch back (INSERT OR ROLLBACK, or a writing query
+    past its time limit), the writes that output waited for are gone: the caller gets a reset
+    error instead of a response, and the object's durable state is as before the batch."""
+    runtime = runtimeWith(RollsBack, clock)
+    stub = runtime.env.NS.getByName("r")
+    d = stub.fetch("http://x/setup")
+    clock.advance(0)
+    assert result(d).body == b"ok"
+    d = stub.fetch("http://x/boom")
+    clock.advance(0)
+    with pytest.raises(DurableObjectError) as info:
+        result(d)
+    assert info.value.durableObjectReset
+    assert liveActor(runtime, runtime.env.NS.getByName("r")).ctx.storage.kv.get("before") is None

@@ -153,17 +153,25 @@ def test_error_from_object_code_reaches_caller_marked_remote(clock):
 
 
 class Aborting(DurableObject):
+    after = []
+
     async def fetch(self, request):
         self.ctx.abort("enough")
+        type(self).after.append("ran on")  # never: abort() raises
         return Response("never mind")
 
 
 def test_abort_resets_the_object(clock):
-    """ctx.abort() drops the instance: the registry forgets it."""
+    """ctx.abort() drops the instance (the registry forgets it), stops the object's code, and the
+    caller gets a durableObjectReset error with the reason instead of the response."""
+    Aborting.after = []
     runtime = runtimeWith(Aborting, clock)
     stub = runtime.env.NS.getByName("a")
-    result(stub.fetch("http://x/"))
+    with pytest.raises(DurableObjectError, match="enough") as info:
+        result(stub.fetch("http://x/"))
+    assert info.value.durableObjectReset
     assert runtime.registry.liveObjects() == 0
+    assert Aborting.after == []
 
 
 def test_worker_reaches_objects_through_env(clock):
@@ -172,3 +180,35 @@ def test_worker_reaches_objects_through_env(clock):
     assert "NS" in repr(runtime.env)
     with pytest.raises(AttributeError, match="bindings: NS"):
         runtime.env.MISSING
+
+
+class FailsToInitialise(DurableObject):
+    constructed = 0
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        type(self).constructed += 1
+        self.attempt = type(self).constructed
+
+        async def load():
+            if self.attempt == 1:
+                raise ValueError("could not load")
+
+        ctx.blockConcurrencyWhile(load).addErrback(lambda f: None)
+
+    async def fetch(self, request):
+        return Response(f"attempt {self.attempt}")
+
+
+def test_blockConcurrencyWhile_callback_that_raises_resets_the_object(clock):
+    """A constructor's blockConcurrencyWhile callback that raises resets the object: the call
+    waiting behind it fails with durableObjectReset, and the next call constructs a fresh
+    instance that works."""
+    FailsToInitialise.constructed = 0
+    runtime = runtimeWith(FailsToInitialise, clock)
+    with pytest.raises(DurableObjectError) as info:
+        result(runtime.env.NS.getByName("f").fetch("http://x/"))
+    assert info.value.durableObjectReset
+    assert "could not load" in str(info.value)
+    assert result(runtime.env.NS.getByName("f").fetch("http://x/")).body == b"attempt 2"
+    assert runtime.registry.liveObjects() == 1

@@ -26,7 +26,7 @@ from dotwist.worker import Runtime
 
 from dotwist.testing import makeRuntime, result
 
-from support import freePort, serve
+from support import freePort, serve, turns
 
 
 class Worker(WorkerEntrypoint):
@@ -252,6 +252,14 @@ async def test_overloaded_object_gives_503_from_outside():
     service, port = await serve(App(Overloaded, durableObjects={"NS": Counter}), Limits().replace(maxPendingCalls=1))
     try:
         blocked = treq.get(f"http://127.0.0.1:{port}/block", persistent=False)
+        # The second request must find the first one pending: wait until it is (bounded).
+        for _ in range(2000):
+            actors = list(service.runtime.registry.namespaces["Counter"].actors.values())
+            if actors and actors[0].instance is not None and actors[0].instance.waiters:
+                break
+            await turns(1)
+        else:
+            raise AssertionError("the blocking call never reached the object")
         response = await treq.get(f"http://127.0.0.1:{port}/add", persistent=False)
         assert response.code == 503 and response.headers.getRawHeaders("retry-after") == ["1"]
         assert "overloaded" in await response.text()

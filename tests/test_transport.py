@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
 from dotwist._transport import DirectWriteEndpoint, DirectWriteServer, useDirectWrites
+from seeded import randbytes
 
 
 class Writer(Protocol):
@@ -60,7 +61,7 @@ async def _transfer(chunks: list[bytes]) -> tuple[bytes, Any, list[int]]:
 
 @pytest_twisted.ensureDeferred
 async def test_everything_arrives_in_order_when_the_kernel_takes_only_part() -> None:
-    big = os.urandom(4 << 20)
+    big = randbytes(4 << 20, "transport big")
     chunks = [b"first;", big, b";after-the-big-one;", b"last"]
     data, transport, buffered = await _transfer(chunks)
     assert type(transport) is DirectWriteServer

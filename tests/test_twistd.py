@@ -75,8 +75,20 @@ def test_twistd_dotwist_serves_the_seed_and_closes_sockets_with_1001_on_sigterm(
     opcode, payload = ws.receive()
     assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1001
     ws.send(payload[:2], opcode=8)
-    assertCleanExit(process)
+    output = assertCleanExit(process)
     ws.close()
+    assert "dotwist serving with AsyncioSelectorReactor" in output
+
+
+def test_twistd_r_epoll_keeps_working(tmp_path, stopAfter):
+    """`twistd -r epoll dotwist` runs on the epoll reactor (the service says so) and serves."""
+    port = freePort()
+    process = twistd("-r", "epoll", "dotwist", "--listen", f"tcp:{port}:interface=127.0.0.1", cwd=tmp_path)
+    stopAfter(process)
+    waitForPort(port, process)
+    assert httpGet(port, "/getCurrentConnections")[0] == 200
+    process.send_signal(signal.SIGTERM)
+    assert "dotwist serving with EPollReactor" in assertCleanExit(process)
 
 
 def test_run_tac_deploys_the_same_service(tmp_path, stopAfter):
@@ -92,7 +104,7 @@ def test_run_tac_deploys_the_same_service(tmp_path, stopAfter):
         "There are 0 WebSocket clients connected to this Durable Object instance.",
     )
     process.send_signal(signal.SIGTERM)
-    assertCleanExit(process)
+    assert "dotwist serving with AsyncioSelectorReactor" in assertCleanExit(process)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import pytest
 from twisted.internet.defer import Deferred
 
-from dotwist import App, DurableObject, Request, Response, WebSocketPair, WorkerEntrypoint
+from dotwist import App, DurableObject, DurableObjectError, Request, Response, WebSocketPair, WorkerEntrypoint
 from dotwist.examples import websocket_server
 from dotwist.testing import FakeConnection, connectWebSocket, makeRuntime, result
 from dotwist.websocket import CLOSED, CLOSING, OPEN
@@ -136,7 +136,8 @@ def test_reset_object_closes_its_sockets_with_1011(clock):
     """When an object is reset, the sockets it accepted are closed with 1011."""
     runtime = makeRuntime(App(Forward, durableObjects={"NS": Resettable}), clock=clock)
     transport = seedUpgrade(runtime)
-    result(runtime.fetch(Request("http://h/abort")))
+    with pytest.raises(DurableObjectError, match="test"):
+        result(runtime.fetch(Request("http://h/abort")))
     assert transport.closes == [(1011, "Durable Object reset")]
 
 

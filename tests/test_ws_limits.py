@@ -13,6 +13,7 @@ from dotwist.examples import echo
 
 from rawclient import RawWebSocket
 from support import connectWS, serve
+from seeded import randbytes
 
 
 def closeCodeAfter(port, path, frames):
@@ -31,7 +32,7 @@ def closeCodeAfter(port, path, frames):
 def _frame(opcode, payload, fin=True):
     import os
 
-    mask = os.urandom(4)
+    mask = randbytes(4, "ws_limits mask")
     header = bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)])
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 

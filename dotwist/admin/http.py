@@ -77,7 +77,7 @@ class TokenGuard(Resource):
     isLeaf = True
 
     def __init__(self, inner: IResource, token: str) -> None:
-        super().__init__()
+        Resource.__init__(self)
         if not token:
             raise ValueError("the admin interface needs a token")
         self._inner = inner
@@ -117,7 +117,7 @@ class AdminApp:
         self.metricsRegistry = metrics
 
     def resource(self, token: str) -> IResource:
-        guard: IResource = TokenGuard(self.app.resource(), token)  # type: ignore[arg-type, assignment]
+        guard: IResource = TokenGuard(self.app.resource(), token)
         return guard
 
     def _run(self, request: Any, fn: Callable[[], Any]) -> Any:

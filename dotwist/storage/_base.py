@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._cache import ValueCache
 from ._sql import Cursor, SqlEngine, SqlDatabaseImpl
 from .errors import CommitError, InvalidArgumentError, StorageClosedError, StorageError
 from .interface import ObjectStore, Savepoint, SqlDatabase
@@ -14,11 +15,18 @@ class BaseObjectStore(ObjectStore):
     """An object store whose SQL (and, for SQLite, everything) runs on a :class:`SqlEngine`.
 
     Subclasses keep the key-value data and implement the ``_kv*`` hooks so that savepoints,
-    commit and rollback cover it too.
+    commit and rollback cover it too. They read through and write through ``self._cache`` (a
+    :class:`~dotwist.storage._cache.ValueCache`), which this class keeps in step with every
+    commit, rollback, savepoint and the store's closing.
     """
 
     def __init__(
-        self, namespace: str, objectId: str, limits: StorageLimits, engine: SqlEngine
+        self,
+        namespace: str,
+        objectId: str,
+        limits: StorageLimits,
+        engine: SqlEngine,
+        cache: ValueCache,
     ) -> None:
         self.namespace = namespace
         self.objectId = objectId
@@ -31,6 +39,7 @@ class BaseObjectStore(ObjectStore):
         self.bytesWritten = 0
         self._pending = False
         self._closed = False
+        self._cache = cache
         self._sql = SqlDatabaseImpl(self._execSql, self._databaseSize)
 
     # -- hooks --------------------------------------------------------------------------------
@@ -65,6 +74,7 @@ class BaseObjectStore(ObjectStore):
 
     def _transactionLost(self) -> None:
         """SQLite rolled back the batch by itself (``INSERT OR ROLLBACK``, I/O error, ...)."""
+        self._cache.rollback()
         self._kvRollback()
         self._endSavepoints(0)
         self._pending = False
@@ -88,6 +98,12 @@ class BaseObjectStore(ObjectStore):
         return self._sql
 
     @property
+    def cacheStats(self) -> dict[str, int]:
+        """The value cache's state: ``entries``, ``bytes`` counted, ``hits`` and ``misses``."""
+        cache = self._cache
+        return {"entries": len(cache), "bytes": cache.size, "hits": cache.hits, "misses": cache.misses}
+
+    @property
     def hasPendingWrites(self) -> bool:
         return self._pending
 
@@ -105,9 +121,11 @@ class BaseObjectStore(ObjectStore):
         try:
             self._engine.commit()
         except CommitError:
+            self._cache.rollback()
             self._kvRollback()
             self._pending = False
             raise
+        self._cache.committed()
         self._kvCommit()
         self._pending = False
 
@@ -115,6 +133,7 @@ class BaseObjectStore(ObjectStore):
         self._check()
         self._endSavepoints(0)
         self._engine.rollback()
+        self._cache.rollback()
         self._kvRollback()
         self._pending = False
 
@@ -123,7 +142,7 @@ class BaseObjectStore(ObjectStore):
         depth = len(self._savepoints)
         name = f"_cf_sp{depth}"
         self._engine.savepoint(name)
-        sp = Savepoint(self, depth, name, (self._pending, self._kvMark()))
+        sp = Savepoint(self, depth, name, (self._pending, self._kvMark(), self._cache.mark()))
         self._savepoints.append(sp)
         return sp
 
@@ -142,7 +161,8 @@ class BaseObjectStore(ObjectStore):
     def rollbackTo(self, savepoint: Savepoint) -> None:
         self._checkSavepoint(savepoint)
         self._engine.rollbackTo(savepoint.name)
-        pending, mark = savepoint.state
+        pending, mark, cacheMark = savepoint.state
+        self._cache.rollbackTo(cacheMark)
         self._kvRollbackTo(mark)
         self._pending = pending
         self._endSavepoints(savepoint.depth)
@@ -156,6 +176,7 @@ class BaseObjectStore(ObjectStore):
             self._kvRollback()
             self._pending = False
         finally:
+            self._cache.clear()
             self._closed = True
             self._closeResources()
 

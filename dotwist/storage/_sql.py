@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,13 +22,15 @@ from .errors import (
     CommitError,
     InvalidValueError,
     SqlError,
+    SqlTimeLimitAbortedError,
+    SqlTimeLimitError,
     StorageError,
     TransactionAbortedError,
 )
 from .interface import SqlCursor, SqlRawIterator, SqlDatabase, SqlValue
 from .limits import StorageLimits, limitError
 
-__all__ = ["Cursor", "SqlEngine", "SqlDatabaseImpl", "splitStatements", "trustedSql"]
+__all__ = ["Cursor", "Row", "SqlEngine", "SqlDatabaseImpl", "splitStatements", "trustedSql"]
 
 #: Prefix of every internal statement (see the module docstring).
 _TRUSTED_PREFIX = f"/*dotwist:{secrets.token_hex(12)}*/ "
@@ -164,6 +167,31 @@ def isReservedName(name: str | None) -> bool:
 
 def _reservedReason(name: str) -> str:
     return f'access to {name} is prohibited: names starting with "_cf_" are reserved for internal use'
+
+
+#: SQLite virtual machine instructions between two looks at the clock during user SQL: about a
+#: millisecond of work or less, at a cost under 1% of a long query's time.
+_PROGRESS_STEPS = 10_000
+
+
+class _Deadline:
+    """SQLite's progress handler for one connection: interrupts the user statement running past
+    ``at`` (on ``clock``). A separate object, not an engine method, so that the connection holding
+    it does not make a reference cycle with the engine."""
+
+    __slots__ = ("at", "clock", "expired")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.at: float | None = None
+        self.clock = clock
+        self.expired = False
+
+    def __call__(self) -> int:
+        at = self.at
+        if at is not None and self.clock() > at:
+            self.expired = True
+            return 1
+        return 0
 
 
 class _Authorizer:
@@ -306,6 +334,23 @@ class _RawIterator(SqlRawIterator):
         return [list(row) for row in self._cursor._takeAll()]
 
 
+class Row(dict):  # type: ignore[type-arg]
+    """One SQL row: a ``dict`` of column name to value that also allows ``row.column``.
+
+    Cloudflare's Python Workers give rows as JavaScript objects (``row.greeting``); dotwist gives
+    a dict, so both spellings work and a row still equals the plain dict of its columns. A column
+    named like a dict method (``keys``, ``items``) is reached with ``row["keys"]`` only.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"the row has no column {name!r} (columns: {', '.join(map(str, self))})") from None
+
+
 class Cursor(SqlCursor):
     """Rows of the last statement of an ``exec``, buffered when ``exec`` ran.
 
@@ -344,11 +389,11 @@ class Cursor(SqlCursor):
         return self
 
     def __next__(self) -> dict[str, SqlValue]:
-        return dict(zip(self.columnNames, self._take()))
+        return Row(zip(self.columnNames, self._take()))
 
     def toArray(self) -> list[dict[str, SqlValue]]:
         names = self.columnNames
-        return [dict(zip(names, row)) for row in self._takeAll()]
+        return [Row(zip(names, row)) for row in self._takeAll()]
 
     def one(self) -> dict[str, SqlValue]:
         rows = self._takeAll()
@@ -356,7 +401,7 @@ class Cursor(SqlCursor):
             raise SqlError(ONE_NO_RESULTS)
         if len(rows) > 1:
             raise SqlError(ONE_MULTIPLE_RESULTS)
-        return dict(zip(self.columnNames, rows[0]))
+        return Row(zip(self.columnNames, rows[0]))
 
     def raw(self) -> _RawIterator:
         return _RawIterator(self)
@@ -423,6 +468,7 @@ class SqlEngine:
 
     ``internalNames`` are the ``_cf_`` objects the backend creates (user SQL may not create more).
     ``onTransactionLost`` is called when SQLite rolled the whole transaction back by itself.
+    ``clock`` (seconds) times user SQL against ``limits.maxSqlQueryDurationMs``.
     """
 
     def __init__(
@@ -432,6 +478,7 @@ class SqlEngine:
         *,
         internalNames: frozenset[str] = frozenset(),
         onTransactionLost: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.conn = conn
         self.limits = limits
@@ -443,6 +490,8 @@ class SqlEngine:
         self._seen: dict[str, tuple[bool, bool]] = {}
         self._cursor = conn.cursor()
         conn.set_authorizer(self._auth)
+        self._deadline = _Deadline(clock)
+        conn.set_progress_handler(self._deadline, _PROGRESS_STEPS)
         self.pageSize: int = self.trusted(trustedSql("PRAGMA page_size")).fetchone()[0]
         conn.setlimit(
             sqlite3.SQLITE_LIMIT_LENGTH, max(limits.maxSqlRowSize, limits.maxKeyValueSize + 4096)
@@ -617,10 +666,13 @@ class SqlEngine:
         columnNames: list[str] = []
         rows: list[tuple[Any, ...]] = []
         last = len(statements) - 1
+        watch = self._deadline
+        deadline = watch.clock() + self.limits.maxSqlQueryDurationMs / 1000
         try:
             for i, statement in enumerate(statements):
                 cursor = conn.cursor()
                 auth.reset()
+                watch.at = deadline
                 try:
                     cursor.execute(statement, bindings if i == last else ())
                     rows = cursor.fetchall()
@@ -630,6 +682,8 @@ class SqlEngine:
                     raise SqlError(
                         f"{MULTI_PARAMETERS if i < last else WRONG_BINDINGS} ({e})"
                     ) from None
+                finally:
+                    watch.at = None
                 # The authorizer runs when a statement is prepared, not when sqlite3 reuses it
                 # from its cache: remember what it saw, per statement text.
                 if auth.called:
@@ -648,6 +702,9 @@ class SqlEngine:
         except sqlite3.Error as e:
             reason = auth.reason
             auth.reset()
+            if watch.expired:
+                watch.expired = False
+                self._timeLimitExceeded()
             if self._lostTransaction():
                 raise TransactionAbortedError(
                     f"{sqliteMessage(e)}; SQLite rolled back the whole uncommitted batch: every "
@@ -675,6 +732,23 @@ class SqlEngine:
         self.trusted(_Q_EXEC_RELEASE)
         written = conn.total_changes - changes
         return Cursor(columnNames, rows, rowsRead, written), wrote or written > 0
+
+    def _timeLimitExceeded(self) -> None:
+        """Undo an ``exec`` that the progress handler interrupted, and raise."""
+        limit = self.limits.maxSqlQueryDurationMs
+        message = (
+            f"SQL query exceeded its time limit and was interrupted: SQLITE_INTERRUPT "
+            f"(limit StorageLimits.maxSqlQueryDurationMs = {limit})"
+        )
+        if self._lostTransaction():
+            raise SqlTimeLimitAbortedError(
+                f"{message}; SQLite rolled back the whole uncommitted batch: every write since "
+                "the last commit was discarded",
+                limit="maxSqlQueryDurationMs",
+                value=limit,
+            ) from None
+        self._undoExec()
+        raise SqlTimeLimitError(message, limit="maxSqlQueryDurationMs", value=limit) from None
 
     def _undoExec(self) -> None:
         self.trusted(_Q_EXEC_ROLLBACK)

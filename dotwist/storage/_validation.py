@@ -101,6 +101,11 @@ def encodeValue(value: Any, keyBytes: int, limits: StorageLimits) -> bytes:
 
 def entryList(entries: Any, limits: StorageLimits) -> list[tuple[str, bytes]]:
     """Check and encode the entries of putMany; nothing is stored unless all pass."""
+    return [(key, data) for key, _, data, _ in entryRows(entries, limits)]
+
+
+def entryRows(entries: Any, limits: StorageLimits) -> list[tuple[str, int, bytes, Any]]:
+    """Check and encode the entries of putMany: (key, its UTF-8 size, encoded value, value)."""
     if not hasattr(entries, "items"):
         raise InvalidArgumentError(
             f"putMany() takes a mapping of keys to values, not {type(entries).__qualname__}"
@@ -116,7 +121,7 @@ def entryList(entries: Any, limits: StorageLimits) -> list[tuple[str, bytes]]:
     out = []
     for key, value in items:
         n = keySize(key, limits)
-        out.append((str(key), encodeValue(value, n, limits)))
+        out.append((str(key), n, encodeValue(value, n, limits), value))
     return out
 
 
@@ -180,6 +185,7 @@ __all__ = [
     "checkObjectId",
     "encodeValue",
     "entryList",
+    "entryRows",
     "keyList",
     "keySize",
     "listOptions",

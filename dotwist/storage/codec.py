@@ -526,6 +526,16 @@ def encode(value: Any, *, maxDepth: int = DEFAULT_MAX_DEPTH, maxSize: int = DEFA
     ``maxSize`` bytes (checked as containers are entered, so it stops early on huge values; callers
     with an exact limit compare ``len()`` of the result as well).
     """
+    if type(value) is str:  # the commonest stored value: no buffer, no recursion
+        try:
+            b = value.encode()
+        except UnicodeEncodeError:
+            b = value.encode("utf-8", "surrogatepass")
+        n = len(b)
+        if n < 64:
+            return bytes((FORMAT_VERSION, _SHORT_STR + n)) + b
+        if n < 0x80:
+            return bytes((FORMAT_VERSION, _STR, n)) + b
     out = bytearray(_HEADER)
     try:
         _enc(value, out, maxDepth, maxSize)
@@ -776,6 +786,23 @@ def decode(data: bytes | bytearray | memoryview, *, maxDepth: int = DEFAULT_MAX_
     """Decode bytes made by :func:`encode`. Raises :class:`CorruptValueError` for anything else."""
     if type(data) is not bytes:
         data = bytes(data)
+    n = len(data)
+    if n >= 2 and data[0] == FORMAT_VERSION:  # fast paths: a whole value that is one str or int
+        t = data[1]
+        if t >= _SMALL_INT:
+            if n == 2:
+                return t - _SMALL_INT_ZERO
+        elif t >= _SHORT_STR:
+            if n == 2 + t - _SHORT_STR:
+                try:
+                    return data[2:].decode()
+                except UnicodeDecodeError:
+                    pass  # a lone surrogate: the general path decodes it
+        elif t == _STR and n > 2 and data[2] < 0x80 and n == 3 + data[2]:
+            try:
+                return data[3:].decode()
+            except UnicodeDecodeError:
+                pass
     if not data:
         raise CorruptValueError("invalid encoded value: empty")
     if data[0] != FORMAT_VERSION:

@@ -21,6 +21,8 @@ __all__ = [
     "InvalidValueError",
     "ObjectOpenError",
     "SqlError",
+    "SqlTimeLimitAbortedError",
+    "SqlTimeLimitError",
     "StorageClosedError",
     "StorageError",
     "StorageLimitError",
@@ -82,6 +84,28 @@ class TransactionAbortedError(SqlError):
     Every write since the last ``commit()`` is gone, key-value writes included, and every open
     savepoint is invalid. The store stays usable.
     """
+
+
+class SqlTimeLimitError(SqlError):
+    """A ``sql.exec`` ran longer than ``StorageLimits.maxSqlQueryDurationMs`` and SQLite interrupted
+    it (``code`` is ``"SQLITE_INTERRUPT"``).
+
+    The call is undone as a whole and the store stays usable. A query that only reads leaves
+    everything else as it was; one that writes raises :class:`SqlTimeLimitAbortedError` instead,
+    because SQLite then rolls back the whole uncommitted batch. ``limit`` and ``value`` name the
+    limit and its configured value, as :class:`StorageLimitError` does.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: int) -> None:
+        super().__init__(message, code="SQLITE_INTERRUPT")
+        self.limit = limit
+        self.value = value
+
+
+class SqlTimeLimitAbortedError(SqlTimeLimitError, TransactionAbortedError):
+    """A ``sql.exec`` that writes ran past its time limit: SQLite interrupted it and rolled back
+    the whole uncommitted batch (SQLite does that for any interrupted write), so every write since
+    the last commit is gone, key-value writes included (see :class:`TransactionAbortedError`)."""
 
 
 class CommitError(StorageError):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final, Union
+from typing import Any, Awaitable, Final, Optional, Union
 
 __all__ = [
     "MISSING",
@@ -174,7 +174,14 @@ class ObjectStore(ABC):
 
     Keys are ``str``; values are anything :mod:`dotwist.storage.codec` encodes, stored encoded (so
     mutating an object after ``put`` does not change what is stored, and every ``get`` returns a
-    fresh copy). Keys order by their UTF-8 bytes (code point order), as Cloudflare's.
+    fresh copy; immutable values may come back as the same object). Keys order by their UTF-8
+    bytes (code point order), as Cloudflare's.
+
+    Caching: like Cloudflare's, a store keeps recently used key-value pairs in memory, so reading
+    a recently used key does no I/O. The cache is invisible but for speed. ``noCache=True`` on a
+    read or write is Cloudflare's hint of that name: a read with it does not add the key to the
+    cache (a cached value is still returned, without refreshing its place in the LRU order), and a
+    write with it drops the key from the cache instead of keeping the new value there.
     """
 
     namespace: str
@@ -183,28 +190,28 @@ class ObjectStore(ABC):
     # -- key-value --------------------------------------------------------------------------
 
     @abstractmethod
-    def get(self, key: str) -> Any:
+    def get(self, key: str, *, noCache: bool = False) -> Any:
         """The value stored under ``key``, or :data:`MISSING`."""
 
     @abstractmethod
-    def getMany(self, keys: Iterable[str]) -> dict[str, Any]:
+    def getMany(self, keys: Iterable[str], *, noCache: bool = False) -> dict[str, Any]:
         """The stored values of ``keys`` (at most ``maxKeysPerCall``), ordered by key; absent
         keys are omitted."""
 
     @abstractmethod
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, *, noCache: bool = False) -> None:
         """Store ``value`` under ``key``."""
 
     @abstractmethod
-    def putMany(self, entries: Mapping[str, Any]) -> None:
+    def putMany(self, entries: Mapping[str, Any], *, noCache: bool = False) -> None:
         """Store every entry (at most ``maxKeysPerCall``); all or none."""
 
     @abstractmethod
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, noCache: bool = False) -> bool:
         """Delete ``key``; return whether it existed."""
 
     @abstractmethod
-    def deleteMany(self, keys: Iterable[str]) -> int:
+    def deleteMany(self, keys: Iterable[str], *, noCache: bool = False) -> int:
         """Delete ``keys`` (at most ``maxKeysPerCall``); return how many existed."""
 
     @abstractmethod
@@ -268,8 +275,11 @@ class ObjectStore(ABC):
     # -- transactions -----------------------------------------------------------------------
 
     @abstractmethod
-    def commit(self) -> None:
-        """Make every write since the last commit durable; return once it is.
+    def commit(self) -> Optional[Awaitable[None]]:
+        """Make every write since the last commit durable; return once it is (None), or return an
+        awaitable that completes once it is (a store whose commits are replicated elsewhere: the
+        runtime holds the object's output until then, and a failure there counts as a failed
+        commit). The embedded backends return None.
 
         Raises :class:`~dotwist.storage.errors.StorageError` if a savepoint is open, and
         :class:`~dotwist.storage.errors.CommitError` if the write fails (the batch is then

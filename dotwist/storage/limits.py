@@ -42,6 +42,14 @@ class StorageLimits:
     maxDatabaseSize: int = 10 * 1000**3
     #: Nesting depth of a stored value (not a Cloudflare limit; V8's is its stack). Guards recursion.
     maxValueDepth: int = 100
+    #: Wall-clock milliseconds one ``sql.exec`` call (all its statements) may run before SQLite
+    #: interrupts it (:class:`~dotwist.storage.errors.SqlTimeLimitError`). Cloudflare limits CPU
+    #: per request: "CPU per request: 30 seconds (default) / configurable to 5 minutes" (Durable
+    #: Objects limits page), and D1's "Maximum SQL query duration: 30 seconds". Here every object
+    #: shares one thread, so for as long as a statement runs, every other object waits: that is
+    #: why the clock is wall time, not CPU time. Lower it where a stall of that length matters more
+    #: than a long query.
+    maxSqlQueryDurationMs: int = 30_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

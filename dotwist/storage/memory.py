@@ -19,13 +19,22 @@ from bisect import bisect_left, bisect_right, insort
 from typing import Any
 
 from ._base import BaseObjectStore
+from ._cache import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_ENTRIES,
+    UNKNOWN,
+    Encoded,
+    ValueCache,
+    cacheBounds,
+    keyBytes,
+)
 from ._sql import SqlEngine, trustedSql
 from ._validation import (
     alarmTime,
     checkNamespace,
     checkObjectId,
     encodeValue,
-    entryList,
+    entryRows,
     keyList,
     keySize,
     listOptions,
@@ -77,7 +86,9 @@ class MemoryObjectStore(BaseObjectStore):
     def __init__(
         self, backend: MemoryBackend, namespace: str, objectId: str, data: _ObjectData
     ) -> None:
-        super().__init__(namespace, objectId, backend.limits, data.engine)
+        limits = backend.limits
+        cache = ValueCache(backend.valueCacheEntries, backend.valueCacheBytes, limits.maxValueDepth)
+        super().__init__(namespace, objectId, limits, data.engine, cache)
         self._backend = backend
         self._d = data
         self._log: list[tuple[Any, ...]] = []
@@ -143,62 +154,98 @@ class MemoryObjectStore(BaseObjectStore):
 
     # -- key-value ----------------------------------------------------------------------------
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, *, noCache: bool = False) -> Any:
         if self._closed:
             self._check()
-        keySize(key, self.limits)
+        cache = self._cache
+        if type(key) is str:
+            entry = cache.entries.get(key)
+            if entry is not None:  # a hit, inlined: this is the hot path of every read
+                cache.hits += 1
+                if not noCache:
+                    cache.entries.move_to_end(key)
+                value = entry[0]
+                if type(value) is Encoded:
+                    return decode(value.data, maxDepth=cache.maxDepth)
+                return value
+            cache.misses += 1
+        n = keySize(key, self.limits)
         data = self._d.values.get(key)
         if data is None:
+            if not noCache and type(key) is str:
+                cache.loaded(key, n, None, MISSING)
             return MISSING
         self.bytesRead += len(data)
-        return decode(data, maxDepth=self.limits.maxValueDepth)
+        value = decode(data, maxDepth=self.limits.maxValueDepth)
+        if not noCache and type(key) is str:
+            cache.loaded(key, n, data, value)
+        return value
 
-    def getMany(self, keys: Any) -> dict[str, Any]:
+    def getMany(self, keys: Any, *, noCache: bool = False) -> dict[str, Any]:
         self._check()
+        cache = self._cache
         values = self._d.values
         depth = self.limits.maxValueDepth
-        return {
-            key: decode(values[key], maxDepth=depth)
-            for key in sorted(keyList(keys, self.limits))
-            if key in values
-        }
+        found: dict[str, Any] = {}
+        for key in keyList(keys, self.limits):
+            value = cache.get(key, UNKNOWN, not noCache)
+            if value is UNKNOWN:
+                data = values.get(key)
+                if data is None:
+                    if not noCache:
+                        cache.loaded(key, keyBytes(key), None, MISSING)
+                    continue
+                value = decode(data, maxDepth=depth)
+                if not noCache:
+                    cache.loaded(key, keyBytes(key), data, value)
+            if value is not MISSING:
+                found[key] = value
+        return {key: found[key] for key in sorted(found)}
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, *, noCache: bool = False) -> None:
         if self._closed:
             self._check()
         n = keySize(key, self.limits)
         data = encodeValue(value, n, self.limits)
         self._checkSize(n + len(data))
         self.bytesWritten += n + len(data)
-        self._log.append((_SET, key, self._rawSet(key, data)))
+        skey = key if type(key) is str else str(key)
+        self._log.append((_SET, skey, self._rawSet(skey, data)))
         self._pending = True
+        self._cache.put(skey, n, data, value, not noCache)
 
-    def putMany(self, entries: Any) -> None:
+    def putMany(self, entries: Any, *, noCache: bool = False) -> None:
         self._check()
-        rows = entryList(entries, self.limits)
-        self._checkSize(sum(_keyBytes(k) + len(v) for k, v in rows))
+        rows = entryRows(entries, self.limits)
+        self._checkSize(sum(n + len(data) for _, n, data, _ in rows))
         log = self._log
-        for key, data in rows:
+        cache = self._cache
+        for key, n, data, value in rows:
             log.append((_SET, key, self._rawSet(key, data)))
+            cache.put(key, n, data, value, not noCache)
         if rows:
             self._pending = True
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, noCache: bool = False) -> bool:
         if self._closed:
             self._check()
-        keySize(key, self.limits)
-        old = self._rawSet(key, None)
+        n = keySize(key, self.limits)
+        skey = key if type(key) is str else str(key)
+        self._cache.deleted(skey, n, not noCache)
+        old = self._rawSet(skey, None)
         if old is None:
             return False
-        self._log.append((_SET, key, old))
+        self._log.append((_SET, skey, old))
         self._pending = True
         return True
 
-    def deleteMany(self, keys: Any) -> int:
+    def deleteMany(self, keys: Any, *, noCache: bool = False) -> int:
         self._check()
         count = 0
         log = self._log
+        cache = self._cache
         for key in keyList(keys, self.limits):
+            cache.deleted(key, keyBytes(key), not noCache)
             old = self._rawSet(key, None)
             if old is not None:
                 log.append((_SET, key, old))
@@ -257,6 +304,7 @@ class MemoryObjectStore(BaseObjectStore):
         d.kvBytes = 0
         d.alarm = None
         self._pending = True
+        self._cache.changedEverything()
 
     # -- alarm --------------------------------------------------------------------------------
 
@@ -282,10 +330,21 @@ class MemoryObjectStore(BaseObjectStore):
 
 
 class MemoryBackend(StorageBackend):
-    """Objects' storage in this process's memory, for tests and ephemeral deployments."""
+    """Objects' storage in this process's memory, for tests and ephemeral deployments.
 
-    def __init__(self, limits: StorageLimits | None = None) -> None:
+    ``valueCacheEntries`` and ``valueCacheBytes`` bound each open object's cache of decoded values
+    (see :mod:`dotwist.storage._cache`; 0 entries turns it off), as in :class:`SqliteBackend`.
+    """
+
+    def __init__(
+        self,
+        limits: StorageLimits | None = None,
+        *,
+        valueCacheEntries: int = DEFAULT_CACHE_ENTRIES,
+        valueCacheBytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
         self.limits = limits if limits is not None else StorageLimits()
+        self.valueCacheEntries, self.valueCacheBytes = cacheBounds(valueCacheEntries, valueCacheBytes)
         self._data: dict[tuple[str, str], _ObjectData] = {}
         self._open: dict[tuple[str, str], MemoryObjectStore] = {}
         self._isClosed = False

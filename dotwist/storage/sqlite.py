@@ -20,13 +20,22 @@ import sqlite3
 from typing import Any
 
 from ._base import BaseObjectStore
+from ._cache import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_ENTRIES,
+    UNKNOWN,
+    Encoded,
+    ValueCache,
+    cacheBounds,
+    keyBytes,
+)
 from ._sql import SqlEngine, sqliteMessage, trustedSql
 from ._validation import (
     alarmTime,
     checkNamespace,
     checkObjectId,
     encodeValue,
-    entryList,
+    entryRows,
     keyList,
     keySize,
     listOptions,
@@ -108,7 +117,9 @@ class SqliteObjectStore(BaseObjectStore):
         engine: SqlEngine,
         path: str | None,
     ) -> None:
-        super().__init__(namespace, objectId, backend.limits, engine)
+        limits = backend.limits
+        cache = ValueCache(backend.valueCacheEntries, backend.valueCacheBytes, limits.maxValueDepth)
+        super().__init__(namespace, objectId, limits, engine, cache)
         self._backend = backend
         self._conn = conn
         self.path = path
@@ -142,30 +153,57 @@ class SqliteObjectStore(BaseObjectStore):
 
     # -- key-value ----------------------------------------------------------------------------
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, *, noCache: bool = False) -> Any:
         if self._closed:
             self._check()
-        keySize(key, self.limits)
+        cache = self._cache
+        if type(key) is str:
+            entry = cache.entries.get(key)
+            if entry is not None:  # a hit, inlined: this is the hot path of every read
+                cache.hits += 1
+                if not noCache:
+                    cache.entries.move_to_end(key)
+                value = entry[0]
+                if type(value) is Encoded:
+                    return decode(value.data, maxDepth=cache.maxDepth)
+                return value
+            cache.misses += 1
+        n = keySize(key, self.limits)
         row = self._engine.trusted(_Q_GET, (key,)).fetchone()
         if row is None:
+            if not noCache and type(key) is str:
+                cache.loaded(key, n, None, MISSING)
             return MISSING
-        self.bytesRead += len(row[0])
-        return decode(row[0], maxDepth=self.limits.maxValueDepth)
+        data = row[0]
+        self.bytesRead += len(data)
+        value = decode(data, maxDepth=self.limits.maxValueDepth)
+        if not noCache and type(key) is str:
+            cache.loaded(key, n, data, value)
+        return value
 
-    def getMany(self, keys: Any) -> dict[str, Any]:
+    def getMany(self, keys: Any, *, noCache: bool = False) -> dict[str, Any]:
         self._check()
-        found = []
+        cache = self._cache
+        found: dict[str, Any] = {}
         trusted = self._engine.trusted
-        for key in keyList(keys, self.limits):
-            row = trusted(_Q_GET, (key,)).fetchone()
-            if row is not None:
-                found.append((key, row[0]))
-        found.sort()
         depth = self.limits.maxValueDepth
-        self.bytesRead += sum(len(data) for _, data in found)
-        return {key: decode(data, maxDepth=depth) for key, data in found}
+        for key in keyList(keys, self.limits):
+            value = cache.get(key, UNKNOWN, not noCache)
+            if value is UNKNOWN:
+                row = trusted(_Q_GET, (key,)).fetchone()
+                if row is None:
+                    if not noCache:
+                        cache.loaded(key, keyBytes(key), None, MISSING)
+                    continue
+                self.bytesRead += len(row[0])
+                value = decode(row[0], maxDepth=depth)
+                if not noCache:
+                    cache.loaded(key, keyBytes(key), row[0], value)
+            if value is not MISSING:
+                found[key] = value
+        return {key: found[key] for key in sorted(found)}
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: Any, *, noCache: bool = False) -> None:
         if self._closed:
             self._check()
         n = keySize(key, self.limits)
@@ -176,30 +214,36 @@ class SqliteObjectStore(BaseObjectStore):
         engine.begin()
         engine.trusted(_Q_PUT, (key, data))
         self._pending = True
+        self._cache.put(key if type(key) is str else str(key), n, data, value, not noCache)
 
-    def putMany(self, entries: Any) -> None:
+    def putMany(self, entries: Any, *, noCache: bool = False) -> None:
         self._check()
-        rows = entryList(entries, self.limits)
+        rows = entryRows(entries, self.limits)
         if not rows:
             return
-        growth = sum(len(key.encode("utf-8")) + len(data) for key, data in rows)
+        growth = sum(n + len(data) for _, n, data, _ in rows)
         self._reserve(growth)
         self.bytesWritten += growth
-        self._engine.atomically(lambda: self._engine.trustedMany(_Q_PUT, rows))
+        params = [(key, data) for key, _, data, _ in rows]
+        self._engine.atomically(lambda: self._engine.trustedMany(_Q_PUT, params))
         self._pending = True
+        cache = self._cache
+        for key, n, data, value in rows:
+            cache.put(key, n, data, value, not noCache)
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, *, noCache: bool = False) -> bool:
         if self._closed:
             self._check()
-        keySize(key, self.limits)
+        n = keySize(key, self.limits)
         engine = self._engine
         engine.begin()
         deleted = engine.trusted(_Q_DELETE, (key,)).rowcount > 0
         if deleted:
             self._pending = True
+        self._cache.deleted(key if type(key) is str else str(key), n, not noCache)
         return deleted
 
-    def deleteMany(self, keys: Any) -> int:
+    def deleteMany(self, keys: Any, *, noCache: bool = False) -> int:
         self._check()
         keys = keyList(keys, self.limits)
         if not keys:
@@ -212,6 +256,9 @@ class SqliteObjectStore(BaseObjectStore):
         count: int = self._engine.atomically(run)
         if count:
             self._pending = True
+        cache = self._cache
+        for key in keys:
+            cache.deleted(key, keyBytes(key), not noCache)
         return count
 
     def list(
@@ -262,6 +309,7 @@ class SqliteObjectStore(BaseObjectStore):
 
         engine.atomically(run)
         self._pending = True
+        self._cache.changedEverything()
 
     # -- alarm --------------------------------------------------------------------------------
 
@@ -338,7 +386,9 @@ class SqliteBackend(StorageBackend):
     SQLite's page cache per open object (SQLite's default, 2000 KiB, if None);
     ``journalSizeLimit`` caps the bytes a WAL keeps after a checkpoint; ``deleteEmpty`` removes the
     database file of an object that holds nothing (no key, no alarm, no table) when it is closed,
-    so that objects that were only read, or emptied by ``deleteAll()``, leave no file behind.
+    so that objects that were only read, or emptied by ``deleteAll()``, leave no file behind;
+    ``valueCacheEntries`` and ``valueCacheBytes`` bound each open object's cache of recently used
+    key-value pairs (see :mod:`dotwist.storage._cache`; ``valueCacheEntries=0`` turns it off).
     """
 
     def __init__(
@@ -350,6 +400,8 @@ class SqliteBackend(StorageBackend):
         cacheSizeKiB: int | None = None,
         journalSizeLimit: int = 4 * 1024 * 1024,
         deleteEmpty: bool = True,
+        valueCacheEntries: int = DEFAULT_CACHE_ENTRIES,
+        valueCacheBytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.dataDir = None if dataDir is None else os.fspath(dataDir)
         self.limits = limits if limits is not None else StorageLimits()
@@ -359,14 +411,15 @@ class SqliteBackend(StorageBackend):
         self.cacheSizeKiB = cacheSizeKiB
         self.journalSizeLimit = journalSizeLimit
         self.deleteEmpty = deleteEmpty
+        self.valueCacheEntries, self.valueCacheBytes = cacheBounds(valueCacheEntries, valueCacheBytes)
         self._open: dict[tuple[str, str], SqliteObjectStore] = {}
         self._parked: dict[tuple[str, str], tuple[sqlite3.Connection, SqlEngine]] = {}
         self._isClosed = False
 
     @classmethod
-    def inMemory(cls, limits: StorageLimits | None = None) -> SqliteBackend:
+    def inMemory(cls, limits: StorageLimits | None = None, **options: Any) -> SqliteBackend:
         """A backend whose objects live in ``:memory:`` databases (kept until the backend closes)."""
-        return cls(None, limits)
+        return cls(None, limits, **options)
 
     def pathFor(self, namespace: str, objectId: str) -> str | None:
         """The database file of an object (None for an in-memory backend)."""
@@ -537,3 +590,4 @@ def _fsyncDir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+

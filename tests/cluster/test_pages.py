@@ -18,6 +18,7 @@ from dotwist.cluster.pages import (
     emptyDatabaseImage,
 )
 from dotwist.storage import SqliteBackend
+from seeded import SEED
 
 NS = "Pages"
 OID = "ab" * 32
@@ -184,7 +185,7 @@ class _Workload:
 
 @pytest.fixture
 def seed() -> int:
-    value = int(os.environ.get("DOTWIST_TEST_SEED", random.SystemRandom().randrange(2**32)))
+    value = SEED
     print(f"seed: {value} (rerun with DOTWIST_TEST_SEED={value})")
     return value
 

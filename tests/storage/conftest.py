@@ -30,13 +30,15 @@ NAMESPACE = "TestObject"
 BACKENDS = ["memory", "sqlite-memory", "sqlite-file"]
 
 
-def _make(kind: str, directory: Path, limits: StorageLimits | None) -> StorageBackend:
+def _make(
+    kind: str, directory: Path, limits: StorageLimits | None, options: dict[str, Any]
+) -> StorageBackend:
     if kind == "memory":
-        return MemoryBackend(limits)
+        return MemoryBackend(limits, **options)
     if kind == "sqlite-memory":
-        return SqliteBackend.inMemory(limits)
+        return SqliteBackend.inMemory(limits, **options)
     if kind == "sqlite-file":
-        return SqliteBackend(directory, limits)
+        return SqliteBackend(directory, limits, **options)
     raise AssertionError(kind)
 
 
@@ -45,11 +47,12 @@ MakeBackend = Callable[..., StorageBackend]
 
 @pytest.fixture(params=BACKENDS)
 def makeBackend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeBackend]:
-    """A factory of backends of one kind; every backend made is closed after the test."""
+    """A factory of backends of one kind; every backend made is closed after the test. Keyword
+    arguments are backend options every backend takes (``valueCacheEntries``, ...)."""
     made: list[StorageBackend] = []
 
-    def make(limits: StorageLimits | None = None) -> StorageBackend:
-        backend = _make(request.param, tmp_path / f"data{len(made)}", limits)
+    def make(limits: StorageLimits | None = None, **options: Any) -> StorageBackend:
+        backend = _make(request.param, tmp_path / f"data{len(made)}", limits, options)
         made.append(backend)
         return backend
 

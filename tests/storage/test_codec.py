@@ -197,3 +197,27 @@ def test_randomBytesNeverCrashTheDecoder() -> None:
             decode(data)
         except CorruptValueError:
             pass
+
+
+def test_topLevelStrAndIntFollowTheFormat() -> None:
+    """A whole value that is one str or small int (which encode and decode take by a short path)
+    has exactly the documented layout, and a str inside a list is encoded the same way."""
+    for n in range(0, 300, 7):
+        s = "é" * (n // 2) + "a" * (n - 2 * (n // 2))
+        body = s.encode()
+        m = len(body)
+        if m < 64:
+            layout = bytes([FORMAT_VERSION, 0x40 + m]) + body
+        elif m < 0x80:
+            layout = bytes([FORMAT_VERSION, 0x05, m]) + body
+        else:
+            layout = bytes([FORMAT_VERSION, 0x05, (m & 0x7F) | 0x80, m >> 7]) + body
+        assert encode(s) == layout
+        assert encode([s])[2:] == layout[1:]
+        assert decode(layout) == s and type(decode(layout)) is str
+    surrogate = "a\ud800b"
+    assert decode(encode(surrogate)) == surrogate
+    assert [decode(encode(i)) for i in range(-40, 100)] == list(range(-40, 100))
+    for bad in (b"\x01\x43ab", b"\x01\x42abc", b"\x01\x05\x03ab", b"\x01\x42\xff\xfe", b"\x01\xa0\x00"):
+        with pytest.raises(CorruptValueError):
+            decode(bad)
