@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from .errors import DurableObjectError
 from .gates import InputGate, OutputGate
 from .handlers import asDeferred
+from .stats import NamespaceStats
 from .storage import MISSING, TransactionAbortedError
 from .storage.interface import ObjectStore, Savepoint, SqlCursor
 from .values import storageKey
@@ -98,7 +99,10 @@ class StorageSession:
 
     ``onFailure(error)`` is called when a commit fails (the owner resets the object);
     ``onAlarmSet(millis)`` when the object sets its alarm (before that write commits);
-    ``hasAlarmHandler()`` says whether ``setAlarm`` is allowed.
+    ``hasAlarmHandler()`` says whether ``setAlarm`` is allowed. Operations, bytes and commit
+    latency count into ``stats``. ``name`` (from ``idFromName``) is recorded with the object's
+    data in the first commit that writes something, if it is not there yet; ``onNamed()`` is
+    called when it was.
     """
 
     def __init__(
@@ -111,8 +115,15 @@ class StorageSession:
         onFailure: Callable[[DurableObjectError], None],
         onAlarmSet: Callable[[int], None],
         hasAlarmHandler: Callable[[], bool],
+        stats: Optional[NamespaceStats] = None,
+        name: Optional[str] = None,
+        onNamed: Optional[Callable[[], None]] = None,
     ) -> None:
         self.store = store
+        self.stats = stats if stats is not None else NamespaceStats()
+        self._ops = self.stats.storageOps
+        self._name = name
+        self._onNamed = onNamed
         self._clock = clock
         self._inputGate = inputGate
         self._outputGate = outputGate
@@ -144,12 +155,14 @@ class StorageSession:
     # -- reads and writes ----------------------------------------------------------------------
 
     def read(self, op: Callable[[], T]) -> Deferred[T]:
+        self._ops["read"] += 1
         try:
             return succeed(op())
         except Exception:
             return fail()
 
     def write(self, op: Callable[[], T], confirm: bool = True) -> Deferred[T]:
+        self._ops["write"] += 1
         try:
             result = op()
         except Exception:
@@ -174,18 +187,24 @@ class StorageSession:
             return
         batch = self._batch
         self._batch += 1
+        if self._name is not None and self.store.hasPendingWrites:
+            self._recordName()
+        timer = self.stats.timer
+        started = timer()
         try:
             pending = self.store.commit()
         except Exception as e:
             self._failed(e)
             return
         if pending is None:
+            self.stats.commitSeconds.observe(timer() - started)
             self._committed(batch)
             return
         self._inFlight = True
 
         def done(_: object) -> None:
             self._inFlight = False
+            self.stats.commitSeconds.observe(timer() - started)
             if not self.store.closed:
                 self._committed(batch)
 
@@ -206,7 +225,19 @@ class StorageSession:
         if self.store.hasPendingWrites or self._syncWaiters:
             self._scheduleCommit()
 
+    def _recordName(self) -> None:
+        name, self._name = self._name, None
+        assert name is not None
+        store = self.store
+        recordName = getattr(store, "recordName", None)
+        if recordName is None or store.storedName() == name:
+            return
+        recordName(name)
+        if self._onNamed is not None:
+            self._onNamed()
+
     def _failed(self, cause: BaseException) -> None:
+        self.stats.commitFailures += 1
         _log.failure(
             "Durable Object storage commit failed; the object is reset", Failure(cause)
         )
@@ -254,10 +285,13 @@ class StorageSession:
             self._commitCall.cancel()
         self._commitCall = None
         if not self.store.closed:
+            store = self.store
+            self.stats.storageBytesRead += getattr(store, "bytesRead", 0)
+            self.stats.storageBytesWritten += getattr(store, "bytesWritten", 0)
             try:
-                self.store.rollback()
+                store.rollback()
             finally:
-                self.store.close()
+                store.close()
 
     # -- the alarm, as the runtime sees it --------------------------------------------------
 
@@ -286,6 +320,7 @@ class StorageSession:
     # -- transactions ----------------------------------------------------------------------
 
     def transactionSync(self, fn: Callable[[], T]) -> T:
+        self._ops["transaction"] += 1
         store = self.store
         savepoint = store.savepoint()
         try:
@@ -301,6 +336,7 @@ class StorageSession:
     def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
         """Run ``closure(txn)`` in a savepoint. The input gate is locked now, before this returns,
         and stays locked until the closure has finished, awaits included."""
+        self._ops["transaction"] += 1
         store = self.store
         savepoint = store.savepoint()
         self._inputGate.lock()
@@ -343,6 +379,7 @@ class DurableObjectStorage:
 
     def __init__(self, session: StorageSession) -> None:
         self._session = session
+        self._ops = session._ops
         self._kv = SyncKvStorage(session)
         self._sql = SqlStorage(session)
 
@@ -354,6 +391,7 @@ class DurableObjectStorage:
         (``dotwist.values.storageKey``: ``3`` is ``"3"``)."""
         noCache = bool(_options(options, kwargs, _OP_OPTIONS).get("noCache"))
         store = self._session.store
+        self._ops["read"] += 1
         try:
             if isinstance(keys, (list, tuple)):
                 return succeed(store.getMany(_keys(keys), noCache=noCache))
@@ -383,6 +421,7 @@ class DurableObjectStorage:
         if value is MISSING:
             raise TypeError("put(key, value) needs a value")
         opts = _options(options, kwargs, _OP_OPTIONS)
+        self._ops["write"] += 1
         try:
             key = keyOrEntries if type(keyOrEntries) is str else storageKey(keyOrEntries)
             store.put(key, value, noCache=bool(opts.get("noCache")))
@@ -513,13 +552,16 @@ class SyncKvStorage:
         self._session = session
 
     def get(self, key: str) -> Any:
+        self._session._ops["read"] += 1
         return _value(self._session.store.get(storageKey(key)))
 
     def put(self, key: str, value: Any) -> None:
+        self._session._ops["write"] += 1
         self._session.store.put(storageKey(key), value)
         self._session.wrote()
 
     def delete(self, key: str) -> bool:
+        self._session._ops["write"] += 1
         existed = self._session.store.delete(storageKey(key))
         self._session.wrote()
         return existed
@@ -528,6 +570,7 @@ class SyncKvStorage:
         unknown = set(options) - set(_LIST_OPTIONS)
         if unknown:
             raise TypeError(f"Unknown list option(s): {', '.join(sorted(unknown))}")
+        self._session._ops["read"] += 1
         return self._session.store.list(**_listing(options))
 
 
@@ -539,16 +582,21 @@ class SqlStorage:
         self._session = session
 
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
-        store = self._session.store
+        session = self._session
+        session._ops["sql"] += 1
+        store = session.store
         try:
             cursor = store.sql.exec(query, *bindings)
         except TransactionAbortedError as e:
             # SQLite discarded the whole uncommitted batch: writes that output already waits
             # for are gone, so the object is reset as after a failed commit.
-            self._session.batchLost(e)
+            session.batchLost(e)
             raise
+        stats = session.stats
+        stats.sqlRowsRead += cursor.rowsRead
+        stats.sqlRowsWritten += cursor.rowsWritten
         if store.hasPendingWrites:
-            self._session.wrote()
+            session.wrote()
         return cursor
 
     @property

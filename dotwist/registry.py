@@ -29,8 +29,10 @@ from .handlers import DeferredRunner, Runner
 from .hibernation import HibernationRecord
 from .ids import DEFAULT_SECRET, DurableObjectId, IdMinter
 from .lifecycle import ObjectLifecycle, idleDelay, leaveAs, pinned
+from .names import MemoryNameIndex, NameIndex
 from .objects import Actor
 from .placement import LocalPlacement, Placement
+from .stats import NamespaceStats
 from .storage.interface import StorageBackend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +50,7 @@ class Namespace:
         self.cls = cls
         self.minter = IdMinter(name, registry.idSecret, idKey)
         self.actors: dict[str, Actor] = {}
+        self.stats = NamespaceStats()
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name} {self.cls.__qualname__}>"
@@ -85,6 +88,8 @@ class ObjectRegistry:
         self.alarms = AlarmScheduler(clock, alarmIndex, self._deliverAlarm)
         #: How many objects left memory, by the state they left in.
         self.departures: dict[ObjectLifecycle, int] = {state: 0 for state in ObjectLifecycle if state.final}
+        #: The names of objects minted with ``idFromName`` that wrote data (``dotwist.names``).
+        self.names: NameIndex = MemoryNameIndex()
 
     # -- namespaces and objects ----------------------------------------------------------------
 
@@ -133,6 +138,10 @@ class ObjectRegistry:
         if timer is not None and timer.active():
             timer.cancel()
         actor.idleTimer = None
+        stats = actor.stats
+        stats.inputGateWaits += actor.inputGate.waits
+        stats.outputGateWaits += actor.outputGate.waits
+        actor.inputGate.waits = actor.outputGate.waits = 0
 
     def liveObjects(self) -> int:
         return sum(len(ns.actors) for ns in self.namespaces.values())
@@ -238,6 +247,7 @@ class ObjectRegistry:
         if not hibernatable:
             self.records.pop((actor.namespace.name, actor.key), None)
         self.departures[state] += 1
+        actor.stats.departures[state.value] += 1
 
 
 def _hibernatedEvent(actor: Actor, record: HibernationRecord, ws: "WebSocket", kind: str, event: Any) -> None:
@@ -256,9 +266,7 @@ def _hibernatedEvent(actor: Actor, record: HibernationRecord, ws: "WebSocket", k
             )
         return
     outcome.addErrback(
-        lambda f: _log.failure(
-            "{cls}.{name}() raised", f, cls=actor.namespace.cls.__name__, name=name
-        )
+        lambda f: _log.failure("{who}: {name}() raised", f, name=name, **actor.logFields())
     )
 
 

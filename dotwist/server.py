@@ -13,6 +13,7 @@ becomes an HTTP response in one place, ``errorResponse``.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional, cast
 
 from autobahn.twisted.resource import WebSocketResource
@@ -27,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from . import websocket
+from . import logs, websocket
 from ._autobahn import FastMessages
 from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError
 from ._http import LimitedSite, requestUrl
@@ -330,6 +331,10 @@ class Front:
     def __init__(self, runtime: Runtime, factory: DotwistWebSocketFactory) -> None:
         self._runtime = runtime
         self._factory = factory
+        #: Requests being handled now (the service waits for them when it stops).
+        self.inFlight = 0
+        #: Set when the service stops: new requests get 503 and their connection closes.
+        self.draining = False
 
     def resource(self) -> IResource:
         resource: IResource = self.app.resource()
@@ -368,7 +373,13 @@ class Front:
 
     @app.route("/", branch=True)
     async def handle(self, request: IRequest) -> Any:
+        if self.draining:
+            request.setResponseCode(503)
+            request.setHeader(b"connection", b"close")
+            request.setHeader(b"retry-after", b"1")
+            return b"The server is shutting down."
         incoming: Optional[Request] = None
+        self.inFlight += 1
         try:
             incoming = self._toRequest(request)
             response = await self._runtime.fetch(incoming)
@@ -377,6 +388,8 @@ class Front:
         except Exception as e:
             method, url = (incoming.method, incoming.url) if incoming is not None else ("", "")
             return errorResponse(request, e, method, url)
+        finally:
+            self.inFlight -= 1
         request.setResponseCode(response.status, response.statusText.encode("latin-1", "replace"))
         for name, value in response.headers.rawItems():
             request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
@@ -393,36 +406,63 @@ class Front:
             )
         if not websocket.claimForHandover(response.webSocket):
             raise WorkerResponseError("Worker returned a WebSocket that was already handed to a client")
+        site = getattr(request.channel, "site", None)  # type: ignore[attr-defined]
+        if isinstance(site, DotwistSite):
+            site.logUpgrade(request)
         return self._factory.buildHandover(response)
 
 
 class DotwistSite(LimitedSite):
-    """A ``Site`` with dotwist's HTTP limits (``dotwist._http``), whose access log is opt-in (it
-    costs on every request)."""
+    """A ``Site`` with dotwist's HTTP limits (``dotwist._http``) that logs one line per request
+    (``dotwist.logs``; ``accessLog = False`` turns them off) and counts responses by status for
+    the metrics."""
 
-    accessLog = False
+    accessLog = True
+    #: The HTTP side this site serves (set by ``makeSite``).
+    front: Optional["Front"] = None
+
+    def getResourceFor(self, request: Any) -> Any:
+        request.dotwistStarted = time.monotonic()
+        return LimitedSite.getResourceFor(self, request)  # type: ignore[no-untyped-call]  # Twisted's
+
+    def _elapsedMs(self, request: Any) -> float:
+        started = getattr(request, "dotwistStarted", None)
+        return 0.0 if started is None else (time.monotonic() - started) * 1000.0
 
     def __init__(self, resource: IResource, reactor: Any = None) -> None:
         if reactor is None:
             LimitedSite.__init__(self, resource)
         else:
             LimitedSite.__init__(self, resource, reactor=reactor)
+        #: Responses sent, by status code (101 for WebSocket upgrades).
+        self.responses: dict[int, int] = {}
 
     def log(self, request: Any) -> None:
+        code = request.code
+        self.responses[code] = self.responses.get(code, 0) + 1
         if self.accessLog:
-            super().log(request)
+            logs.logRequest(request, self._elapsedMs(request))
+
+    def logUpgrade(self, request: Any) -> None:
+        """A request handed over to a WebSocket (it never finishes as an HTTP request)."""
+        self.responses[101] = self.responses.get(101, 0) + 1
+        if self.accessLog:
+            logs.logRequest(request, self._elapsedMs(request), status=101)
 
 
 def makeSite(
     runtime: Runtime, reactor: Any = None, accessLog: bool = False
 ) -> tuple[DotwistSite, DotwistWebSocketFactory]:
-    """The ``Site`` serving ``runtime``, and the WebSocket factory it hands sockets to."""
+    """The ``Site`` serving ``runtime``, and the WebSocket factory it hands sockets to.
+    ``accessLog`` is off by default here (library callers, benchmarks); the service turns it on
+    unless ``--no-access-log``."""
     factory = DotwistWebSocketFactory(runtime, reactor=reactor)
     front = Front(runtime, factory)
     site = DotwistSite(front.resource(), reactor)
     site.displayTracebacks = False
     site.accessLog = accessLog
     site.limits = runtime.limits
+    site.front = front
     return site, factory
 
 

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from twisted.python import usage
 
 from . import service
+from .datadir import DataDirLocked
 from .errors import ConfigError
 from .service import DEFAULT_APP, DEFAULT_LISTEN, DotwistService, makeApplication
 
@@ -41,12 +42,19 @@ class Options(service.Options):
 
 
 def makeService(options: service.Options, reactor: Any = None) -> DotwistService:
-    """``service.makeService``; a configuration that cannot start (a migration the data
-    directory refuses, say) ends the command with one line."""
+    """``service.makeService``, with the data directory locked now; a configuration that cannot
+    start (a migration the data directory refuses, a directory another process serves) ends the
+    command with one line."""
     try:
-        return service.makeService(options, reactor)
+        built = service.makeService(options, reactor)
     except ConfigError as e:
         raise SystemExit(f"twistd dotwist: {e}") from None
+    if built.lock is not None:
+        try:
+            built.lock.acquire()
+        except DataDirLocked as e:
+            raise SystemExit(f"twistd dotwist: {e}") from None
+    return built
 
 
 __all__ = ["DEFAULT_APP", "DEFAULT_LISTEN", "DotwistService", "Options", "makeApplication", "makeService"]

@@ -262,6 +262,7 @@ class WebSocket:
         if owner is None:
             self._fire(kind, event)
         else:
+            owner.socketEvents[kind] += 1
             owner.deliver(self._fire, kind, event)
 
     def _keepEarly(self, kind: str, event: Event) -> None:
@@ -287,12 +288,20 @@ class WebSocket:
             try:
                 result = listener(event)
             except (Exception, DurableObjectAbort):  # abort() already reset the object
-                _log.failure("WebSocket {kind} listener raised", kind=kind)
+                self._listenerFailed(None, kind)
                 continue
             if result is not None and inspect.isawaitable(result):
                 owner = self._owner
                 gate = owner.inputGate if owner is not None else None
-                asDeferred(result, gate=gate).addErrback(_listenerFailed, kind)
+                asDeferred(result, gate=gate).addErrback(self._listenerFailed, kind)
+
+    def _listenerFailed(self, failure: Optional[Failure], kind: str) -> None:
+        owner = self._owner
+        if owner is None:
+            _log.failure("WebSocket {kind} listener raised", failure, kind=kind)
+            return
+        owner.stats.errors["listener"] += 1
+        _log.failure("{who}: WebSocket {kind} listener raised", failure, kind=kind, **owner.logFields())
 
     def _resetByRuntime(self, code: int, reason: str) -> None:
         """The owning object was reset: close the connection; nobody listens any more."""
@@ -302,10 +311,6 @@ class WebSocket:
             self.readyState = CLOSING
             self._closeSent = True
             self._peer._transmitClose(code, reason)
-
-
-def _listenerFailed(failure: Failure, kind: str) -> None:
-    _log.failure("WebSocket {kind} listener raised", failure, kind=kind)
 
 
 class WebSocketPair:
@@ -408,6 +413,12 @@ def makeHibernatable(ws: WebSocket, record: "HibernationRecord", tags: list[str]
         ws._route(kind, event)
 
 
+def closeByRuntime(ws: WebSocket, code: int, reason: str) -> None:
+    """Close a server end for the runtime (any close code, e.g. 1001 or 1011), as when its
+    object is reset: nobody listens to it any more."""
+    ws._resetByRuntime(code, reason)
+
+
 def hibernationRecordOf(ws: WebSocket) -> Optional["HibernationRecord"]:
     return ws._hib
 
@@ -438,6 +449,7 @@ __all__ = [
     "autoRespond",
     "autoResponseTime",
     "claimForHandover",
+    "closeByRuntime",
     "closeReceived",
     "connectionClosed",
     "hibernationRecordOf",
