@@ -382,18 +382,22 @@ class Tracked:
     "path,ending",
     [
         ("/websocket", "client closes"),
-        ("/websocket", "client vanishes"),
         ("/websocket", "server closes"),
         ("/echo", "client closes"),
+        ("/echo", "client vanishes"),
+        ("/echo", "client never reads"),
         ("/hibernate", "client closes"),
         ("/hibernate", "client vanishes"),
-        ("/websocket", "client never reads"),
     ],
 )
 async def test_closed_connection_is_freed_by_reference_counting(path, ending):
     """Stops a closed connection's memory (and what the peer never read) from staying until a
     garbage collection happens to run: with the collector off, the protocol, transport, HTTP
-    channel, both WebSocket ends and the response are freed when the connection goes."""
+    channel, both WebSocket ends and the response are freed when the connection goes.
+
+    (The seed is not used for the endings with close code 1006: its close listener calls
+    ``server.close(1006, ...)``, which raises as on Cloudflare, and the test process keeps every
+    logged failure, with the frames it holds, because no log observer was ever started.)"""
     app = websocket_server.app if path == "/websocket" else echo.app
     limits = Limits().replace(maxUnsentBytes=1 * MiB)
     service, port = await serve(app, limits)
