@@ -11,7 +11,7 @@ batch, and :class:`CommitError`).
 
 from __future__ import annotations
 
-from ..errors import RangeError  # a ValueError, like Cloudflare's RangeError
+from ..errors import DurableObjectError, RangeError  # a ValueError, like Cloudflare's RangeError
 
 __all__ = [
     "CommitError",
@@ -26,6 +26,7 @@ __all__ = [
     "StorageClosedError",
     "StorageError",
     "StorageLimitError",
+    "StorageOverloadedError",
     "TransactionAbortedError",
 ]
 
@@ -129,3 +130,15 @@ class ObjectOpenError(StorageError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class StorageOverloadedError(ObjectOpenError, DurableObjectError):
+    """No database can be opened now: as many are open as the backend may keep open (or the
+    process is out of file descriptors), and none of them can be closed, because each has writes
+    waiting for their commit. Nothing was lost; a later attempt can succeed. A
+    ``DurableObjectError`` with ``overloaded`` set, like Cloudflare's overload errors, so that a
+    request that fails with it gets 503."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        ObjectOpenError.__init__(self, message, path=path)
+        DurableObjectError.__init__(self, message, overloaded=True)

@@ -9,15 +9,25 @@ tables sit beside them, so one transaction covers all three.
 
 Each database runs in WAL mode with ``synchronous=FULL`` (the WAL is fsynced at every commit, so
 ``commit()`` returning means the batch survives power loss and ``kill -9``) and
-``locking_mode=EXCLUSIVE`` (the file is locked for as long as the object is open, so no other
-process or backend can open it at the same time, and SQLite needs no ``-shm`` file).
+``locking_mode=EXCLUSIVE`` (the file is locked while its connection is open, so no other process
+or backend can open it at the same time, and SQLite needs no ``-shm`` file).
+
+Open databases are bounded (``maxOpenDatabases``): each holds two file descriptors (the database
+and its WAL) and SQLite's page cache. When a database must be opened and the bound is reached, the
+backend closes the connection of the object store used least recently (by its last commit or
+opening) that has nothing uncommitted; that store stays open for its object, and its next
+operation opens the database again. So the number of live objects is limited by memory and disk,
+not by descriptors. While a store's connection is closed, its file is not locked.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
-from typing import Any
+import weakref
+from collections import OrderedDict
+from typing import Any, cast
 
 from ._base import BaseObjectStore
 from ._cache import (
@@ -42,11 +52,11 @@ from ._validation import (
     prefixEnd,
 )
 from .codec import decode
-from .errors import InvalidArgumentError, ObjectOpenError, StorageClosedError
+from .errors import InvalidArgumentError, ObjectOpenError, StorageClosedError, StorageOverloadedError
 from .interface import MISSING, StorageBackend
 from .limits import StorageLimits, limitError
 
-__all__ = ["SCHEMA_VERSION", "SqliteBackend", "SqliteObjectStore"]
+__all__ = ["SCHEMA_VERSION", "SqliteBackend", "SqliteObjectStore", "defaultMaxOpenDatabases"]
 
 #: ``PRAGMA user_version`` of databases this code writes.
 SCHEMA_VERSION = 1
@@ -105,8 +115,34 @@ def _listQuery(
     return sql
 
 
+class _Asleep:
+    """Stands in for the engine of a store whose connection the backend closed (to stay within
+    ``maxOpenDatabases``): the first use of the engine opens the database again. The store is
+    held weakly, so the two make no reference cycle."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: "SqliteObjectStore") -> None:
+        self._store = weakref.ref(store)
+
+    def __getattr__(self, name: str) -> Any:
+        store = self._store()
+        if store is None:  # pragma: no cover - the engine outlived its store
+            raise StorageClosedError("the storage of this object is closed")
+        return getattr(store._wake(), name)
+
+
+def _fileState(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class SqliteObjectStore(BaseObjectStore):
-    """The storage of one object, in its own SQLite database."""
+    """The storage of one object, in its own SQLite database (whose connection the backend may
+    close while the store is idle, and opens again on its next use)."""
 
     def __init__(
         self,
@@ -121,8 +157,12 @@ class SqliteObjectStore(BaseObjectStore):
         cache = ValueCache(backend.valueCacheEntries, backend.valueCacheBytes, limits.maxValueDepth)
         super().__init__(namespace, objectId, limits, engine, cache)
         self._backend = backend
-        self._conn = conn
+        self._conn: sqlite3.Connection | None = conn
         self.path = path
+        # While asleep (connection closed by the backend): whether the database held nothing, and
+        # the file's identity, size and time, to see whether something else wrote it meanwhile.
+        self._asleepEmpty = False
+        self._asleepFile: tuple[int, int, int] | None = None
         # For the database size limit: the size last measured (None: measure again) and the bytes
         # put since. SQLite's own limit (max_page_count) is the backstop, but hitting it makes
         # SQLite roll back the whole batch, so key-value writes are refused a little earlier.
@@ -354,6 +394,8 @@ class SqliteObjectStore(BaseObjectStore):
                 f"the storage of {self.namespace}/{self.objectId} has uncommitted writes; "
                 "back it up after they commit"
             )
+        self._wakeUp()
+        assert self._conn is not None
         target = sqlite3.connect(path, isolation_level=None)
         try:
             target.execute("PRAGMA synchronous = FULL")
@@ -364,15 +406,52 @@ class SqliteObjectStore(BaseObjectStore):
     # -- lifetime -----------------------------------------------------------------------------
 
     def _isEmpty(self) -> bool:
-        engine = self._engine
-        return not (
-            engine.trusted(_Q_ANY_KEY).fetchone()[0]
-            or engine.trusted(_Q_GET_META, (_ALARM_KEY,)).fetchone() is not None
-            or engine.hasUserObjects()
-        )
+        return _isEmpty(self._engine)
 
     def _closeResources(self) -> None:
         self._backend._closed(self)
+
+    # -- asleep: the backend closed the connection ------------------------------------------------
+
+    @property
+    def asleep(self) -> bool:
+        """The backend closed this store's connection; its next operation opens it again."""
+        return self._conn is None and not self._closed
+
+    def _idle(self) -> bool:
+        """Nothing would be lost by closing the connection now: no uncommitted write, savepoint
+        or transaction (a transaction only read in, ended by a rollback, loses nothing)."""
+        return not self._pending and not self._savepoints
+
+    def _wakeUp(self) -> None:
+        if self._conn is None:
+            self._check()
+            self._wake()
+
+    def _wake(self) -> SqlEngine:
+        """Open the database again (the first use of the engine while asleep comes here)."""
+        return self._backend._reopen(self)
+
+    def commit(self) -> None:
+        if self._conn is None and not self._closed:
+            return  # asleep: nothing uncommitted
+        super().commit()
+        self._backend._used(self)
+
+    def rollback(self) -> None:
+        if self._conn is None and not self._closed:
+            return  # asleep: nothing uncommitted
+        super().rollback()
+
+    def close(self) -> None:
+        if self._conn is None and not self._closed:
+            self._endSavepoints(0)
+            self._pending = False
+            self._cache.clear()
+            self._closed = True
+            self._backend._closed(self)
+            return
+        super().close()
 
 
 class SqliteBackend(StorageBackend):
@@ -388,7 +467,10 @@ class SqliteBackend(StorageBackend):
     database file of an object that holds nothing (no key, no alarm, no table) when it is closed,
     so that objects that were only read, or emptied by ``deleteAll()``, leave no file behind;
     ``valueCacheEntries`` and ``valueCacheBytes`` bound each open object's cache of recently used
-    key-value pairs (see :mod:`dotwist.storage._cache`; ``valueCacheEntries=0`` turns it off).
+    key-value pairs (see :mod:`dotwist.storage._cache`; ``valueCacheEntries=0`` turns it off);
+    ``maxOpenDatabases`` bounds the SQLite connections open at once (see the module docstring; by
+    default a quarter of the process's open-file limit, read again at each opening, so that
+    databases use at most half the descriptors and sockets keep the rest).
     """
 
     def __init__(
@@ -402,6 +484,7 @@ class SqliteBackend(StorageBackend):
         deleteEmpty: bool = True,
         valueCacheEntries: int = DEFAULT_CACHE_ENTRIES,
         valueCacheBytes: int = DEFAULT_CACHE_BYTES,
+        maxOpenDatabases: int | None = None,
     ) -> None:
         self.dataDir = None if dataDir is None else os.fspath(dataDir)
         self.limits = limits if limits is not None else StorageLimits()
@@ -415,6 +498,18 @@ class SqliteBackend(StorageBackend):
         self._open: dict[tuple[str, str], SqliteObjectStore] = {}
         self._parked: dict[tuple[str, str], tuple[sqlite3.Connection, SqlEngine]] = {}
         self._isClosed = False
+        if maxOpenDatabases is not None and (
+            type(maxOpenDatabases) is not int or maxOpenDatabases < 1
+        ):
+            raise InvalidArgumentError(
+                f"maxOpenDatabases must be a positive int or None, not {maxOpenDatabases!r}"
+            )
+        self.maxOpenDatabases = maxOpenDatabases
+        # Stores of database files with an open connection, least recently used first.
+        self._awake: OrderedDict[tuple[str, str], SqliteObjectStore] = OrderedDict()
+        #: Connections closed to stay within the bound, and opened again on demand.
+        self.closedIdle = 0
+        self.reopened = 0
 
     @classmethod
     def inMemory(cls, limits: StorageLimits | None = None, **options: Any) -> SqliteBackend:
@@ -434,6 +529,18 @@ class SqliteBackend(StorageBackend):
     def openObjectCount(self) -> int:
         return len(self._open)
 
+    @property
+    def openDatabaseCount(self) -> int:
+        """Database files with an open connection (at most ``openDatabaseBound``)."""
+        return len(self._awake)
+
+    @property
+    def openDatabaseBound(self) -> int:
+        """``maxOpenDatabases``, or its default from the process's open-file limit now."""
+        if self.maxOpenDatabases is not None:
+            return self.maxOpenDatabases
+        return defaultMaxOpenDatabases()
+
     def open(self, namespace: str, objectId: str) -> SqliteObjectStore:
         if self._isClosed:
             raise StorageClosedError("the storage backend is closed")
@@ -451,6 +558,7 @@ class SqliteBackend(StorageBackend):
             conn, engine = parked
         else:
             self._makeDirs(os.path.dirname(path))
+            self._makeRoom(path)
             conn = self._connect(path, namespace, objectId)
             try:
                 engine = self._setUp(conn, namespace, objectId, path)
@@ -459,7 +567,85 @@ class SqliteBackend(StorageBackend):
                 raise
         store = SqliteObjectStore(self, namespace, objectId, conn, engine, path)
         self._open[key] = store
+        if path is not None:
+            self._awake[key] = store
         return store
+
+    # -- the bound on open databases ------------------------------------------------------------
+
+    def _used(self, store: SqliteObjectStore) -> None:
+        """``store`` committed: it is the most recently used."""
+        key = (store.namespace, store.objectId)
+        if key in self._awake:
+            self._awake.move_to_end(key)
+
+    def _makeRoom(self, path: str) -> None:
+        """Before opening a connection: if the bound is reached, close the connection of the
+        least recently used idle store; if none is idle, refuse."""
+        bound = self.openDatabaseBound
+        awake = self._awake
+        if len(awake) < bound:
+            return
+        excess = len(awake) - bound + 1
+        chosen = []
+        for store in awake.values():
+            if store._idle():
+                chosen.append(store)
+                if len(chosen) == excess:
+                    break
+        for store in chosen:
+            self._sleep(store)
+        if len(awake) >= bound:
+            raise StorageOverloadedError(
+                f"Durable Object storage is overloaded: {len(awake)} databases are open with "
+                f"writes not yet committed, the most this process keeps open ({bound}: "
+                "SqliteBackend maxOpenDatabases, by default a quarter of the open-file limit). "
+                "Please back off and try again later.",
+                path=path,
+            )
+
+    def _sleep(self, store: SqliteObjectStore) -> None:
+        """Close an idle store's connection; the store stays open (``_reopen``)."""
+        key = (store.namespace, store.objectId)
+        del self._awake[key]
+        conn = store._conn
+        assert conn is not None and store.path is not None
+        empty = False
+        try:
+            store._engine.rollback()  # a transaction that only read
+            if self.deleteEmpty:
+                empty = store._isEmpty()
+        except Exception:
+            empty = False
+        conn.close()
+        store._conn = None
+        store._engine = cast(SqlEngine, _Asleep(store))
+        store._asleepEmpty = empty
+        store._asleepFile = _fileState(store.path)
+        self.closedIdle += 1
+
+    def _reopen(self, store: SqliteObjectStore) -> SqlEngine:
+        if self._isClosed or store._closed:
+            raise StorageClosedError(f"the storage of {store.namespace}/{store.objectId} is closed")
+        path = store.path
+        assert path is not None and store._conn is None
+        self._makeRoom(path)
+        changed = _fileState(path) != store._asleepFile
+        conn = self._connect(path, store.namespace, store.objectId)
+        try:
+            engine = self._setUp(conn, store.namespace, store.objectId, path)
+        except BaseException:
+            conn.close()
+            raise
+        engine.onTransactionLost = store._transactionLost
+        if changed:
+            store._cache.changedEverything()  # written by someone else while unlocked
+        store._conn = conn
+        store._engine = engine
+        store._knownSize = None
+        self._awake[(store.namespace, store.objectId)] = store
+        self.reopened += 1
+        return engine
 
     def _makeDirs(self, directory: str) -> None:
         if os.path.isdir(directory):
@@ -485,6 +671,7 @@ class SqliteBackend(StorageBackend):
         try:
             return sqlite3.connect(path, isolation_level=None, timeout=0, cached_statements=256)
         except sqlite3.Error as e:
+            _raiseIfOutOfDescriptors(e, namespace, objectId, path)
             raise ObjectOpenError(
                 f"cannot open the storage of {namespace}/{objectId} ({path}): {sqliteMessage(e)}",
                 path=path,
@@ -531,6 +718,7 @@ class SqliteBackend(StorageBackend):
                 run("COMMIT")
             return SqlEngine(conn, self.limits, internalNames=_INTERNAL)
         except sqlite3.Error as e:
+            _raiseIfOutOfDescriptors(e, namespace, objectId, path)
             what = "in use elsewhere" if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY else "unreadable or corrupt"
             raise ObjectOpenError(
                 f"cannot open the storage of {namespace}/{objectId} ({path or ':memory:'}): "
@@ -542,26 +730,33 @@ class SqliteBackend(StorageBackend):
         key = (store.namespace, store.objectId)
         if self._open.get(key) is store:
             del self._open[key]
+        if self._awake.get(key) is store:
+            del self._awake[key]
         conn = store._conn
+        if conn is None:  # asleep: the connection is closed already
+            if store.path is not None and self.deleteEmpty and store._asleepEmpty:
+                if _fileState(store.path) == store._asleepFile:
+                    _unlinkDatabase(store.path)
+            return
+        # The engine refers back to the store (onTransactionLost); the store lets go of it.
+        engine, store._engine = store._engine, cast(SqlEngine, _CLOSED)
+        engine.onTransactionLost = None
         if store.path is None:
             if not self._isClosed:
-                self._parked[key] = (conn, store._engine)
+                self._parked[key] = (conn, engine)
                 return
             conn.close()
             return
         empty = False
         if self.deleteEmpty:
             try:
-                empty = store._isEmpty()
+                empty = _isEmpty(engine)
             except Exception:
                 empty = False
+        store._conn = None
         conn.close()
         if empty:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                try:
-                    os.unlink(store.path + suffix)
-                except FileNotFoundError:
-                    pass
+            _unlinkDatabase(store.path)
 
     def close(self) -> None:
         """Close every open object (discarding uncommitted writes), then the backend."""
@@ -577,6 +772,70 @@ class SqliteBackend(StorageBackend):
     def __repr__(self) -> str:
         where = self.dataDir if self.dataDir is not None else ":memory:"
         return f"<SqliteBackend {where} open={len(self._open)}>"
+
+
+def _isEmpty(engine: SqlEngine) -> bool:
+    return not (
+        engine.trusted(_Q_ANY_KEY).fetchone()[0]
+        or engine.trusted(_Q_GET_META, (_ALARM_KEY,)).fetchone() is not None
+        or engine.hasUserObjects()
+    )
+
+
+def _unlinkDatabase(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
+class _Closed:
+    """The engine of a closed store: any use says it is closed."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise StorageClosedError("the storage of this object is closed")
+
+
+_CLOSED = _Closed()
+
+
+def defaultMaxOpenDatabases() -> int:
+    """A quarter of the process's soft open-file limit (each database holds two descriptors, so
+    databases take at most half of them), at least 16."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not Unix
+        return 256
+    if soft == resource.RLIM_INFINITY or soft < 0 or soft > 1 << 22:
+        soft = 1 << 22
+    return max(16, soft // 4)
+
+
+def _outOfDescriptors() -> bool:
+    """Whether the process has no file descriptor left (SQLite reports that as SQLITE_CANTOPEN,
+    "unable to open database file", without the errno)."""
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    except OSError as e:
+        return e.errno in (errno.EMFILE, errno.ENFILE)
+    os.close(fd)
+    return False
+
+
+def _raiseIfOutOfDescriptors(e: sqlite3.Error, namespace: str, objectId: str, path: str | None) -> None:
+    if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN and _outOfDescriptors():
+        raise StorageOverloadedError(
+            f"Durable Object storage is overloaded: cannot open the storage of "
+            f"{namespace}/{objectId}: the process has no file descriptor left (its open-file "
+            "limit is reached: raise it with ulimit -n, or lower SqliteBackend "
+            "maxOpenDatabases). Please back off and try again later.",
+            path=path,
+        ) from None
 
 
 def _fsyncDir(path: str) -> None:

@@ -27,7 +27,7 @@ OBJECT_ID = "0123456789abcdef" * 4
 OTHER_ID = "fedcba9876543210" * 4
 NAMESPACE = "TestObject"
 
-BACKENDS = ["memory", "sqlite-memory", "sqlite-file"]
+BACKENDS = ["memory", "sqlite-memory", "sqlite-file", "sqlite-file-one-open"]
 
 
 def _make(
@@ -39,6 +39,10 @@ def _make(
         return SqliteBackend.inMemory(limits, **options)
     if kind == "sqlite-file":
         return SqliteBackend(directory, limits, **options)
+    if kind == "sqlite-file-one-open":
+        # One open database at a time: opening another closes the connection of an idle one,
+        # which opens again when used (what a busy server does with its oldest idle objects).
+        return SqliteBackend(directory, limits, maxOpenDatabases=1, **options)
     raise AssertionError(kind)
 
 

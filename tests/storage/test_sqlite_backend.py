@@ -208,3 +208,157 @@ def test_inMemoryBackendKeepsDataUntilClosed() -> None:
     store.close()
     assert backend.open(NAMESPACE, OBJECT_ID).get("k") == 1
     backend.close()
+
+
+# -- the bound on open databases (issue 19) ------------------------------------------------------
+
+
+def openDescriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_idleObjectsLetGoOfTheirDescriptors(tmp_path: Path) -> None:
+    """Stops many live objects from exhausting file descriptors: with at most 4 databases open,
+    50 open object stores are written and read round robin, every value is right, and never more
+    than 4 connections (8 descriptors) are open."""
+    backend = SqliteBackend(tmp_path, maxOpenDatabases=4, valueCacheEntries=0)
+    before = openDescriptors()
+    ids = [f"{i:064x}" for i in range(50)]
+    stores = [backend.open(NAMESPACE, i) for i in ids]
+    peak = 0
+    for round in range(3):
+        for n, store in enumerate(stores):
+            assert store.get("n") == (MISSING if round == 0 else (n, round - 1))
+            store.put("n", (n, round))
+            store.sql.exec("CREATE TABLE IF NOT EXISTS t (x); INSERT INTO t VALUES (?)", round)
+            store.commit()
+            peak = max(peak, openDescriptors() - before)
+            assert backend.openDatabaseCount <= 4
+    assert peak <= 8
+    assert backend.closedIdle > 0 and backend.reopened > 0
+    assert [s.sql.exec("SELECT count(*) AS c FROM t").one()["c"] for s in stores] == [3] * 50
+    assert backend.openObjectCount == 50
+    backend.close()
+    again = SqliteBackend(tmp_path)
+    assert [again.open(NAMESPACE, i).get("n") for i in ids] == [(n, 2) for n in range(50)]
+
+
+def test_aStoreWithUncommittedWritesKeepsItsConnection(tmp_path: Path) -> None:
+    """A store with uncommitted writes (or an open savepoint) is never closed behind its back:
+    when every open database has some, a new one is refused with an overloaded error, nothing is
+    lost, and once they commit the new one opens."""
+    from dotwist.errors import DurableObjectError
+    from dotwist.storage import StorageOverloadedError
+
+    backend = SqliteBackend(tmp_path, maxOpenDatabases=2)
+    one = backend.open(NAMESPACE, OBJECT_ID)
+    two = backend.open(NAMESPACE, OTHER_ID)
+    one.put("a", 1)
+    two.savepoint()
+    with pytest.raises(StorageOverloadedError) as refused:
+        backend.open(NAMESPACE, "ab" * 32)
+    assert isinstance(refused.value, DurableObjectError) and refused.value.overloaded
+    assert "Durable Object storage is overloaded" in str(refused.value)
+    assert "Please back off and try again later." in str(refused.value)
+    assert not one.asleep and not two.asleep
+    one.commit()
+    third = backend.open(NAMESPACE, "ab" * 32)  # ``one`` is idle now: its connection closes
+    assert one.asleep and not two.asleep
+    assert one.get("a") == 1 and one.asleep  # from the value cache
+    assert one.getAlarm() is None  # a read: opens again; ``third`` (idle, least recent) closes
+    assert not one.asleep and third.asleep
+    backend.close()
+
+
+def test_aTransactionThatOnlyReadDoesNotPinTheConnection(tmp_path: Path) -> None:
+    """SQL that only reads leaves SQLite's transaction open until the next commit; such a store
+    is still idle and may be closed (the read transaction ends, nothing is lost)."""
+    backend = SqliteBackend(tmp_path, maxOpenDatabases=1)
+    one = backend.open(NAMESPACE, OBJECT_ID)
+    one.sql.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+    one.commit()
+    assert one.sql.exec("SELECT x FROM t").one() == {"x": 1}
+    two = backend.open(NAMESPACE, OTHER_ID)
+    assert one.asleep and not two.asleep
+    assert one.sql.exec("SELECT x FROM t").one() == {"x": 1}
+    backend.close()
+
+
+def test_theValueCacheSurvivesSleepUnlessTheFileChanged(tmp_path: Path) -> None:
+    """A store whose connection was closed keeps its cached values (no read is needed); if the
+    file was changed while unlocked (by another process), the cache is dropped and the new value
+    read."""
+    backend = SqliteBackend(tmp_path, maxOpenDatabases=1)
+    one = backend.open(NAMESPACE, OBJECT_ID)
+    one.put("k", "v1")
+    one.commit()
+    backend.open(NAMESPACE, OTHER_ID)
+    assert one.asleep
+    assert one.get("k") == "v1" and one.asleep  # a cache hit: still asleep
+    assert one.cacheStats["hits"] == 1
+    outsider = SqliteBackend(tmp_path)
+    other = outsider.open(NAMESPACE, OBJECT_ID)
+    other.put("k", "v2")
+    other.commit()
+    outsider.close()
+    one.put("x", 1)  # wakes: the file changed, the cache is dropped
+    assert one.get("k") == "v2"
+    backend.close()
+
+
+def test_closingAnEmptyStoreThatIsAsleepDeletesItsFile(tmp_path: Path) -> None:
+    """deleteEmpty holds for stores whose connection is closed: an object that only read leaves
+    no file, one that holds data keeps it."""
+    backend = SqliteBackend(tmp_path, maxOpenDatabases=1)
+    empty = backend.open(NAMESPACE, OBJECT_ID)
+    assert empty.get("nothing") is MISSING
+    full = backend.open(NAMESPACE, OTHER_ID)
+    full.put("k", 1)
+    full.commit()
+    assert empty.asleep
+    backend.open(NAMESPACE, "ab" * 32).close()
+    assert full.asleep
+    empty.close()
+    full.close()
+    files = sorted(p.name for p in (tmp_path / NAMESPACE).iterdir())
+    assert files == [OTHER_ID + ".sqlite"]
+    backend.close()
+
+
+def test_outOfDescriptorsIsAClearOverloadedError(tmp_path: Path) -> None:
+    """Stops the misleading "database is unreadable or corrupt: SQLITE_CANTOPEN" when the process
+    runs out of descriptors: the error says so, and is an overloaded error (503)."""
+    import resource
+
+    from dotwist.storage import StorageOverloadedError
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    backend = SqliteBackend(tmp_path, maxOpenDatabases=10_000)
+    stores = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (openDescriptors() + 20, hard))
+    try:
+        with pytest.raises(StorageOverloadedError) as refused:
+            for i in range(100):
+                store = backend.open(NAMESPACE, f"{i:064x}")
+                store.put("k", i)
+                store.commit()
+                stores.append(store)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "no file descriptor left" in str(refused.value)
+    assert "corrupt" not in str(refused.value)
+    backend.close()
+
+
+def test_theDefaultBoundIsAQuarterOfTheOpenFileLimit() -> None:
+    """By default at most a quarter of the soft open-file limit is used for databases (two
+    descriptors each), read when needed, so that raising the limit raises the bound."""
+    import resource
+
+    from dotwist.storage.sqlite import defaultMaxOpenDatabases
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert defaultMaxOpenDatabases() == max(16, soft // 4)
+    assert SqliteBackend(None).openDatabaseBound == max(16, soft // 4)
+    with pytest.raises(Exception, match="maxOpenDatabases must be a positive int"):
+        SqliteBackend(None, maxOpenDatabases=0)
