@@ -292,6 +292,10 @@ class StorageSession:
                 store.rollback()
             finally:
                 store.close()
+        # ``api`` refers back to this session: a reference cycle that would keep the session, its
+        # store and its object until a garbage collection. (Code that kept ``ctx.storage`` still
+        # has it, and is told the storage is closed.)
+        self.__dict__.pop("api", None)
 
     # -- the alarm, as the runtime sees it --------------------------------------------------
 

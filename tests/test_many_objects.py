@@ -54,3 +54,40 @@ def test_more_live_objects_than_descriptors_allow(clock: Any, tmp_path: Path) ->
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     result(runtime.close())
+
+
+def test_an_evicted_object_is_freed_by_reference_counting(clock: Any, tmp_path: Path) -> None:
+    """Stops evicted objects' memory from waiting for a garbage collection (which the tuned
+    collector runs rarely): with the collector off, an evicted object's Actor, instance, ctx,
+    storage session and object store are freed as it leaves memory."""
+    import gc
+    import weakref
+
+    runtime = makeRuntime({"NS": Counter}, clock=clock, storage=SqliteBackend(tmp_path), limits={"evictAfter": 10.0})
+    warm = runtime.env.NS.getByName("warm-up").add(1)  # first use: imports, caches
+    clock.advance(0)
+    result(warm)
+    del warm
+    clock.advance(11)
+    gc.collect()
+    gc.disable()
+    try:
+        calls = [runtime.env.NS.getByName(f"o{i}").add(i) for i in range(20)]
+        clock.advance(0)
+        assert [result(c) for c in calls] == list(range(20))
+        del calls
+        refs = []
+        for actor in runtime.registry.namespaces["Counter"].actors.values():
+            session = actor._session
+            assert session is not None
+            for obj in (actor, actor.instance, actor.ctx, session, session.store, session.api):
+                refs.append(weakref.ref(obj))
+        del actor, session, obj
+        assert len(refs) == 20 * 6
+        clock.advance(11)
+        assert runtime.registry.liveObjects() == 0
+        alive = [type(ref()).__name__ for ref in refs if ref() is not None]
+        assert alive == [], f"kept by reference cycles: {sorted(set(alive))}"
+    finally:
+        gc.enable()
+    result(runtime.close())

@@ -11,6 +11,17 @@ from .interface import ObjectStore, Savepoint, SqlDatabase
 from .limits import StorageLimits
 
 
+def _closedExec(query: str, bindings: tuple[Any, ...]) -> Cursor:
+    raise StorageClosedError("the storage of this object is closed")
+
+
+def _closedSize() -> int:
+    raise StorageClosedError("the storage of this object is closed")
+
+
+_CLOSED_SQL = SqlDatabaseImpl(_closedExec, _closedSize)
+
+
 class BaseObjectStore(ObjectStore):
     """An object store whose SQL (and, for SQLite, everything) runs on a :class:`SqlEngine`.
 
@@ -176,9 +187,15 @@ class BaseObjectStore(ObjectStore):
             self._kvRollback()
             self._pending = False
         finally:
-            self._cache.clear()
-            self._closed = True
+            self._markClosed()
             self._closeResources()
+
+    def _markClosed(self) -> None:
+        self._cache.clear()
+        self._closed = True
+        # ``sql`` refers back to this store (its bound methods): a reference cycle that would
+        # keep a closed store until a garbage collection.
+        self._sql = _CLOSED_SQL
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("pending writes" if self._pending else "clean")

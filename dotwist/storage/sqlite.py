@@ -447,8 +447,7 @@ class SqliteObjectStore(BaseObjectStore):
         if self._conn is None and not self._closed:
             self._endSavepoints(0)
             self._pending = False
-            self._cache.clear()
-            self._closed = True
+            self._markClosed()
             self._backend._closed(self)
             return
         super().close()
