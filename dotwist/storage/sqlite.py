@@ -56,7 +56,13 @@ from .errors import InvalidArgumentError, ObjectOpenError, StorageClosedError, S
 from .interface import MISSING, StorageBackend
 from .limits import StorageLimits, limitError
 
-__all__ = ["SCHEMA_VERSION", "SqliteBackend", "SqliteObjectStore", "defaultMaxOpenDatabases"]
+__all__ = [
+    "MAX_DEFAULT_OPEN_DATABASES",
+    "SCHEMA_VERSION",
+    "SqliteBackend",
+    "SqliteObjectStore",
+    "defaultMaxOpenDatabases",
+]
 
 #: ``PRAGMA user_version`` of databases this code writes.
 SCHEMA_VERSION = 1
@@ -469,7 +475,8 @@ class SqliteBackend(StorageBackend):
     key-value pairs (see :mod:`dotwist.storage._cache`; ``valueCacheEntries=0`` turns it off);
     ``maxOpenDatabases`` bounds the SQLite connections open at once (see the module docstring; by
     default a quarter of the process's open-file limit, read again at each opening, so that
-    databases use at most half the descriptors and sockets keep the rest).
+    databases use at most half the descriptors and sockets keep the rest, and at most
+    ``MAX_DEFAULT_OPEN_DATABASES``).
     """
 
     def __init__(
@@ -598,7 +605,7 @@ class SqliteBackend(StorageBackend):
             raise StorageOverloadedError(
                 f"Durable Object storage is overloaded: {len(awake)} databases are open with "
                 f"writes not yet committed, the most this process keeps open ({bound}: "
-                "SqliteBackend maxOpenDatabases, by default a quarter of the open-file limit). "
+                "SqliteBackend maxOpenDatabases). "
                 "Please back off and try again later.",
                 path=path,
             )
@@ -801,18 +808,25 @@ class _Closed:
 _CLOSED = _Closed()
 
 
+#: The most databases the default bound keeps open, whatever the open-file limit: each open
+#: connection also holds about 150 KiB of SQLite's memory (page cache, and the WAL index, which
+#: exclusive locking keeps in the heap), so 2,048 of them are about 300 MiB.
+MAX_DEFAULT_OPEN_DATABASES = 2048
+
+
 def defaultMaxOpenDatabases() -> int:
     """A quarter of the process's soft open-file limit (each database holds two descriptors, so
-    databases take at most half of them), at least 16."""
+    databases take at most half of them), at least 16 and at most
+    ``MAX_DEFAULT_OPEN_DATABASES``."""
     try:
         import resource
 
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ImportError, OSError, ValueError):  # pragma: no cover - not Unix
         return 256
-    if soft == resource.RLIM_INFINITY or soft < 0 or soft > 1 << 22:
-        soft = 1 << 22
-    return max(16, soft // 4)
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        soft = 4 * MAX_DEFAULT_OPEN_DATABASES
+    return max(16, min(soft // 4, MAX_DEFAULT_OPEN_DATABASES))
 
 
 def _outOfDescriptors() -> bool:

@@ -352,13 +352,18 @@ def test_outOfDescriptorsIsAClearOverloadedError(tmp_path: Path) -> None:
 
 def test_theDefaultBoundIsAQuarterOfTheOpenFileLimit() -> None:
     """By default at most a quarter of the soft open-file limit is used for databases (two
-    descriptors each), read when needed, so that raising the limit raises the bound."""
+    descriptors each), and at most 2,048 (SQLite's memory), read when needed, so that raising the
+    limit raises the bound."""
     import resource
 
     from dotwist.storage.sqlite import defaultMaxOpenDatabases
 
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    assert defaultMaxOpenDatabases() == max(16, soft // 4)
-    assert SqliteBackend(None).openDatabaseBound == max(16, soft // 4)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert defaultMaxOpenDatabases() == max(16, min(soft // 4, 2048))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        assert SqliteBackend(None).openDatabaseBound == 256
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     with pytest.raises(Exception, match="maxOpenDatabases must be a positive int"):
         SqliteBackend(None, maxOpenDatabases=0)
