@@ -323,8 +323,11 @@ def makeStorage(options: Options) -> tuple[StorageBackend, AlarmIndex]:
     limits = options.get("storageLimits")
     if options["storage"] == "memory":
         return MemoryBackend(limits), MemoryAlarmIndex()
+    from .config import Limits
+
+    runtimeLimits = options.get("limits") or Limits()
     return (
-        SqliteBackend(options["data-dir"], limits),
+        SqliteBackend(options["data-dir"], limits, maxOpenDatabases=runtimeLimits.maxOpenDatabases),
         SqliteAlarmIndex(os.path.join(options["data-dir"], "alarms.sqlite")),
     )
 

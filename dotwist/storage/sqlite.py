@@ -57,15 +57,19 @@ from .interface import MISSING, StorageBackend
 from .limits import StorageLimits, limitError
 
 __all__ = [
-    "MAX_DEFAULT_OPEN_DATABASES",
+    "DEFAULT_MAX_OPEN_DATABASES",
     "SCHEMA_VERSION",
     "SqliteBackend",
     "SqliteObjectStore",
-    "defaultMaxOpenDatabases",
+    "descriptorShare",
 ]
 
 #: ``PRAGMA user_version`` of databases this code writes.
 SCHEMA_VERSION = 1
+#: ``maxOpenDatabases`` by default (``dotwist.Limits.maxOpenDatabases``): each open connection
+#: also holds about 150 KiB of SQLite's memory (page cache, and the WAL index, which exclusive
+#: locking keeps in the heap), so 2,048 of them are about 300 MiB.
+DEFAULT_MAX_OPEN_DATABASES = 2048
 _ALARM_KEY = 1
 #: The object's name (from ``idFromName``), recorded by the runtime (``dotwist.names``).
 _NAME_KEY = 2
@@ -473,10 +477,9 @@ class SqliteBackend(StorageBackend):
     so that objects that were only read, or emptied by ``deleteAll()``, leave no file behind;
     ``valueCacheEntries`` and ``valueCacheBytes`` bound each open object's cache of recently used
     key-value pairs (see :mod:`dotwist.storage._cache`; ``valueCacheEntries=0`` turns it off);
-    ``maxOpenDatabases`` bounds the SQLite connections open at once (see the module docstring; by
-    default a quarter of the process's open-file limit, read again at each opening, so that
-    databases use at most half the descriptors and sockets keep the rest, and at most
-    ``MAX_DEFAULT_OPEN_DATABASES``).
+    ``maxOpenDatabases`` bounds the SQLite connections open at once (see the module docstring;
+    2,048 by default, and never more than a quarter of the process's open-file limit, read again
+    at each opening, so that databases use at most half the descriptors and sockets keep the rest).
     """
 
     def __init__(
@@ -490,7 +493,7 @@ class SqliteBackend(StorageBackend):
         deleteEmpty: bool = True,
         valueCacheEntries: int = DEFAULT_CACHE_ENTRIES,
         valueCacheBytes: int = DEFAULT_CACHE_BYTES,
-        maxOpenDatabases: int | None = None,
+        maxOpenDatabases: int = DEFAULT_MAX_OPEN_DATABASES,
     ) -> None:
         self.dataDir = None if dataDir is None else os.fspath(dataDir)
         self.limits = limits if limits is not None else StorageLimits()
@@ -504,11 +507,9 @@ class SqliteBackend(StorageBackend):
         self._open: dict[tuple[str, str], SqliteObjectStore] = {}
         self._parked: dict[tuple[str, str], tuple[sqlite3.Connection, SqlEngine]] = {}
         self._isClosed = False
-        if maxOpenDatabases is not None and (
-            type(maxOpenDatabases) is not int or maxOpenDatabases < 1
-        ):
+        if type(maxOpenDatabases) is not int or maxOpenDatabases < 1:
             raise InvalidArgumentError(
-                f"maxOpenDatabases must be a positive int or None, not {maxOpenDatabases!r}"
+                f"maxOpenDatabases must be a positive int, not {maxOpenDatabases!r}"
             )
         self.maxOpenDatabases = maxOpenDatabases
         # Stores of database files with an open connection, least recently used first.
@@ -542,10 +543,9 @@ class SqliteBackend(StorageBackend):
 
     @property
     def openDatabaseBound(self) -> int:
-        """``maxOpenDatabases``, or its default from the process's open-file limit now."""
-        if self.maxOpenDatabases is not None:
-            return self.maxOpenDatabases
-        return defaultMaxOpenDatabases()
+        """``maxOpenDatabases``, or a quarter of the process's open-file limit now if that is
+        smaller."""
+        return min(self.maxOpenDatabases, descriptorShare())
 
     def open(self, namespace: str, objectId: str) -> SqliteObjectStore:
         if self._isClosed:
@@ -605,7 +605,7 @@ class SqliteBackend(StorageBackend):
             raise StorageOverloadedError(
                 f"Durable Object storage is overloaded: {len(awake)} databases are open with "
                 f"writes not yet committed, the most this process keeps open ({bound}: "
-                "SqliteBackend maxOpenDatabases). "
+                "Limits.maxOpenDatabases, at most a quarter of the open-file limit). "
                 "Please back off and try again later.",
                 path=path,
             )
@@ -808,25 +808,18 @@ class _Closed:
 _CLOSED = _Closed()
 
 
-#: The most databases the default bound keeps open, whatever the open-file limit: each open
-#: connection also holds about 150 KiB of SQLite's memory (page cache, and the WAL index, which
-#: exclusive locking keeps in the heap), so 2,048 of them are about 300 MiB.
-MAX_DEFAULT_OPEN_DATABASES = 2048
-
-
-def defaultMaxOpenDatabases() -> int:
-    """A quarter of the process's soft open-file limit (each database holds two descriptors, so
-    databases take at most half of them), at least 16 and at most
-    ``MAX_DEFAULT_OPEN_DATABASES``."""
+def descriptorShare() -> int:
+    """A quarter of the process's soft open-file limit, at least 1: the most databases (two
+    descriptors each) that leave half of the descriptors to sockets and everything else."""
     try:
         import resource
 
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ImportError, OSError, ValueError):  # pragma: no cover - not Unix
-        return 256
+        return DEFAULT_MAX_OPEN_DATABASES
     if soft == resource.RLIM_INFINITY or soft < 0:
-        soft = 4 * MAX_DEFAULT_OPEN_DATABASES
-    return max(16, min(soft // 4, MAX_DEFAULT_OPEN_DATABASES))
+        return 1 << 30
+    return max(1, soft // 4)
 
 
 def _outOfDescriptors() -> bool:
@@ -845,8 +838,8 @@ def _raiseIfOutOfDescriptors(e: sqlite3.Error, namespace: str, objectId: str, pa
         raise StorageOverloadedError(
             f"Durable Object storage is overloaded: cannot open the storage of "
             f"{namespace}/{objectId}: the process has no file descriptor left (its open-file "
-            "limit is reached: raise it with ulimit -n, or lower SqliteBackend "
-            "maxOpenDatabases). Please back off and try again later.",
+            "limit is reached: raise it with ulimit -n, or lower Limits.maxOpenDatabases). "
+            "Please back off and try again later.",
             path=path,
         ) from None
 

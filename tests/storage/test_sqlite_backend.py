@@ -327,43 +327,49 @@ def test_closingAnEmptyStoreThatIsAsleepDeletesItsFile(tmp_path: Path) -> None:
 
 def test_outOfDescriptorsIsAClearOverloadedError(tmp_path: Path) -> None:
     """Stops the misleading "database is unreadable or corrupt: SQLITE_CANTOPEN" when the process
-    runs out of descriptors: the error says so, and is an overloaded error (503)."""
-    import resource
-
+    runs out of descriptors (sockets took them): the error says so, and is an overloaded error
+    (503)."""
     from dotwist.storage import StorageOverloadedError
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    backend = SqliteBackend(tmp_path, maxOpenDatabases=10_000)
-    stores = []
-    resource.setrlimit(resource.RLIMIT_NOFILE, (openDescriptors() + 20, hard))
+    backend = SqliteBackend(tmp_path)
+    taken = []
     try:
         with pytest.raises(StorageOverloadedError) as refused:
-            for i in range(100):
-                store = backend.open(NAMESPACE, f"{i:064x}")
-                store.put("k", i)
-                store.commit()
-                stores.append(store)
+            while True:  # every descriptor the process may have, then one more database
+                try:
+                    taken.append(os.open(os.devnull, os.O_RDONLY))
+                except OSError:
+                    break
+            os.close(taken.pop())  # room for the database file, not for its WAL
+            store = backend.open(NAMESPACE, OBJECT_ID)
+            store.put("k", 1)
+            store.commit()
     finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in taken:
+            os.close(fd)
     assert "no file descriptor left" in str(refused.value)
     assert "corrupt" not in str(refused.value)
     backend.close()
 
 
-def test_theDefaultBoundIsAQuarterOfTheOpenFileLimit() -> None:
-    """By default at most a quarter of the soft open-file limit is used for databases (two
-    descriptors each), and at most 2,048 (SQLite's memory), read when needed, so that raising the
-    limit raises the bound."""
+def test_theBoundIsAtMostAQuarterOfTheOpenFileLimit() -> None:
+    """maxOpenDatabases (2,048 by default, as Limits.maxOpenDatabases) is capped at a quarter of
+    the soft open-file limit, read when needed, so that databases leave half the descriptors to
+    sockets whatever is configured."""
     import resource
 
-    from dotwist.storage.sqlite import defaultMaxOpenDatabases
+    from dotwist import Limits
+    from dotwist.storage.sqlite import DEFAULT_MAX_OPEN_DATABASES
 
+    assert DEFAULT_MAX_OPEN_DATABASES == Limits().maxOpenDatabases == 2048
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert defaultMaxOpenDatabases() == max(16, min(soft // 4, 2048))
+    backend = SqliteBackend(None, maxOpenDatabases=1000)
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
     try:
-        assert SqliteBackend(None).openDatabaseBound == 256
+        assert backend.openDatabaseBound == 256
+        assert SqliteBackend(None, maxOpenDatabases=100).openDatabaseBound == 100
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert backend.openDatabaseBound == min(1000, soft // 4)
     with pytest.raises(Exception, match="maxOpenDatabases must be a positive int"):
         SqliteBackend(None, maxOpenDatabases=0)
