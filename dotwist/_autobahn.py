@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from autobahn.util import _is_tls_error, _maybe_tls_reason
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
@@ -109,6 +110,8 @@ class FastMessages(_Protocol):
     behind = False
     #: Bytes written since the client fell behind.
     unsentWhileBehind = 0
+    #: What pauses and resumes reading from the client (set when registered as producer).
+    _reading: Any = None
 
     def dataReceived(self, data: bytes) -> None:
         if (
@@ -233,7 +236,12 @@ class FastMessages(_Protocol):
         try:
             transport.registerProducer(self, True)
         except RuntimeError:  # another producer is registered: no bound on this connection
-            pass
+            return
+        # What stops and resumes reading: the transport itself (TCP), or for TLS the transport
+        # under it (the TLS protocol only passes pause and resume on to its own producer).
+        if not IPushProducer.providedBy(transport):
+            transport = getattr(transport, "transport", None)
+        self._reading = transport if IPushProducer.providedBy(transport) else None
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full (over 64 KiB, Twisted's ``bufferSize``): the client is
@@ -244,17 +252,17 @@ class FastMessages(_Protocol):
             return  # Twisted says so again on every write while the buffer stays full
         self.behind = True
         self.unsentWhileBehind = 0
-        transport = self.transport
-        if transport is not None:
-            transport.pauseProducing()
+        reading = self._reading
+        if reading is not None:
+            reading.pauseProducing()
 
     def resumeProducing(self) -> None:
         """The transport's buffer is empty again: the client caught up."""
         self.behind = False
         self.unsentWhileBehind = 0
-        transport = self.transport
-        if transport is not None and self.state != _STATE_CLOSED:
-            transport.resumeProducing()
+        reading = self._reading
+        if reading is not None and self.state != _STATE_CLOSED:
+            reading.resumeProducing()
 
     def stopProducing(self) -> None:
         """The connection is gone (``connectionLost`` follows)."""

@@ -14,6 +14,7 @@ import errno
 import gc
 import os
 import socket
+import ssl
 import struct
 import weakref
 from typing import Any, Optional
@@ -63,26 +64,50 @@ class _Incomplete(Exception):
     pass
 
 
-class Raw:
-    """A non-blocking client socket; every wait is a few reactor turns, never a sleep."""
+#: Bytes per send: a TLS socket that would block must be given the same bytes again.
+CHUNK = 16384
 
-    def __init__(self, port: int, sndbuf: Optional[int] = None) -> None:
-        self.sock = socket.socket()
+#: What a non-blocking (TLS) socket raises when it would block.
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class Raw:
+    """A non-blocking client socket (TLS with ``tls=True``); every wait is a few reactor turns,
+    never a sleep. Call ``await start()`` before using it."""
+
+    def __init__(self, port: int, sndbuf: Optional[int] = None, tls: bool = False) -> None:
+        sock = socket.socket()
         if sndbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(sock, do_handshake_on_connect=False)
+        self.sock: Any = sock
+        self.tls = tls
         self.port = port
         self.buffer = b""
+
+    async def start(self) -> "Raw":
+        while self.tls:
+            try:
+                self.sock.do_handshake()
+                break
+            except WOULD_BLOCK:
+                await turns(1)
+        return self
 
     async def sendAll(self, data: bytes) -> None:
         view = memoryview(data)
         idle = 0
         while view:
             try:
-                n = self.sock.send(view)
-            except BlockingIOError:
+                n = self.sock.send(view[:CHUNK])
+            except WOULD_BLOCK:
                 n = 0
             view = view[n:]
             idle = 0 if n else idle + 1
@@ -93,14 +118,14 @@ class Raw:
     async def push(self, data: bytes, limit: int, patience: int = 200) -> int:
         """Send ``data`` over and over without reading, until ``limit`` bytes are sent or the
         server has taken nothing for ``patience`` reactor turns; return the bytes sent. What is
-        left of the last ``data`` is in ``self.rest``."""
+        left of the current ``data`` (all of it if it was not begun) is in ``self.rest``."""
         sent = 0
         idle = 0
         view = memoryview(data)
         while sent < limit and idle < patience:
             try:
-                n = self.sock.send(view)
-            except BlockingIOError:
+                n = self.sock.send(view[:CHUNK])
+            except WOULD_BLOCK:
                 n = 0
             sent += n
             view = view[n:] or memoryview(data)
@@ -109,7 +134,7 @@ class Raw:
             else:
                 idle += 1
                 await turns(1)
-        self.rest = bytes(view) if len(view) < len(data) else b""
+        self.rest = bytes(view)  # (what a TLS socket that would block must be given again)
         return sent
 
     async def drain(self, frames: int) -> list[tuple[int, bytes]]:
@@ -118,12 +143,12 @@ class Raw:
         while len(got) < frames:
             if self.rest:
                 try:
-                    self.rest = self.rest[self.sock.send(self.rest) :]
-                except BlockingIOError:
+                    self.rest = self.rest[self.sock.send(self.rest[:CHUNK]) :]
+                except WOULD_BLOCK:
                     pass
             try:
                 chunk = self.sock.recv(1 << 20)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 await turns(1)
                 continue
             assert chunk, "connection closed"
@@ -158,7 +183,7 @@ class Raw:
         while len(self.buffer) < n:
             try:
                 chunk = self.sock.recv(1 << 20)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 idle += 1
                 assert idle < 5000, f"waited for {n} bytes, have {len(self.buffer)}"
                 await turns(1)
@@ -196,12 +221,12 @@ class Raw:
         while True:
             try:
                 chunk = self.sock.recv(1 << 20)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 idle += 1
                 assert idle < 5000, "the server did not close the connection"
                 await turns(1)
                 continue
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
                 return True
             if not chunk:
                 return True
@@ -219,19 +244,65 @@ async def untilTrue(predicate: Any, what: str, limit: int = 5000) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
+def selfSignedCertificate(directory: Any) -> tuple[str, str]:
+    """A key and a self-signed certificate for 127.0.0.1, as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    keyPath, certPath = os.path.join(directory, "key.pem"), os.path.join(directory, "cert.pem")
+    with open(keyPath, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    with open(certPath, "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    return keyPath, certPath
+
+
+async def serveOver(transport: str, app: App, directory: Any, limits: Optional[Limits] = None) -> tuple[Any, int]:
+    """``serve``, over plain TCP or TLS."""
+    if transport == "tcp":
+        return await serve(app, limits)
+    from dotwist.service import DotwistService
+    from dotwist.worker import Runtime
+
+    keyPath, certPath = selfSignedCertificate(directory)
+    runtime = Runtime(app, reactor, limits=limits)
+    service = DotwistService(
+        runtime, [f"ssl:0:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}"], reactor=reactor
+    )
+    service.startService()
+    port = await service.ports[0].listening
+    return service, port.getHost().port
+
+
 # -- output backpressure -----------------------------------------------------------------------
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
 @pytest.mark.parametrize("kind", ["messages", "pings"])
-async def test_client_that_never_reads_cannot_make_the_server_buffer(kind):
-    """Stops the "send 200 MiB to the seed and never read" attack and the ping flood: once the
-    replies (echoes or pongs) fill the socket's buffer, the server stops reading from that client,
-    so the client cannot push more than the kernel's buffers hold; when it reads, it gets every
-    reply and the server reads again."""
-    service, port = await serve(websocket_server.app)
+async def test_client_that_never_reads_cannot_make_the_server_buffer(kind, transport, tmp_path):
+    """Stops the "send 200 MiB to the seed and never read" attack and the ping flood (over TCP
+    and TLS): once the replies (echoes or pongs) fill the socket's buffer, the server stops
+    reading from that client, so the client cannot push more than the kernel's buffers hold; when
+    it reads, it gets every reply and the server reads again."""
+    service, port = await serveOver(transport, websocket_server.app, tmp_path)
     try:
-        client = Raw(port, sndbuf=64 * 1024)
+        client = await Raw(port, sndbuf=64 * 1024, tls=transport == "tls").start()
         assert await client.upgrade("/websocket") == 101
         if kind == "messages":
             unit = frame(b"x" * 60000, opcode=2)
@@ -313,9 +384,9 @@ async def test_messages_for_a_client_that_never_reads_are_bounded_then_it_is_dro
     bound = 2 * MiB
     service, port = await serve(ROOM, Limits().replace(maxUnsentBytes=bound))
     try:
-        sleeper = Raw(port)
+        sleeper = await Raw(port).start()
         assert await sleeper.upgrade("/") == 101
-        speaker = Raw(port)
+        speaker = await Raw(port).start()
         assert await speaker.upgrade("/") == 101
         blasts = 0
         # 256 KiB per blast: the kernel takes a few MiB, then the bound is reached.
@@ -405,7 +476,7 @@ async def test_closed_connection_is_freed_by_reference_counting(path, ending):
     gc.collect()
     gc.disable()
     try:
-        client = Raw(port, sndbuf=64 * 1024)
+        client = await Raw(port, sndbuf=64 * 1024).start()
         assert await client.upgrade(path) == 101
         await client.sendAll(frame(b"hello", opcode=1))
         await client.receive()
@@ -477,7 +548,7 @@ async def test_send_over_the_outgoing_limit_raises_and_the_socket_stays_usable()
     limit, larger than the incoming limit, is sent."""
     service, port = await serve(SENDER, Limits().replace(maxMessageSize=100, maxOutgoingMessageSize=1000))
     try:
-        client = Raw(port)
+        client = await Raw(port).start()
         assert await client.upgrade("/") == 101
         await client.sendAll(frame(b"send 1001", opcode=1))
         opcode, text = await client.receive()
@@ -511,7 +582,7 @@ async def test_seed_echoes_text_at_the_default_incoming_limit():
     client got nothing."""
     service, port = await serve(websocket_server.app)
     try:
-        client = Raw(port)
+        client = await Raw(port).start()
         assert await client.upgrade("/websocket") == 101
         text = b"t" * Limits().maxMessageSize
         await client.sendAll(frame(text, opcode=1))
@@ -529,7 +600,7 @@ async def test_seed_echoes_a_binary_message_at_the_limit_written_four_times_long
     repr writes as "\\x00" each: 16,405 bytes of reply, past the incoming limit."""
     service, port = await serve(websocket_server.app, Limits().replace(maxMessageSize=4096))
     try:
-        client = Raw(port)
+        client = await Raw(port).start()
         assert await client.upgrade("/websocket") == 101
         await client.sendAll(frame(b"\x00" * 4096, opcode=2))
         opcode, payload = await client.receive()
@@ -568,7 +639,7 @@ async def test_frames_in_the_upgrade_packet_are_delivered(which):
     )
     service, port = await serve(app)
     try:
-        client = Raw(port)
+        client = await Raw(port).start()
         frames = frame(b"first", opcode=1) + frame(b"second", opcode=1)
         assert await client.upgrade(path, extra=frames) == 101
         assert await client.receive() == (1, prefix + b"first")
