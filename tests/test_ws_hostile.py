@@ -293,6 +293,7 @@ async def serveOver(transport: str, app: App, directory: Any, limits: Optional[L
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")  # Twisted's ssl: endpoint
 @pytest.mark.parametrize("transport", ["tcp", "tls"])
 @pytest.mark.parametrize("kind", ["messages", "pings"])
 async def test_client_that_never_reads_cannot_make_the_server_buffer(kind, transport, tmp_path):
