@@ -16,6 +16,7 @@ their owners registered.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -61,8 +62,20 @@ class DurableObjectState:
     """What an object knows of itself and the runtime: ``ctx`` in Cloudflare's API."""
 
     def __init__(self, actor: "Actor") -> None:
-        self._actor = actor
+        # Held weakly: the Actor holds this ctx, and an evicted object must be freed by reference
+        # counting, not wait in a cycle for a garbage collection.
+        self._actorRef = weakref.ref(actor)
         self.id: DurableObjectId = actor.id
+
+    @property
+    def _actor(self) -> "Actor":
+        actor = self._actorRef()
+        if actor is None:
+            raise DurableObjectError(
+                "This Durable Object left memory; its ctx belongs to a past incarnation.",
+                durableObjectReset=True,
+            )
+        return actor
 
     @property
     def storage(self) -> DurableObjectStorage:
@@ -522,11 +535,11 @@ class Actor:
         if self._session is not None:
             session, self._session = self._session, None
             session.close()
-        # ``ctx`` and the input gate refer back to this Actor: let go of both, so that an evicted
-        # object (thousands a minute on a busy server) is freed by reference counting, not left
-        # for a garbage collection. Nothing routes events here any more (the registry forgot it);
-        # one that still comes runs outside any object, as it would after a collection.
-        del self.ctx
+        # The input gate refers back to this Actor (it runs events as it): let go of it, so that
+        # an evicted object (thousands a minute on a busy server) is freed by reference counting,
+        # not left for a garbage collection (``ctx`` holds this Actor weakly). Nothing routes
+        # events here any more (the registry forgot it); one that still comes runs outside any
+        # object.
         self.inputGate = InputGate(CURRENT, None)
 
     def reset(self, error: BaseException) -> None:
