@@ -39,6 +39,12 @@ BASE_URL = "http://example.com"
 
 Message = Union[str, bytes]
 
+#: What the runtime's WebSocket server (Autobahn) reports to the object when a client vanishes.
+DROPPED = (
+    'connection was closed uncleanly ("peer dropped the TCP connection without previous '
+    'WebSocket closing handshake")'
+)
+
 # RFC 6455's sample nonce: the in-process client needs a key only because Workers may look at it.
 _SAMPLE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -240,7 +246,7 @@ class InProcessWebSocket(ClientWebSocket):
         self._finished(CloseEvent(1000, "", True))
 
     def _drop(self) -> None:
-        websocket.connectionClosed(self.clientEnd, False, None, None)
+        websocket.connectionClosed(self.clientEnd, False, 1006, DROPPED)
         self._finished(CloseEvent(1006, "", False))
 
 

@@ -232,6 +232,10 @@ class Harness:
         def cleanUp(outcome: object) -> object:
             if self._clock is not None:
                 self._clock.runOn(None)
+                # Nothing of this test may run later: its clock is dead.
+                for call in list(self._clock.getDelayedCalls()):
+                    if call.active():
+                        call.cancel()
             if self._tempDir is not None:
                 self._tempDir.cleanup()
             return outcome
@@ -318,7 +322,13 @@ class Harness:
         loop = runner.loop() if clock is not None and isinstance(runner, AsyncioRunner) else None
 
         def stopLoop(_: object) -> None:
-            # As when the process exits: what the old runtime's code still runs goes.
+            # As when the process exits: what the old runtime's code still runs goes, and its
+            # objects' idle timers with it (the clock goes on for the next runtime).
+            for namespace in runtime.registry.namespaces.values():
+                for actor in list(namespace.actors.values()):
+                    timer = actor.idleTimer
+                    if timer is not None and timer.active():
+                        timer.cancel()
             if loop is not None:
                 _cancelTasks(loop)
                 assert clock is not None

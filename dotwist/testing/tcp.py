@@ -18,7 +18,10 @@ from autobahn.websocket.types import ConnectionResponse
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers as WireHeaders
 from twisted.web.iweb import IResponse
 
@@ -102,7 +105,26 @@ def _read(response: IResponse) -> "Deferred[Response]":
     def made(body: bytes) -> Response:
         return Response.fromWire(response.code, response.phrase.decode("latin-1"), Headers.fromWire(pairs), body)
 
-    return readBody(response).addCallback(made)
+    body: Deferred[bytes] = Deferred()
+    response.deliverBody(_Body(body))
+    return body.addCallback(made)
+
+
+class _Body(Protocol):
+    """Collects a response's body."""
+
+    def __init__(self, done: "Deferred[bytes]") -> None:
+        self._done = done
+        self._parts: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._parts))
+        else:
+            self._done.errback(reason)
 
 
 class TcpWebSocket(ClientWebSocket):
