@@ -25,6 +25,7 @@ from dotwist.testing import (
     WebSocketRefused,
     abortDurableObject,
     evictDurableObject,
+    isDurableObjectInMemory,
     listDurableObjectIds,
     runDurableObjectAlarm,
     runInDurableObject,
@@ -486,11 +487,12 @@ async def test_hibernated_room_keeps_its_sockets_and_wakes_on_a_message(dotwist)
 async def test_hibernation_comes_by_itself_after_ten_idle_seconds(dotwist):
     """Without the helper, the room hibernates after 10 s idle on the test clock."""
     await dotwist.webSocket("/room/r2")
-    assert dotwist.runtime.registry.liveObjects() == 1
+    room = dotwist.env.ROOMS.getByName("r2")
+    assert isDurableObjectInMemory(room)
     dotwist.clock.settle(9.9)
-    assert dotwist.runtime.registry.liveObjects() == 1
+    assert isDurableObjectInMemory(room)
     dotwist.clock.settle(0.1)
-    assert dotwist.runtime.registry.liveObjects() == 0
+    assert not isDurableObjectInMemory(room)
 
 
 async def test_evict_with_close_closes_hibernatable_sockets(dotwist):
@@ -632,10 +634,11 @@ async def test_time_moves_only_when_the_test_says_even_over_a_real_port(dotwist)
     """Over a real port the runtime still runs on the test clock: the room hibernates when the
     test lets 10 s pass, and wakes on the next message."""
     ws = await dotwist.webSocket("/room/t")
+    room = dotwist.env.ROOMS.getByName("t")
     dotwist.clock.settle(9)
-    assert dotwist.runtime.registry.liveObjects() == 1
+    assert isDurableObjectInMemory(room)
     dotwist.clock.settle(1)
-    assert dotwist.runtime.registry.liveObjects() == 0
+    assert not isDurableObjectInMemory(room)
     ws.send("awake?")
     assert await ws.receive() == "awake?"
 

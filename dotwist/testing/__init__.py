@@ -9,7 +9,7 @@ own ``TestClock``. Everything here works without pytest too:
   client API.
 - With Cloudflare's names (``cloudflare:test``): ``runInDurableObject``,
   ``runDurableObjectAlarm``, ``listDurableObjectIds``, ``evictDurableObject``; and
-  ``abortDurableObject`` (a reset, as ``ctx.abort()``).
+  ``abortDurableObject`` (a reset, as ``ctx.abort()``) and ``isDurableObjectInMemory``.
 - ``TestClock`` (``settle``, ``runReady``) and ``ClockLoop`` (asyncio on that clock).
 - Lower level: ``makeRuntime``, ``liveActor``, ``result``, ``FakeConnection``,
   ``connectWebSocket``, and the misbehaving backends ``FailingCommits`` and ``LaterCommits``.
@@ -32,6 +32,7 @@ from .clock import ClockLoop, TestClock
 from .durable_objects import (
     abortDurableObject,
     evictDurableObject,
+    isDurableObjectInMemory,
     listDurableObjectIds,
     runDurableObjectAlarm,
     runInDurableObject,
@@ -57,6 +58,7 @@ __all__ = [
     "abortDurableObject",
     "connectWebSocket",
     "evictDurableObject",
+    "isDurableObjectInMemory",
     "liveActor",
     "listDurableObjectIds",
     "makeRuntime",

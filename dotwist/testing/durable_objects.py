@@ -15,7 +15,6 @@ import re
 from typing import Any, Callable, Literal, Optional, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
 
 from ..errors import DurableObjectError
 from ..ids import DurableObjectId
@@ -30,6 +29,7 @@ from .clock import TestClock
 __all__ = [
     "abortDurableObject",
     "evictDurableObject",
+    "isDurableObjectInMemory",
     "listDurableObjectIds",
     "runDurableObjectAlarm",
     "runInDurableObject",
@@ -127,6 +127,14 @@ def abortDurableObject(stub: DurableObjectStub, reason: Optional[str] = None) ->
         return fail()
     actor.ctx.abort(reason)
     return succeed(None)
+
+
+def isDurableObjectInMemory(stub: DurableObjectStub) -> bool:
+    """Whether the object has an instance in memory now (not hibernated, evicted or reset, and
+    not only addressed: a stub alone constructs nothing)."""
+    ns = namespaceOf(stub)
+    actor = ns.registry.liveActor(ns.name, stub.id.toString())
+    return actor is not None and actor.inMemory
 
 
 # -- eviction ---------------------------------------------------------------------------------
@@ -232,8 +240,3 @@ def _storedIds(backend: StorageBackend, namespace: str) -> list[str]:
                         found.append(objectId)
         return sorted(found)
     return []
-
-
-def clockOf(stub: DurableObjectStub) -> IReactorTime:
-    """The clock the object's runtime runs on."""
-    return namespaceOf(stub).registry.clock
