@@ -144,6 +144,13 @@ class Harness:
         return self._clock
 
     @property
+    def service(self) -> Any:
+        """The ``dotwist.service.DotwistService`` serving the app (transport "tcp")."""
+        if self._service is None:
+            raise TypeError('an in-process harness has no service (use transport="tcp")')
+        return self._service
+
+    @property
     def port(self) -> int:
         """The port the app is served on (transport "tcp")."""
         if self.transport != "tcp":

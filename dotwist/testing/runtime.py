@@ -87,9 +87,15 @@ def liveActor(runtime: Runtime, stub: DurableObjectStub) -> Actor:
 
 
 def result(d: "Deferred[Any]") -> Any:
-    """The result of a Deferred that has already fired (raises its failure)."""
+    """The result of a Deferred that has already fired (raises its failure, which is then handled;
+    a value stays the Deferred's, for whoever else waits on it)."""
     out: list[Any] = []
-    d.addBoth(out.append)
+
+    def take(outcome: Any) -> Any:
+        out.append(outcome)
+        return None if isinstance(outcome, Failure) else outcome
+
+    d.addBoth(take)
     assert out, "the Deferred has not fired"
     if isinstance(out[0], Failure):
         out[0].raiseException()
