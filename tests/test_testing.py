@@ -533,6 +533,27 @@ async def test_abort_drops_memory_and_fails_waiting_events(dotwist):
     assert await runInDurableObject(counter, lambda i, ctx: i.calls) == 1
 
 
+async def test_evict_all_durable_objects_evicts_and_hibernates_everything_in_memory(dotwist):
+    """Harness.evictAllDurableObjects takes every object out of memory, each as it would leave
+    on its own: counters evicted, a room with a member hibernated."""
+    await dotwist.env.COUNTERS.getByName("o1").increment()
+    await dotwist.env.COUNTERS.getByName("o2").increment()
+    await dotwist.webSocket("/room/o3")
+    states = await dotwist.evictAllDurableObjects()
+    assert sorted(state.value for state in states) == ["evicted", "evicted", "hibernated"]
+    assert not isDurableObjectInMemory(dotwist.env.COUNTERS.getByName("o1"))
+    assert await dotwist.env.COUNTERS.getByName("o1").increment() == 2
+
+
+@pytest.mark.dotwist(transport="tcp", realTime=True)
+async def test_real_time_serves_on_the_reactor_with_no_clock_to_move(dotwist):
+    """With realTime the runtime runs on the reactor, as in production: requests are served, and
+    asking for the clock says there is none to move."""
+    assert await (await dotwist.fetch("/count/rt")).text() == "1"
+    with pytest.raises(TypeError, match="real time"):
+        dotwist.clock
+
+
 def test_a_failed_commit_resets_the_object():
     """With a backend whose commits fail, the write's caller gets an error and the object is
     reset (the harness takes any storage backend)."""
