@@ -360,23 +360,23 @@ def test_run_in_durable_object_holds_its_result_until_its_writes_are_durable():
 
 
 def test_run_in_durable_object_is_an_event_through_the_input_gate(dotwist):
-    """While an async fn awaits storage, no other event reaches the object; when it returns, the
-    next call runs."""
+    """A function run in the object waits at its input gate like any event: while a
+    blockConcurrencyWhile callback holds the gate for 5 s it does not run, then it does."""
+    import asyncio
+
     counter = dotwist.env.COUNTERS.getByName("e")
-    order = []
 
-    async def slow(instance, ctx):
-        order.append("fn starts")
-        await ctx.storage.put("count", 100)
-        await ctx.storage.get("count")
-        order.append("fn ends")
+    def lock(instance, ctx):
+        async def hold():
+            await asyncio.sleep(5)
 
-    inside = runInDurableObject(counter, slow)
-    after = counter.increment()
-    after.addCallback(lambda value: order.append(f"increment -> {value}"))
-    dotwist.run(inside)
-    dotwist.run(after)
-    assert order == ["fn starts", "fn ends", "increment -> 101"]
+        ctx.blockConcurrencyWhile(hold)
+
+    dotwist.run(runInDurableObject(counter, lock))
+    inside = runInDurableObject(counter, lambda instance, ctx: "ran")
+    dotwist.clock.settle(4.9)
+    assert not inside.called
+    assert dotwist.run(inside, seconds=0.1) == "ran"
 
 
 # -- runDurableObjectAlarm ---------------------------------------------------------------------
