@@ -17,10 +17,9 @@ from dotwist import (
 )
 from dotwist.alarms import MAX_RETRIES, retryDelay
 from dotwist.storage.alarmindex import SqliteAlarmIndex
-from dotwist.config import Limits
 from dotwist.examples import websocket_hibernation_server
 from dotwist.lifecycle import ObjectLifecycle
-from dotwist.storage import MemoryBackend, SqliteBackend
+from dotwist.storage import SqliteBackend
 from dotwist.testing import TestClock, connectWebSocket, liveActor, makeRuntime, result
 
 UPGRADE = Headers({"Upgrade": "websocket"})

@@ -13,7 +13,6 @@ but real. The chat example retries the call with a new stub.
 Fixed: the stub finds its target when the call leaves the caller's output gate.
 """
 
-import pytest
 
 from dotwist import App, DurableObject, Request, Response, WorkerEntrypoint
 from dotwist.testing import makeRuntime, result
