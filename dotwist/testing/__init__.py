@@ -26,6 +26,7 @@ from .client import (
     InProcessClient,
     WebSocketClosed,
     WebSocketRefused,
+    WorkerClient,
     connectWebSocket,
 )
 from .clock import ClockLoop, TestClock
@@ -55,6 +56,7 @@ __all__ = [
     "TestClock",
     "WebSocketClosed",
     "WebSocketRefused",
+    "WorkerClient",
     "abortDurableObject",
     "connectWebSocket",
     "evictDurableObject",

@@ -10,7 +10,7 @@ of a ``101`` response to a recording connection.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 from urllib.parse import urljoin, urlsplit
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -31,6 +31,7 @@ __all__ = [
     "InProcessWebSocket",
     "WebSocketClosed",
     "WebSocketRefused",
+    "WorkerClient",
     "connectWebSocket",
 ]
 
@@ -290,6 +291,24 @@ def upgradeHeaders(protocols: Sequence[str], headers: Optional[Mapping[str, str]
     if protocols:
         out.set("sec-websocket-protocol", ", ".join(protocols))
     return out
+
+
+class WorkerClient(Protocol):
+    """A test client for the Worker: ``InProcessClient``, or ``dotwist.testing.tcp.TcpClient``
+    over a real port."""
+
+    baseUrl: str
+
+    def fetch(
+        self, input: Union[str, Request], init: Optional[Mapping[str, Any]] = None, **kwargs: Any
+    ) -> "Deferred[Response]": ...
+
+    def webSocket(
+        self,
+        url: Union[str, Request],
+        protocols: Sequence[str] = (),
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> "Deferred[ClientWebSocket]": ...
 
 
 _NOT_HERE = (

@@ -28,7 +28,7 @@ from ..lifecycle import ObjectLifecycle
 from ..storage import MemoryBackend, SqliteBackend
 from ..storage.interface import StorageBackend
 from ..worker import App, Env, Runtime, loadApp
-from .client import BASE_URL, ClientWebSocket, InProcessClient
+from .client import BASE_URL, ClientWebSocket, InProcessClient, WorkerClient
 from .clock import ClockLoop, TestClock
 from .durable_objects import evictActor
 from .runtime import ObjectsOnly, makeRuntime, result
@@ -117,7 +117,7 @@ class Harness:
         self.runtime: Runtime
         self.env: Env
         #: The Worker, as a client calls it: ``SELF.fetch(...)``, ``SELF.webSocket(...)``.
-        self.SELF: Any
+        self.SELF: WorkerClient
         # The test's own coroutines run as tasks on a loop of their own (on the same clock), so
         # that a restart, which stops the runtime's loop, does not stop the test.
         self._testLoop: Optional[ClockLoop] = None
@@ -160,19 +160,17 @@ class Harness:
     def fetch(self, input: Union[str, Request], init: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> "Deferred[Response]":
         """``SELF.fetch``: send a request to the Worker (relative URLs are relative to
         ``http://example.com``)."""
-        d: Deferred[Response] = self.SELF.fetch(input, init, **kwargs)
-        return d
+        return self.SELF.fetch(input, init, **kwargs)
 
     def webSocket(
         self, url: Union[str, Request], protocols: Sequence[str] = (), headers: Optional[Mapping[str, str]] = None
     ) -> "Deferred[ClientWebSocket]":
         """``SELF.webSocket``: open a WebSocket to the Worker."""
-        d: Deferred[ClientWebSocket] = self.SELF.webSocket(url, protocols, headers)
-        return d
+        return self.SELF.webSocket(url, protocols, headers)
 
     def run(self, awaitable: Awaitable[Any], seconds: float = 0.0) -> Any:
         """For synchronous tests, in-process: run ``awaitable`` (a ``Deferred``, or a coroutine,
-        run as an asyncio task on the runtime's loop), let ``seconds`` of time pass
+        run as an asyncio task on the test clock), let ``seconds`` of time pass
         (``clock.settle``), run what is due, and return its result (or raise its error). Raises
         ``NotReady`` if it is still waiting: for time that was not let pass, or for something
         nothing will bring."""
