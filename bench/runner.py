@@ -80,7 +80,8 @@ SERVERS = {
     },
     "dotwist-seed": {
         "label": "dotwist seed",
-        "cmd": _py(*TWISTD, "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1"),
+        # --no-access-log: the figures before request lines existed were taken without them.
+        "cmd": _py(*TWISTD, "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1", "--no-access-log"),
         "ws": "/websocket",
         "http": "/getCurrentConnections",
         "note": "default app (Cloudflare's WebSocket server example): Worker -> Durable Object, "
@@ -103,7 +104,7 @@ SERVERS = {
     },
     "dotwist-echo": {
         "label": "dotwist echo",
-        "cmd": _py(*TWISTD, "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1", "--app", "dotwist.examples.echo"),
+        "cmd": _py(*TWISTD, "dotwist", "--listen", "tcp:{port}:interface=127.0.0.1", "--app", "dotwist.examples.echo", "--no-access-log"),
         "ws": "/echo",
         "http": None,
         "note": "dotwist.examples.echo: Worker -> Durable Object, echoes unchanged; no 2xx HTTP path",

@@ -112,6 +112,7 @@ class AlarmScheduler:
         self.deliver = deliver
         self.rng = rng or random.Random()
         self._timers: dict[tuple[str, str], IDelayedCall] = {}
+        self._stopped = False
 
     def nowMillis(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -131,6 +132,8 @@ class AlarmScheduler:
                 )
 
     def stop(self) -> None:
+        """Cancel every timer; from now on nothing is scheduled (the server is stopping)."""
+        self._stopped = True
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
@@ -149,9 +152,27 @@ class AlarmScheduler:
         timer = self._timers.pop(key, None)
         if timer is not None and timer.active():
             timer.cancel()
+        if self._stopped:
+            return  # the stored alarm stays; the next start schedules it
         if delay is None:
             delay = max(0.0, millis / 1000.0 - self.clock.seconds())
         self._timers[key] = self.clock.callLater(delay, self._due, namespace, objectId, retryCount)
+
+    def pendingCount(self) -> int:
+        """How many alarm timers are set."""
+        return len(self._timers)
+
+    def cancel(self, namespace: str, objectId: str) -> None:
+        """Forget an object's alarm: its timer and its index entry (the object was deleted)."""
+        timer = self._timers.pop((namespace, objectId), None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self.index.remove(namespace, objectId)
+
+    def scheduled(self, namespace: str, objectId: str) -> Optional[float]:
+        """When the object's alarm timer fires (seconds on the clock), or None."""
+        timer = self._timers.get((namespace, objectId))
+        return timer.getTime() if timer is not None and timer.active() else None
 
     def _due(self, namespace: str, objectId: str, retryCount: int) -> None:
         self._timers.pop((namespace, objectId), None)
@@ -177,16 +198,16 @@ class AlarmScheduler:
         self,
         actor: "Actor",
         retryCount: int,
-        early: bool = False,
+        now: bool = False,
         ran: "Optional[Deferred[bool]]" = None,
     ) -> None:
-        """The alarm event, run in the object (through its input gate).
+        """The alarm event, run in the object (through its input gate). ``now``: run the stored
+        alarm even if its time has not come (an operator fired it, or a test:
+        ``dotwist.testing.runDurableObjectAlarm``).
 
-        ``early`` runs a stored alarm that is not due yet, and ``ran`` is told the outcome: True
-        once the handler ran and what follows is settled (the alarm deleted and committed, or a
-        retry scheduled, which then fails ``ran`` with the handler's error), False if there was no
-        alarm or no handler. Both are for ``dotwist.testing.runDurableObjectAlarm``; the scheduler
-        passes neither."""
+        ``ran``, if given, is told the outcome: True once the handler ran and what follows is
+        settled (the alarm deleted and committed; or a retry scheduled, which fails ``ran`` with
+        the handler's error), False if there was no alarm or no handler."""
         ns, key = actor.namespace.name, actor.key
         if not actor.inMemory:
             if ran is not None:
@@ -204,13 +225,19 @@ class AlarmScheduler:
             if ran is not None:
                 ran.callback(False)
             return
-        if retryCount == 0 and stored > self.nowMillis() and not early:
+        if retryCount == 0 and stored > self.nowMillis() and not now:
             self.finished(ns, key, stored)  # moved later since this timer was set
             return
-        cls = actor.namespace.cls.__name__
+        stats = actor.stats
+        stats.alarmRuns += 1
+        session.alarmRunning = True  # getAlarm() answers None in the handler, as on Cloudflare
         outcome = actor.runHandler("alarm", (AlarmInfo(retryCount),))
         if outcome is None:
-            _log.error("{cls} has an alarm set but no alarm() handler; the alarm is deleted", cls=cls)
+            session.alarmRunning = False
+            _log.error(
+                "{who}: an alarm is set but there is no alarm() handler; the alarm is deleted",
+                **actor.logFields(),
+            )
             session.clearAlarm(stored)
 
             def deleted(_: object) -> None:
@@ -225,8 +252,15 @@ class AlarmScheduler:
             nextTry = nextRetry(retryCount, self.rng)
             if nextTry is None:
                 return False
+            stats.alarmRetries += 1
             self.schedule(ns, key, stored, nextTry[0], delay=nextTry[1])
             return True
+
+        def handlerEnded(result: object) -> object:
+            session.alarmRunning = False
+            return result
+
+        outcome.addBoth(handlerEnded)
 
         def settle(error: Optional[Failure] = None) -> None:
             # The alarm that ran is done (or given up): delete it unless the handler set another.
@@ -250,15 +284,16 @@ class AlarmScheduler:
 
         def failed(f: Failure) -> None:
             _log.failure(
-                "{cls}.alarm() raised (retry {retry} of {most})", f,
-                cls=cls, retry=retryCount, most=MAX_RETRIES,
+                "{who}: alarm() raised (retry {retry} of {most})", f,
+                retry=retryCount, most=MAX_RETRIES, **actor.logFields(),
             )
             if retry():
                 report(f)
                 return
+            stats.alarmFailures += 1
             _log.error(
-                "Giving up on the alarm of {cls} {id} after {most} retries",
-                cls=cls, id=key, most=MAX_RETRIES,
+                "{who}: giving up on the alarm after {most} retries",
+                most=MAX_RETRIES, **actor.logFields(),
             )
             settle(f)
 

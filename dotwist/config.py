@@ -22,6 +22,10 @@ class Limits:
     closeHandshakeTimeout: float = 2.0
     #: On shutdown, how long open sockets get to finish their close handshake, in seconds.
     shutdownTimeout: float = 5.0
+    #: On shutdown (SIGTERM), how long requests and object events already running get to finish
+    #: before storage is flushed and sockets are closed, in seconds (Cloudflare gave in-flight
+    #: work 30 s on a runtime update until 2026, and up to 20 minutes since).
+    drainTimeout: float = 30.0
     #: An object whose only activity is hibernatable WebSockets leaves memory after this long idle.
     hibernateAfter: float = 10.0
     #: An object with no sockets and nothing pending leaves memory after this long idle

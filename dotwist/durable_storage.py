@@ -38,8 +38,10 @@ from twisted.python.failure import Failure
 from .errors import DurableObjectError
 from .gates import InputGate, OutputGate
 from .handlers import asDeferred
+from .stats import NamespaceStats
 from .storage import MISSING, TransactionAbortedError
 from .storage.interface import ObjectStore, Savepoint, SqlCursor
+from .values import storageKey
 
 _log = Logger(namespace="dotwist.storage")
 
@@ -62,6 +64,16 @@ def _options(
     if unknown:
         raise TypeError(f"Unknown storage option(s): {', '.join(sorted(unknown))}")
     return merged
+
+
+def _keys(keys: Any) -> list[str]:
+    return [storageKey(k) for k in keys]
+
+
+def _entries(entries: Mapping[Any, Any]) -> Mapping[str, Any]:
+    if all(type(k) is str for k in entries):
+        return entries
+    return {storageKey(k): v for k, v in entries.items()}
 
 
 def _value(v: Any) -> Any:
@@ -87,7 +99,10 @@ class StorageSession:
 
     ``onFailure(error)`` is called when a commit fails (the owner resets the object);
     ``onAlarmSet(millis)`` when the object sets its alarm (before that write commits);
-    ``hasAlarmHandler()`` says whether ``setAlarm`` is allowed.
+    ``hasAlarmHandler()`` says whether ``setAlarm`` is allowed. Operations, bytes and commit
+    latency count into ``stats``. ``name`` (from ``idFromName``) is recorded with the object's
+    data in the first commit that writes something, if it is not there yet; ``onNamed()`` is
+    called when it was.
     """
 
     def __init__(
@@ -100,8 +115,15 @@ class StorageSession:
         onFailure: Callable[[DurableObjectError], None],
         onAlarmSet: Callable[[int], None],
         hasAlarmHandler: Callable[[], bool],
+        stats: Optional[NamespaceStats] = None,
+        name: Optional[str] = None,
+        onNamed: Optional[Callable[[], None]] = None,
     ) -> None:
         self.store = store
+        self.stats = stats if stats is not None else NamespaceStats()
+        self._ops = self.stats.storageOps
+        self._name = name
+        self._onNamed = onNamed
         self._clock = clock
         self._inputGate = inputGate
         self._outputGate = outputGate
@@ -114,6 +136,9 @@ class StorageSession:
         self._inFlight = False
         self._syncWaiters: list[tuple[int, Deferred[None]]] = []
         self._transactions = 0
+        #: While the alarm handler runs, ``getAlarm()`` answers None until the object sets or
+        #: deletes its alarm (Cloudflare: the running alarm no longer counts as set).
+        self.alarmRunning = False
         self.api = DurableObjectStorage(self)
 
     # -- state the runtime asks about ----------------------------------------------------------
@@ -130,12 +155,14 @@ class StorageSession:
     # -- reads and writes ----------------------------------------------------------------------
 
     def read(self, op: Callable[[], T]) -> Deferred[T]:
+        self._ops["read"] += 1
         try:
             return succeed(op())
         except Exception:
             return fail()
 
     def write(self, op: Callable[[], T], confirm: bool = True) -> Deferred[T]:
+        self._ops["write"] += 1
         try:
             result = op()
         except Exception:
@@ -160,18 +187,24 @@ class StorageSession:
             return
         batch = self._batch
         self._batch += 1
+        if self._name is not None and self.store.hasPendingWrites:
+            self._recordName()
+        timer = self.stats.timer
+        started = timer()
         try:
             pending = self.store.commit()
         except Exception as e:
             self._failed(e)
             return
         if pending is None:
+            self.stats.commitSeconds.observe(timer() - started)
             self._committed(batch)
             return
         self._inFlight = True
 
         def done(_: object) -> None:
             self._inFlight = False
+            self.stats.commitSeconds.observe(timer() - started)
             if not self.store.closed:
                 self._committed(batch)
 
@@ -192,7 +225,19 @@ class StorageSession:
         if self.store.hasPendingWrites or self._syncWaiters:
             self._scheduleCommit()
 
+    def _recordName(self) -> None:
+        name, self._name = self._name, None
+        assert name is not None
+        store = self.store
+        recordName = getattr(store, "recordName", None)
+        if recordName is None or store.storedName() == name:
+            return
+        recordName(name)
+        if self._onNamed is not None:
+            self._onNamed()
+
     def _failed(self, cause: BaseException) -> None:
+        self.stats.commitFailures += 1
         _log.failure(
             "Durable Object storage commit failed; the object is reset", Failure(cause)
         )
@@ -240,10 +285,13 @@ class StorageSession:
             self._commitCall.cancel()
         self._commitCall = None
         if not self.store.closed:
+            store = self.store
+            self.stats.storageBytesRead += getattr(store, "bytesRead", 0)
+            self.stats.storageBytesWritten += getattr(store, "bytesWritten", 0)
             try:
-                self.store.rollback()
+                store.rollback()
             finally:
-                self.store.close()
+                store.close()
 
     # -- the alarm, as the runtime sees it --------------------------------------------------
 
@@ -272,6 +320,7 @@ class StorageSession:
     # -- transactions ----------------------------------------------------------------------
 
     def transactionSync(self, fn: Callable[[], T]) -> T:
+        self._ops["transaction"] += 1
         store = self.store
         savepoint = store.savepoint()
         try:
@@ -287,6 +336,7 @@ class StorageSession:
     def transaction(self, closure: Callable[["DurableObjectTransaction"], Any]) -> Deferred[Any]:
         """Run ``closure(txn)`` in a savepoint. The input gate is locked now, before this returns,
         and stays locked until the closure has finished, awaits included."""
+        self._ops["transaction"] += 1
         store = self.store
         savepoint = store.savepoint()
         self._inputGate.lock()
@@ -329,19 +379,24 @@ class DurableObjectStorage:
 
     def __init__(self, session: StorageSession) -> None:
         self._session = session
+        self._ops = session._ops
         self._kv = SyncKvStorage(session)
         self._sql = SqlStorage(session)
 
     # -- the KV API ----------------------------------------------------------------------------
 
     def get(self, keys: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Any]:
-        """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key."""
+        """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key.
+        Keys that are numbers or booleans are converted as Cloudflare converts them
+        (``dotwist.values.storageKey``: ``3`` is ``"3"``)."""
         noCache = bool(_options(options, kwargs, _OP_OPTIONS).get("noCache"))
         store = self._session.store
+        self._ops["read"] += 1
         try:
             if isinstance(keys, (list, tuple)):
-                return succeed(store.getMany(keys, noCache=noCache))
-            return succeed(_value(store.get(keys, noCache=noCache)))
+                return succeed(store.getMany(_keys(keys), noCache=noCache))
+            key = keys if type(keys) is str else storageKey(keys)
+            return succeed(_value(store.get(key, noCache=noCache)))
         except Exception:
             return fail()
 
@@ -362,12 +417,14 @@ class DurableObjectStorage:
             opts = _options(options, kwargs, _OP_OPTIONS)
             entries = keyOrEntries
             noCache = bool(opts.get("noCache"))
-            return self._session.write(lambda: store.putMany(entries, noCache=noCache), _confirm(opts))
+            return self._session.write(lambda: store.putMany(_entries(entries), noCache=noCache), _confirm(opts))
         if value is MISSING:
             raise TypeError("put(key, value) needs a value")
         opts = _options(options, kwargs, _OP_OPTIONS)
+        self._ops["write"] += 1
         try:
-            store.put(keyOrEntries, value, noCache=bool(opts.get("noCache")))
+            key = keyOrEntries if type(keyOrEntries) is str else storageKey(keyOrEntries)
+            store.put(key, value, noCache=bool(opts.get("noCache")))
         except Exception:
             return fail()
         self._session.wrote(_confirm(opts))
@@ -379,14 +436,14 @@ class DurableObjectStorage:
         store = self._session.store
         noCache = bool(opts.get("noCache"))
         if isinstance(keys, (list, tuple)):
-            return self._session.write(lambda: store.deleteMany(keys, noCache=noCache), _confirm(opts))
-        return self._session.write(lambda: store.delete(keys, noCache=noCache), _confirm(opts))
+            return self._session.write(lambda: store.deleteMany(_keys(keys), noCache=noCache), _confirm(opts))
+        return self._session.write(lambda: store.delete(storageKey(keys), noCache=noCache), _confirm(opts))
 
     def list(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[dict[str, Any]]:
         """Entries in key order: ``start``, ``startAfter``, ``end``, ``prefix``, ``reverse``,
         ``limit``, plus the operation options."""
         opts = _options(options, kwargs, _LIST_AND_OP_OPTIONS)
-        listing = {k: opts[k] for k in _LIST_OPTIONS if k in opts}
+        listing = _listing(opts)
         store = self._session.store
         return self._session.read(lambda: store.list(**listing))
 
@@ -398,16 +455,23 @@ class DurableObjectStorage:
     # -- alarms (the schedule that fires them is dotwist.alarms') ----------------------------
 
     def getAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[Optional[int]]:
+        """The alarm's time in ms, or None. While ``alarm()`` runs: None, unless the object set
+        a new alarm since the handler started."""
         _options(options, kwargs, _OP_OPTIONS)
+        if self._session.alarmRunning:
+            return succeed(None)
         return self._session.read(self._session.store.getAlarm)
 
     def setAlarm(self, scheduledTime: Any, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
         """Set the object's one alarm (ms since the epoch, or a datetime); ``alarm()`` runs then."""
         opts = _options(options, kwargs, _OP_OPTIONS)
-        return self._session.setAlarm(alarmMillis(scheduledTime), _confirm(opts))
+        millis = alarmMillis(scheduledTime)
+        self._session.alarmRunning = False
+        return self._session.setAlarm(millis, _confirm(opts))
 
     def deleteAlarm(self, options: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> Deferred[None]:
         opts = _options(options, kwargs, _OP_OPTIONS)
+        self._session.alarmRunning = False
         return self._session.write(self._session.store.deleteAlarm, _confirm(opts))
 
     # -- transactions --------------------------------------------------------------------------
@@ -434,6 +498,14 @@ class DurableObjectStorage:
     @property
     def sql(self) -> "SqlStorage":
         return self._sql
+
+
+def _listing(options: Mapping[str, Any]) -> dict[str, Any]:
+    listing = {k: options[k] for k in _LIST_OPTIONS if k in options}
+    for bound in ("start", "startAfter", "end", "prefix"):
+        if bound in listing and listing[bound] is not None:
+            listing[bound] = storageKey(listing[bound])
+    return listing
 
 
 def _confirm(options: Mapping[str, Any]) -> bool:
@@ -480,14 +552,17 @@ class SyncKvStorage:
         self._session = session
 
     def get(self, key: str) -> Any:
-        return _value(self._session.store.get(key))
+        self._session._ops["read"] += 1
+        return _value(self._session.store.get(storageKey(key)))
 
     def put(self, key: str, value: Any) -> None:
-        self._session.store.put(key, value)
+        self._session._ops["write"] += 1
+        self._session.store.put(storageKey(key), value)
         self._session.wrote()
 
     def delete(self, key: str) -> bool:
-        existed = self._session.store.delete(key)
+        self._session._ops["write"] += 1
+        existed = self._session.store.delete(storageKey(key))
         self._session.wrote()
         return existed
 
@@ -495,7 +570,8 @@ class SyncKvStorage:
         unknown = set(options) - set(_LIST_OPTIONS)
         if unknown:
             raise TypeError(f"Unknown list option(s): {', '.join(sorted(unknown))}")
-        return self._session.store.list(**options)
+        self._session._ops["read"] += 1
+        return self._session.store.list(**_listing(options))
 
 
 class SqlStorage:
@@ -506,16 +582,21 @@ class SqlStorage:
         self._session = session
 
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
-        store = self._session.store
+        session = self._session
+        session._ops["sql"] += 1
+        store = session.store
         try:
             cursor = store.sql.exec(query, *bindings)
         except TransactionAbortedError as e:
             # SQLite discarded the whole uncommitted batch: writes that output already waits
             # for are gone, so the object is reset as after a failed commit.
-            self._session.batchLost(e)
+            session.batchLost(e)
             raise
+        stats = session.stats
+        stats.sqlRowsRead += cursor.rowsRead
+        stats.sqlRowsWritten += cursor.rowsWritten
         if store.hasPendingWrites:
-            self._session.wrote()
+            session.wrote()
         return cursor
 
     @property

@@ -35,6 +35,19 @@ class DurableObjectError(Exception):
         self.durableObjectReset = durableObjectReset
 
 
+class DurableObjectAbort(BaseException):
+    """Raised by ``ctx.abort(reason)`` in the object's own code, so that nothing after it runs.
+
+    A ``BaseException``, as in Cloudflare's Python SDK, so that an ``except Exception`` in the
+    object's code cannot swallow it. The caller of the aborted call gets a
+    ``DurableObjectError`` with ``durableObjectReset`` and the reason instead.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ConfigError(Exception):
     """The deployment's configuration (an app, a binding, an option) is not usable."""
 

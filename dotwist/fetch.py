@@ -14,7 +14,10 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Union, TYPE_CHECK
 from urllib.parse import urlsplit
 
 from . import websocket
+from .compat.spellings import HeadersSpellings, RequestSpellings, ResponseSpellings
+from .context import currentRuntime
 from .errors import RangeError
+from .values import iterableBody, stringifiedBody
 
 if TYPE_CHECKING:  # pragma: no cover
     from .websocket import WebSocket
@@ -26,8 +29,11 @@ BodyInit = Union[str, bytes, bytearray, memoryview, None]
 _BAD_NAME = re.compile("[ \t\r\n:]")
 
 
-class Headers:
-    """Case-insensitive HTTP headers; ``get`` joins repeated values with ``", "`` as fetch does."""
+class Headers(HeadersSpellings):
+    """Case-insensitive HTTP headers; ``get`` joins repeated values with ``", "`` as fetch does.
+
+    Also answers to ``http.client.HTTPMessage``'s names, as the Python Workers SDK's headers do
+    (``headers["x"]``, ``get(name, default)``, ``get_all``, ``values``)."""
 
     __slots__ = ("_items",)
 
@@ -74,11 +80,12 @@ class Headers:
         self._items = [item for item in self._items if item[0] != key]
         self._items.append((key, self._value(value)))
 
-    def get(self, name: str) -> Optional[str]:
+    def get(self, name: str, default: Any = None) -> Any:
+        """The header's values joined with ``", "``; ``default`` (None) if it is absent."""
         key = name.lower()
         values = [v for k, v in self._items if k == key]
         if not values:
-            return None
+            return default
         return ", ".join(values)
 
     def getAll(self, name: str) -> list[str]:
@@ -127,6 +134,17 @@ def _toBytes(body: BodyInit) -> Optional[bytes]:
     )
 
 
+def _requestBody(body: Any) -> Optional[bytes]:
+    """A request body: also a list or tuple, as Cloudflare reads a JavaScript array (its bytes
+    elements concatenated; joined with commas before compatibility date 2026-02-19)."""
+    if isinstance(body, (list, tuple)):
+        runtime = currentRuntime()
+        if runtime is None or runtime.compatibility.isEnabled("fetch_iterable_type_support"):
+            return iterableBody(body)
+        return stringifiedBody(body)
+    return _toBytes(body)
+
+
 class _Body:
     """The body readers that ``Request`` and ``Response`` share."""
 
@@ -156,8 +174,12 @@ class _Body:
         return self._body
 
 
-class Request(_Body):
-    """An HTTP request: ``url`` (full, with query), ``method``, ``headers``, and the body readers."""
+class Request(_Body, RequestSpellings):
+    """An HTTP request: ``url`` (full, with query), ``method``, ``headers``, and the body readers.
+
+    The Python Workers SDK's keywords ``redirect`` (only ``"follow"``: dotwist's fetch follows
+    redirects) and ``cf`` are accepted, and its names too (``body_used``, ``buffer()``; see
+    ``dotwist.compat.spellings``)."""
 
     url: str
     method: str
@@ -170,9 +192,17 @@ class Request(_Body):
         *,
         method: Optional[str] = None,
         headers: HeadersInit = None,
-        body: BodyInit = None,
+        body: Any = None,
+        redirect: Optional[str] = None,
+        cf: Any = None,
     ) -> None:
         options = dict(init or {})
+        redirect = options.pop("redirect", None) if redirect is None else redirect
+        if redirect not in (None, "follow"):
+            raise TypeError(f"Request redirect mode {redirect!r} is not supported by dotwist (only \"follow\")")
+        cf = options.pop("cf", None) if cf is None else cf
+        if cf is not None:
+            self.cf = cf
         if method is not None:
             options["method"] = method
         if headers is not None:
@@ -201,7 +231,7 @@ class Request(_Body):
         if "headers" in options:
             self.headers = Headers(options["headers"])
         if "body" in options:
-            self._body = _toBytes(options["body"])
+            self._body = _requestBody(options["body"])
         if self._body is not None and self.method in ("GET", "HEAD"):
             raise TypeError("Request with a GET or HEAD method cannot have a body.")
 
@@ -244,24 +274,22 @@ class _ClassOrInstance:
         return self._onInstance.__get__(obj, objtype)
 
 
-def _jsonResponse(
-    cls: Any,
-    data: Any,
-    init: Optional[Mapping[str, Any]] = None,
-    *,
-    status: Optional[int] = None,
-    headers: HeadersInit = None,
-) -> "Response":
-    """A response whose body is ``data`` as JSON, with ``Content-Type: application/json``."""
-    response: Response = cls(_json.dumps(data), init, status=status, headers=headers)
-    given = Headers(headers if headers is not None else (init or {}).get("headers"))
-    if not given.has("content-type"):
+def _jsonResponse(cls: Any, data: Any, *args: Any, **kwargs: Any) -> "Response":
+    """A response whose body is ``data`` as JSON, with ``Content-Type: application/json`` unless
+    the headers given set one. Takes what ``Response()`` takes after the body (so also the SDK's
+    ``Response.json(data, status, status_text, headers)``)."""
+    response: Response = cls(_json.dumps(data).encode("utf-8"), *args, **kwargs)
+    if not response.headers.has("content-type"):
         response.headers.set("content-type", "application/json")
     return response
 
 
-class Response(_Body):
-    """An HTTP response. ``Response(None, status=101, webSocket=client)`` hands a socket over."""
+class Response(_Body, ResponseSpellings):
+    """An HTTP response. ``Response(None, status=101, webSocket=client)`` hands a socket over.
+
+    Also accepts the Python Workers SDK's spellings: ``Response(body, 404)`` (status second),
+    ``status_text=``, ``web_socket=``, and answers to its names (``status_text``,
+    ``Response.from_json``, ``raise_for_status()``; see ``dotwist.compat.spellings``)."""
 
     status: int
     statusText: str
@@ -271,13 +299,38 @@ class Response(_Body):
     def __init__(
         self,
         body: BodyInit = None,
-        init: Optional[Mapping[str, Any]] = None,
-        *,
+        init: Any = None,
+        *sdkArgs: Any,
         status: Optional[int] = None,
         statusText: Optional[str] = None,
         headers: HeadersInit = None,
         webSocket: Optional["WebSocket"] = None,
+        status_text: Optional[str] = None,
+        web_socket: Optional["WebSocket"] = None,
     ) -> None:
+        if isinstance(init, int) or sdkArgs:
+            # The SDK's positional spelling: Response(body, status, status_text, headers, web_socket).
+            if status is not None or len(sdkArgs) > 3:
+                raise TypeError("Response() takes body, status, status_text, headers, web_socket")
+            status, *rest = (init, *sdkArgs)
+            for name, value in zip(("status_text", "headers", "web_socket"), rest):
+                if name == "status_text":
+                    status_text = value
+                elif name == "headers":
+                    headers = value
+                else:
+                    web_socket = value
+            init = None
+        if status_text is not None:
+            if statusText is not None:
+                raise TypeError("Give statusText or status_text, not both")
+            statusText = status_text or None  # the SDK's default is ""
+        if web_socket is not None:
+            if webSocket is not None:
+                raise TypeError("Give webSocket or web_socket, not both")
+            webSocket = web_socket
+        if isinstance(body, (list, tuple, dict)):
+            raise TypeError(f"Unsupported type in Response: {type(body).__name__}")
         options = dict(init or {})
         status = options.get("status", 200) if status is None else status
         statusText = options.get("statusText") if statusText is None else statusText
@@ -324,6 +377,19 @@ class Response(_Body):
         return 200 <= self.status <= 299
 
     json = _ClassOrInstance(_jsonResponse, _Body.json)
+
+    @classmethod
+    def from_json(cls, data: Any, *args: Any, **kwargs: Any) -> "Response":
+        """The Python Workers SDK's name for ``Response.json(data, ...)``."""
+        return _jsonResponse(cls, data, *args, **kwargs)
+
+    @classmethod
+    def redirect(cls, url: str, status: int = 302) -> "Response":
+        """A redirect to ``url`` (status 301, 302, 303, 307 or 308), as fetch's
+        ``Response.redirect``."""
+        if status not in (301, 302, 303, 307, 308):
+            raise RangeError(f"Invalid redirect status code: {status} (use 301, 302, 303, 307 or 308)")
+        return cls(None, status=int(status), headers={"location": str(url)})
 
     def __repr__(self) -> str:
         return f"<Response {self.status}>"

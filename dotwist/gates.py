@@ -33,7 +33,7 @@ OnFail = Optional[Callable[[BaseException], object]]
 class InputGate:
     """Admits one object's events in order; holds them while locked."""
 
-    __slots__ = ("_context", "_owner", "_locks", "_waiting", "_draining")
+    __slots__ = ("_context", "_owner", "_locks", "_waiting", "_draining", "waits")
 
     def __init__(self, context: contextvars.ContextVar[Any], owner: object) -> None:
         #: Events run with ``context`` set to ``owner``.
@@ -42,6 +42,8 @@ class InputGate:
         self._locks = 0
         self._waiting: deque[Event] = deque()
         self._draining = False
+        #: How many events had to wait (for metrics).
+        self.waits = 0
 
     @property
     def locked(self) -> bool:
@@ -56,6 +58,7 @@ class InputGate:
         """Run ``fn(*args)`` now if the gate is open and nothing waits, else queue it."""
         if self._locks or self._waiting:
             self._waiting.append((fn, args))
+            self.waits += 1
             return
         token = self._context.set(self._owner)
         try:
@@ -101,7 +104,7 @@ class InputGate:
 class OutputGate:
     """Holds one object's outgoing messages until the writes before them are durable."""
 
-    __slots__ = ("_needed", "_durable", "_queue", "held")
+    __slots__ = ("_needed", "_durable", "_queue", "held", "waits")
 
     def __init__(self) -> None:
         self._needed = 0  # the latest batch that output from now on must wait for
@@ -109,6 +112,8 @@ class OutputGate:
         self._queue: deque[tuple[int, Callable[..., object], tuple[Any, ...], OnFail]] = deque()
         #: Whether output sent now would wait (kept up to date: read it freely).
         self.held = False
+        #: How many outputs had to wait for durability (for metrics).
+        self.waits = 0
 
     @property
     def waiting(self) -> int:
@@ -125,6 +130,7 @@ class OutputGate:
         (never, if those writes fail)."""
         if self.held:
             self._queue.append((self._needed, fn, args, None))
+            self.waits += 1
         else:
             fn(*args)
 
@@ -132,6 +138,7 @@ class OutputGate:
         """As ``send(fn, arg)``; if the writes it waits for fail, ``onFail(error)`` instead."""
         if self.held:
             self._queue.append((self._needed, fn, (arg,), onFail))
+            self.waits += 1
         else:
             fn(arg)
 

@@ -98,6 +98,10 @@ class AsyncioRunner:
         self.blockedLoopWarning = blockedLoopWarning
         self._loop = loop
         self._factories: set[int] = set()
+        # A task made ahead, whose turn on the loop has not come yet: handlers that finish in
+        # their first step run in it one after another, so they cost no task of their own.
+        self._spare: Optional[tuple[asyncio.Task[None], _Slot, asyncio.AbstractEventLoop]] = None
+        self._eager = 0  # first steps running now (nested when one object calls another)
 
     def loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop or asyncio.get_running_loop()
@@ -113,13 +117,33 @@ class AsyncioRunner:
         if gate is not None:
             gate.lock()
             started = gate.unlock
-        driven = _Driven(coro, result, started, self)
-        context = contextvars.copy_context()
-        # Made directly, not through the loop's task factory: _resume is the bridge already.
-        task: asyncio.Task[None] = asyncio.Task(_resume(driven, loop), loop=loop, context=context)
-        _adopt(task)
-        _firstStep(driven, task, context, loop)
+        driven = _Driven(coro, result, started, self, contextvars.copy_context())
+        task, slot = self._task(loop)
+        self._eager += 1
+        try:
+            _firstStep(driven, task, loop)
+        finally:
+            self._eager -= 1
+        if not driven.finished:
+            # It waits for something: this task is its own from now on.
+            slot.driven = driven
+            self._spare = None
+            _adopt(task)
         return result
+
+    def _task(self, loop: asyncio.AbstractEventLoop) -> tuple["asyncio.Task[None]", "_Slot"]:
+        """The task the next handler's first step runs in: the spare one if it is free."""
+        spare = self._spare
+        if spare is not None and spare[2] is loop and not self._eager and not spare[0].done():
+            return spare[0], spare[1]
+        slot = _Slot()
+        # Made directly, not through the loop's task factory: _resume is the bridge already.
+        task: asyncio.Task[None] = asyncio.Task(
+            _resume(slot, loop), loop=loop, context=contextvars.Context()
+        )
+        if not self._eager:
+            self._spare = (task, slot, loop)
+        return task, slot
 
     def check(self, coro: Coroutine[Any, Any, Any], step: float, busy: float) -> Optional[BaseException]:
         """After a step of ``coro`` that took ``step`` seconds, with ``busy`` seconds spent in its
@@ -153,7 +177,7 @@ class _Driven:
     Deferreds it awaits handed to asyncio as futures (``_wait``), ``started()`` once its first step
     ends, and ``result`` fired with its outcome."""
 
-    __slots__ = ("coro", "result", "started", "runner", "busy", "pending", "finished")
+    __slots__ = ("coro", "result", "started", "runner", "context", "busy", "pending", "finished")
 
     def __init__(
         self,
@@ -161,7 +185,10 @@ class _Driven:
         result: Deferred[Any],
         started: Optional[Callable[[], None]],
         runner: AsyncioRunner,
+        context: contextvars.Context,
     ) -> None:
+        #: The handler's own context (a copy of the delivering code's): every step runs in it.
+        self.context = context
         self.coro = coro
         self.result = result
         self.started = started
@@ -208,7 +235,16 @@ class _Driven:
             started()
 
 
-def _firstStep(driven: _Driven, task: "asyncio.Task[None]", context: contextvars.Context, loop: asyncio.AbstractEventLoop) -> None:
+class _Slot:
+    """Where a task made ahead finds the handler it drives, once one needs it."""
+
+    __slots__ = ("driven",)
+
+    def __init__(self) -> None:
+        self.driven: Optional[_Driven] = None
+
+
+def _firstStep(driven: _Driven, task: "asyncio.Task[None]", loop: asyncio.AbstractEventLoop) -> None:
     """Run the handler's first step now, inside ``task`` (so ``asyncio.current_task()``,
     ``asyncio.timeout`` and ``TaskGroup`` work there), as Python 3.12's eager tasks do: the handler
     runs to its first ``await`` the moment its event is delivered, as on Cloudflare, and a
@@ -221,7 +257,7 @@ def _firstStep(driven: _Driven, task: "asyncio.Task[None]", context: contextvars
         _leave_task(loop, outer)
     _enter_task(loop, task)
     try:
-        context.run(driven.step, None, None)
+        driven.context.run(driven.step, None, None)
     finally:
         _leave_task(loop, task)
         if outer is not None:
@@ -231,16 +267,21 @@ def _firstStep(driven: _Driven, task: "asyncio.Task[None]", context: contextvars
 
 
 @types.coroutine
-def _resume(driven: _Driven, loop: asyncio.AbstractEventLoop) -> Generator[Any, Any, None]:
-    """The task's own coroutine: from where the first step left off, wait for what the handler
-    awaits and step it again, until it is finished."""
+def _resume(slot: _Slot, loop: asyncio.AbstractEventLoop) -> Generator[Any, Any, None]:
+    """The task's own coroutine: from where the handler's first step left off, wait for what it
+    awaits and step it again (in its own context), until it is finished. A task whose handlers
+    all finished in their first steps has nothing to do."""
+    driven = slot.driven
+    if driven is None:
+        return
+    run = driven.context.run
     while not driven.finished:
         yielded, driven.pending = driven.pending, None
         try:
             value, error = yield from _wait(yielded, loop)
         except BaseException as e:  # cancelled while waiting: tell the coroutine
             value, error = None, e
-        driven.step(value, error)
+        run(driven.step, value, error)
 
 
 def _wait(yielded: Any, loop: asyncio.AbstractEventLoop) -> Generator[Any, Any, tuple[Any, Optional[BaseException]]]:

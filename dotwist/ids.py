@@ -26,12 +26,18 @@ DEFAULT_SECRET = b"dotwist-default-namespace-secret"
 
 
 class IdMinter:
-    """Mints and checks the IDs of one namespace. Pure computation, no I/O."""
+    """Mints and checks the IDs of one namespace. Pure computation, no I/O.
 
-    def __init__(self, namespace: str, secret: bytes = DEFAULT_SECRET) -> None:
+    ``idKey`` names the key IDs are minted under: by default the namespace's own name. A class
+    renamed by a migration keeps the key it was created under (``dotwist.migrations``), so its
+    stored objects keep their IDs.
+    """
+
+    def __init__(self, namespace: str, secret: bytes = DEFAULT_SECRET, idKey: Optional[str] = None) -> None:
         self.namespace = namespace
+        self.idKey = idKey if idKey is not None else namespace
         self._key = hashlib.sha256(
-            b"dotwist-namespace-key-v1\x00" + secret + b"\x00" + namespace.encode("utf-8")
+            b"dotwist-namespace-key-v1\x00" + secret + b"\x00" + self.idKey.encode("utf-8")
         ).digest()
         # Apps ask for the same names again and again (the seed: "foo" on every request); two
         # HMACs per call show in profiles. IDs are immutable, so a bounded cache is safe.

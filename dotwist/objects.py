@@ -16,7 +16,7 @@ their owners registered.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -24,18 +24,29 @@ from twisted.python.failure import Failure
 
 from .context import CURRENT, currentActor
 from .durable_storage import DurableObjectStorage, StorageSession
-from .errors import DurableObjectError, markRemote, overloaded, resetError
+from .errors import DurableObjectAbort, DurableObjectError, markRemote, overloaded, resetError
 from .gates import InputGate, OutputGate
 from .handlers import CpuTimeLimitExceeded, asDeferred, invoke
 from .hibernation import HibernationRecord, WebSocketRequestResponsePair
 from .ids import DurableObjectId
 from .lifecycle import ObjectLifecycle, transition
+from .relaxed import trim
+from .rpc import invoke as _rpcInvoke
+from .stats import NamespaceStats
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import Namespace, ObjectRegistry
     from .websocket import WebSocket
 
 _log = Logger(namespace="dotwist.objects")
+
+#: Handler names run with ``runHandler`` -> the event kind metrics count them as.
+_HANDLER_KINDS = {
+    "alarm": "alarm",
+    "webSocketMessage": "websocket_message",
+    "webSocketClose": "websocket_close",
+    "webSocketError": "websocket_error",
+}
 
 
 class DurableObject:
@@ -112,14 +123,19 @@ class DurableObjectState:
         """Keep the object alive until ``awaitable`` settles; errors are logged."""
         self._actor.waitUntil(asDeferred(awaitable, self._actor.registry.runner))
 
-    def abort(self, reason: Optional[str] = None) -> None:
-        """Reset the object now: in-memory state is dropped, pending events fail."""
+    def abort(self, reason: Optional[str] = None) -> NoReturn:
+        """Reset the object now and stop the code that called it: in-memory state and
+        uncommitted writes are dropped, pending events fail, and this raises
+        ``DurableObjectAbort`` (a ``BaseException``), so nothing after the call runs. The caller
+        of the running call gets a ``DurableObjectError`` with ``durableObjectReset`` and the
+        reason, not the call's result."""
         self._actor.reset(
             DurableObjectError(
                 f"Durable Object was aborted: {reason}" if reason else "Durable Object was aborted.",
                 durableObjectReset=True,
             )
         )
+        raise DurableObjectAbort(reason or "Durable Object abort requested")
 
 
 class Actor:
@@ -131,6 +147,10 @@ class Actor:
         self.key = objectId.toString()
         self.registry: "ObjectRegistry" = namespace.registry
         self._clock = self.registry.clock
+        #: The namespace's counts (``dotwist.stats``); plain sockets' events count into
+        #: ``socketEvents`` on the message path.
+        self.stats: NamespaceStats = namespace.stats
+        self.socketEvents = self.stats.socketEvents
         self.lifecycle = ObjectLifecycle.CONSTRUCTING
         self.instance: Any = None
         self.ctx = DurableObjectState(self)
@@ -154,6 +174,26 @@ class Actor:
     def __repr__(self) -> str:
         return f"<Actor {self.namespace.name} {self.key} {self.lifecycle.value}>"
 
+    @property
+    def name(self) -> Optional[str]:
+        """The object's name, if it is known: from ``idFromName``, or recorded with its data."""
+        if self.id.name is not None:
+            return self.id.name
+        return self.registry.names.get(self.namespace.name, self.key)
+
+    def logFields(self) -> dict[str, Any]:
+        """Who this object is, for log events: ``cls``, ``namespace``, ``objectId``,
+        ``objectName`` (None if not known), and ``who``, all of it as one short phrase."""
+        name = self.name
+        cls = self.namespace.cls.__name__
+        return {
+            "cls": cls,
+            "namespace": self.namespace.name,
+            "objectId": self.key,
+            "objectName": name,
+            "who": f"{cls} {self.key}" + (f" ({name!r})" if name is not None else ""),
+        }
+
     # -- what the runtime asks about ---------------------------------------------------------
 
     @property
@@ -164,6 +204,11 @@ class Actor:
     def liveSockets(self) -> int:
         """Plain (non-hibernatable) WebSockets this incarnation accepted: they pin it in memory."""
         return len(self._sockets)
+
+    @property
+    def openSession(self) -> Optional[StorageSession]:
+        """This incarnation's storage session if it is open (never opens it)."""
+        return self._session
 
     @property
     def storageBusy(self) -> bool:
@@ -190,14 +235,18 @@ class Actor:
                     "This Durable Object was reset; its storage is closed.", durableObjectReset=True
                 )
             registry = self.registry
+            ns, key, name = self.namespace.name, self.key, self.id.name
             self._session = StorageSession(
-                registry.storage.open(self.namespace.name, self.key),
+                registry.storage.open(ns, key),
                 clock=registry.clock,
                 inputGate=self.inputGate,
                 outputGate=self.outputGate,
                 onFailure=self.reset,
-                onAlarmSet=lambda millis: registry.alarms.alarmSet(self.namespace.name, self.key, millis),
+                onAlarmSet=lambda millis: registry.alarms.alarmSet(ns, key, millis),
                 hasAlarmHandler=self._hasAlarmHandler,
+                stats=self.stats,
+                name=name,
+                onNamed=None if name is None else lambda: registry.names.add(ns, key, name),
             )
         return self._session
 
@@ -210,12 +259,12 @@ class Actor:
         """Build the user's instance (CONSTRUCTING → LIVE, or BROKEN if the constructor raises).
         A ``blockConcurrencyWhile`` in the constructor holds back every event after it."""
         token = CURRENT.set(self)
+        self.stats.constructed += 1
         try:
             instance = self.namespace.cls(self.ctx, self.registry.env)
         except BaseException as e:
-            _log.failure(
-                "{cls} constructor raised; the object is reset", cls=self.namespace.cls.__name__
-            )
+            self.stats.errors["constructor"] += 1
+            _log.failure("{who}: constructor raised; the object is reset", **self.logFields())
             self.reset(e)
             return
         finally:
@@ -241,14 +290,16 @@ class Actor:
         limits = self.registry.limits
         if self.pendingCalls >= limits.maxPendingCalls or self.pendingBytes + size > limits.maxPendingBytes:
             self.rejectedCalls += 1
+            self.stats.overloaded += 1
             if self.rejectedCalls & (self.rejectedCalls - 1) == 0:  # 1st, 2nd, 4th, 8th...
                 _log.warn(
-                    "{cls} {id} is overloaded: {pending} calls ({bytes} bytes) pending; "
+                    "{who} is overloaded: {pending} calls ({bytes} bytes) pending; "
                     "{rejected} calls rejected so far",
-                    cls=self.namespace.cls.__name__, id=self.key,
                     pending=self.pendingCalls, bytes=self.pendingBytes, rejected=self.rejectedCalls,
+                    **self.logFields(),
                 )
             return fail(overloaded(self.pendingCalls, self.pendingBytes))
+        self.stats.events["rpc" if method is _rpcInvoke else "fetch"] += 1
         self.pendingCalls += 1
         self.pendingBytes += size
         result: Deferred[Any] = Deferred()
@@ -275,11 +326,13 @@ class Actor:
             return
         self.running += 1
         invoke(method, self.instance, *args, runner=self.registry.runner, gate=self.inputGate).addBoth(
-            self._reply, result
+            self._reply, result, method
         )
 
-    def _reply(self, outcome: object, result: Deferred[Any]) -> None:
-        """Hand a call's outcome to its caller, through the output gate."""
+    def _reply(self, outcome: object, result: Deferred[Any], method: object = None) -> None:
+        """Hand a call's outcome to its caller, through the output gate. A call that ends after
+        its object was reset (``ctx.abort()``, a failed write, a timeout) fails with the reset,
+        whatever it returned: its object's output gate is broken, as on Cloudflare."""
         self.running -= 1
         self.lastActive = self.registry.clock.seconds()
         if self.brokenBy is not None:
@@ -288,6 +341,14 @@ class Actor:
             result.errback(resetError(self.brokenBy))
             return
         if isinstance(outcome, Failure) and outcome.value is not None:
+            kind = "rpc" if method is _rpcInvoke else "fetch"
+            self.stats.errors[kind] += 1
+            # One line: the caller gets the exception, and logs its traceback if it does not
+            # handle it (the Worker's unhandled exceptions are logged with the request).
+            _log.warn(
+                "{who}: {kind} raised {error}", kind=kind, error=_describe(outcome.value),
+                **self.logFields(),
+            )
             markRemote(outcome.value)
         self.outputGate.sendOrFail(result.callback, outcome, result.errback)
         if isinstance(outcome, Failure) and isinstance(outcome.value, CpuTimeLimitExceeded):
@@ -297,13 +358,19 @@ class Actor:
         self, name: str, args: tuple[Any, ...], timeoutMs: Optional[int] = None
     ) -> Optional[Deferred[Any]]:
         """Run the instance's handler ``name(*args)`` as part of the current event (alarms,
-        hibernated WebSocket events); None if the instance has no such handler. Past
-        ``timeoutMs``, the object is reset."""
+        hibernated WebSocket events); None if the instance has no such handler. Arguments the
+        handler does not declare are dropped (``dotwist.relaxed``). Past ``timeoutMs``, the
+        object is reset."""
         handler = getattr(self.instance, name, None)
         if handler is None:
             return None
+        kind = _HANDLER_KINDS.get(name, name)
+        self.stats.events[kind] = self.stats.events.get(kind, 0) + 1
         self.running += 1
-        outcome = invoke(handler, *args, runner=self.registry.runner, gate=self.inputGate)
+        # Relaxed call, as Cloudflare's Python Workers: `async def alarm(self)` is legal.
+        outcome = invoke(
+            handler, *trim(self.instance, name, handler, args), runner=self.registry.runner, gate=self.inputGate
+        )
         timer = None
         if timeoutMs is not None and not outcome.called:
             timer = self.registry.clock.callLater(timeoutMs / 1000.0, self._handlerTimedOut, name, timeoutMs)
@@ -313,16 +380,19 @@ class Actor:
             self.lastActive = self.registry.clock.seconds()
             if timer is not None and timer.active():
                 timer.cancel()
-            if isinstance(result, Failure) and isinstance(result.value, CpuTimeLimitExceeded):
-                self.reset(result.value)
+            if isinstance(result, Failure):
+                self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+                if isinstance(result.value, CpuTimeLimitExceeded):
+                    self.reset(result.value)
             return result
 
         return outcome.addBoth(settled)
 
     def _handlerTimedOut(self, name: str, timeoutMs: int) -> None:
+        self.stats.errors["timeout"] += 1
         _log.error(
-            "{cls}.{name}() ran longer than its event timeout ({timeout} ms); the object is reset",
-            cls=self.namespace.cls.__name__, name=name, timeout=timeoutMs,
+            "{who}: {name}() ran longer than its event timeout ({timeout} ms); the object is reset",
+            name=name, timeout=timeoutMs, **self.logFields(),
         )
         self.reset(DurableObjectError(f"{name}() exceeded its {timeoutMs} ms timeout", durableObjectReset=True))
 
@@ -349,11 +419,19 @@ class Actor:
             nonlocal over
             if over:
                 if isinstance(result, Failure):
-                    _log.failure("blockConcurrencyWhile() callback failed after its timeout", result)
+                    _log.failure(
+                        "{who}: blockConcurrencyWhile() callback failed after its timeout",
+                        result, **self.logFields(),
+                    )
                 return
             over = True
             timer.cancel()
             if isinstance(result, Failure):
+                self.stats.errors["block_concurrency"] += 1
+                _log.failure(
+                    "{who}: blockConcurrencyWhile() callback raised; the object is reset",
+                    result, **self.logFields(),
+                )
                 self.reset(
                     DurableObjectError(
                         f"blockConcurrencyWhile() callback raised {result.value!r}; "
@@ -411,7 +489,8 @@ class Actor:
         def settled(result: object) -> None:
             self._waitUntil.pop(d, None)
             if isinstance(result, Failure):
-                _log.failure("waitUntil() task failed", result)
+                self.stats.errors["wait_until"] += 1
+                _log.failure("{who}: waitUntil() task failed", result, **self.logFields())
 
         d.addBoth(settled)
 
@@ -456,6 +535,8 @@ class Actor:
             return
         self.lifecycle = transition(self.lifecycle, ObjectLifecycle.BROKEN)
         self.brokenBy = error
+        self.stats.resets += 1
+        self.stats.departures["broken"] += 1
         self.registry.forget(self)
         self._cancelTasks("was reset")
         self.instance = None
@@ -476,6 +557,11 @@ class Actor:
         if self._session is None:
             return succeed(None)
         return self._session.flush()
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 __all__ = ["Actor", "DurableObject", "DurableObjectState", "currentActor"]

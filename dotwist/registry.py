@@ -29,8 +29,10 @@ from .handlers import DeferredRunner, Runner
 from .hibernation import HibernationRecord
 from .ids import DEFAULT_SECRET, DurableObjectId, IdMinter
 from .lifecycle import ObjectLifecycle, idleDelay, leaveAs, pinned
+from .names import MemoryNameIndex, NameIndex
 from .objects import Actor
 from .placement import LocalPlacement, Placement
+from .stats import NamespaceStats
 from .storage.interface import StorageBackend
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,12 +44,13 @@ _log = Logger(namespace="dotwist.registry")
 class Namespace:
     """The runtime's side of one Durable Object class: its IDs and its live objects."""
 
-    def __init__(self, registry: "ObjectRegistry", name: str, cls: type) -> None:
+    def __init__(self, registry: "ObjectRegistry", name: str, cls: type, idKey: Optional[str] = None) -> None:
         self.registry = registry
         self.name = name
         self.cls = cls
-        self.minter = IdMinter(name, registry.idSecret)
+        self.minter = IdMinter(name, registry.idSecret, idKey)
         self.actors: dict[str, Actor] = {}
+        self.stats = NamespaceStats()
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name} {self.cls.__qualname__}>"
@@ -79,14 +82,20 @@ class ObjectRegistry:
         self.idSecret = idSecret
         self.namespaces: dict[str, Namespace] = {}
         self.env: Any = None
+        #: The ``Runtime`` that owns this registry (set by it).
+        self.runtime: Any = None
         self.records: dict[tuple[str, str], HibernationRecord] = {}
         self.alarms = AlarmScheduler(clock, alarmIndex, self._deliverAlarm)
         #: How many objects left memory, by the state they left in.
         self.departures: dict[ObjectLifecycle, int] = {state: 0 for state in ObjectLifecycle if state.final}
+        #: The names of objects minted with ``idFromName`` that wrote data (``dotwist.names``).
+        self.names: NameIndex = MemoryNameIndex()
 
     # -- namespaces and objects ----------------------------------------------------------------
 
-    def namespace(self, cls: type, name: Optional[str] = None) -> Namespace:
+    def namespace(self, cls: type, name: Optional[str] = None, idKey: Optional[str] = None) -> Namespace:
+        """The namespace of ``cls`` (named ``name``, by default the class's name), created on
+        first use with its IDs minted under ``idKey`` (by default its name)."""
         name = name or cls.__name__
         existing = self.namespaces.get(name)
         if existing is not None:
@@ -95,7 +104,7 @@ class ObjectRegistry:
                     f"Namespace {name!r} is already bound to class {existing.cls.__qualname__}"
                 )
             return existing
-        ns = self.namespaces[name] = Namespace(self, name, cls)
+        ns = self.namespaces[name] = Namespace(self, name, cls, idKey)
         return ns
 
     def liveActor(self, namespace: str, key: str) -> Optional[Actor]:
@@ -129,6 +138,10 @@ class ObjectRegistry:
         if timer is not None and timer.active():
             timer.cancel()
         actor.idleTimer = None
+        stats = actor.stats
+        stats.inputGateWaits += actor.inputGate.waits
+        stats.outputGateWaits += actor.outputGate.waits
+        actor.inputGate.waits = actor.outputGate.waits = 0
 
     def liveObjects(self) -> int:
         return sum(len(ns.actors) for ns in self.namespaces.values())
@@ -234,6 +247,7 @@ class ObjectRegistry:
         if not hibernatable:
             self.records.pop((actor.namespace.name, actor.key), None)
         self.departures[state] += 1
+        actor.stats.departures[state.value] += 1
 
 
 def _hibernatedEvent(actor: Actor, record: HibernationRecord, ws: "WebSocket", kind: str, event: Any) -> None:
@@ -252,9 +266,7 @@ def _hibernatedEvent(actor: Actor, record: HibernationRecord, ws: "WebSocket", k
             )
         return
     outcome.addErrback(
-        lambda f: _log.failure(
-            "{cls}.{name}() raised", f, cls=actor.namespace.cls.__name__, name=name
-        )
+        lambda f: _log.failure("{who}: {name}() raised", f, name=name, **actor.logFields())
     )
 
 

@@ -14,7 +14,7 @@ import decimal
 import inspect
 import traceback
 import uuid
-from typing import Any
+from typing import Any, Optional
 
 from .errors import DurableObjectError
 from .storage import codec
@@ -53,19 +53,26 @@ _SHAREABLE = frozenset(
 )
 
 
-def _shareable(value: Any) -> bool:
+_SIZED = frozenset({str, bytes})
+
+
+def _shared(value: Any) -> Optional[int]:
+    """The size to count for ``value`` if it is made only of immutable values (so it can be
+    handed over as it is), else None."""
     kind = type(value)
-    if kind in _SHAREABLE:
-        return True
-    return kind is tuple and all(_shareable(item) for item in value)
-
-
-def _estimate(value: Any) -> int:
-    if isinstance(value, (str, bytes)):
+    if kind in _SIZED:
         return len(value)
-    if isinstance(value, tuple):
-        return sum(_estimate(item) for item in value)
-    return 8
+    if kind in _SHAREABLE:
+        return 8
+    if kind is tuple:
+        total = 0
+        for item in value:
+            size = _shared(item)
+            if size is None:
+                return None
+            total += size
+        return total
+    return None
 
 
 class Shared:
@@ -73,15 +80,23 @@ class Shared:
 
     __slots__ = ("value", "size")
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, size: int) -> None:
         self.value = value
-        self.size = _estimate(value)
+        self.size = size
 
 
 def encodeCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The arguments as they cross to the object: encoded bytes, or ``Shared`` if immutable."""
-    if _shareable(args) and all(_shareable(v) for v in kwargs.values()):
-        return Shared((args, kwargs))
+    size = _shared(args)
+    if size is not None:
+        for value in kwargs.values():
+            more = _shared(value)
+            if more is None:
+                size = None
+                break
+            size += more
+        if size is not None:
+            return Shared((args, kwargs), size)
     try:
         return codec.encode((args, kwargs))
     except codec_errors() as e:
@@ -115,20 +130,34 @@ def copyError(error: BaseException, **flags: bool) -> BaseException:
     return copy
 
 
-async def invoke(instance: Any, name: str, payload: Any) -> Any:
-    """Run the method in the object; the result goes back encoded (a copy) or shared."""
+def invoke(instance: Any, name: str, payload: Any) -> Any:
+    """Run the method in the object; the result goes back encoded (a copy) or shared. What the
+    method returns is awaited if it must be (a coroutine needs no extra layer of its own)."""
     method = getattr(type(instance), name, None)
     if method is None or not callable(method) or name.startswith("_") or name in RESERVED:
         raise TypeError(f'The RPC receiver does not implement the method "{name}".')
     args, kwargs = payload.value if isinstance(payload, Shared) else codec.decode(payload)
     try:
         result = getattr(instance, name)(*args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
     except Exception as e:
         raise copyError(e, remote=True) from None
-    if _shareable(result):
-        return Shared(result)
+    if inspect.isawaitable(result):
+        return _finish(name, result)
+    return encodeResult(name, result)
+
+
+async def _finish(name: str, awaitable: Any) -> Any:
+    try:
+        result = await awaitable
+    except Exception as e:
+        raise copyError(e, remote=True) from None
+    return encodeResult(name, result)
+
+
+def encodeResult(name: str, result: Any) -> Any:
+    size = _shared(result)
+    if size is not None:
+        return Shared(result, size)
     try:
         return codec.encode(result)
     except codec_errors() as e:

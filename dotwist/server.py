@@ -13,6 +13,7 @@ becomes an HTTP response in one place, ``errorResponse``.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional, cast
 
 from autobahn.twisted.resource import WebSocketResource
@@ -27,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from . import websocket
+from . import logs, websocket
 from ._autobahn import FastMessages
 from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError
 from ._http import LimitedSite, requestUrl
@@ -46,6 +47,23 @@ _HANDSHAKE_HEADERS = frozenset(
 )
 
 
+def _validCloseFrame(code: Optional[int], reasonRaw: Optional[bytes]) -> bool:
+    """Whether a received close frame is one Autobahn accepts (else Autobahn fails the
+    connection, whichever reply mode is in force)."""
+    if code is not None and (
+        code < 1000
+        or (code <= 2999 and code not in WebSocketServerProtocol.CLOSE_STATUS_CODES_ALLOWED)
+        or code >= 5000
+    ):
+        return False
+    if reasonRaw is not None:
+        try:
+            reasonRaw.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
 def _acceptDeflate(offers: list[Any]) -> Optional[PerMessageDeflateOfferAccept]:
     for offer in offers:
         if isinstance(offer, PerMessageDeflateOffer):
@@ -62,6 +80,13 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: 
     clientEnd: websocket.WebSocket
     response: Response
     earlyLimit: int
+    #: Answer a client's close frame at once, echoing its code and reason (Cloudflare's
+    #: ``web_socket_auto_reply_to_close``, the default from 2026-04-07), or leave the reply to
+    #: the application's ``close()`` (earlier compatibility dates). Set from the factory.
+    autoReplyToClose = True
+    #: Manual reply: the client's close frame arrived and the application has not answered yet.
+    _replyPending = False
+    _replyTimer: Any = None
 
     # The runtime side of the pair talks to the connection through these two names.
     def wsSend(self, payload: bytes, isBinary: bool) -> None:
@@ -72,8 +97,44 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: 
 
     def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
         reasonUtf8 = reason.encode("utf-8")[:123] if reason else None
-        if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=False)
+        if self.state != self.STATE_OPEN:
+            return
+        if self._replyPending:
+            # The application answers the client's close frame: send it, then (as a server
+            # does after the closing handshake) drop the TCP connection.
+            self._replyPending = False
+            if self._replyTimer is not None and self._replyTimer.active():
+                self._replyTimer.cancel()
+            self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=True)
+            self.dropConnection(abort=False)
+            return
+        self.sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=False)
+
+    def onCloseFrame(self, code: Optional[int], reasonRaw: Optional[bytes]) -> Any:
+        # Autobahn answers a client's close frame itself; with echoCloseCodeReason (set by the
+        # factory for auto-reply) it echoes the code and reason, as workerd does. For a manual
+        # reply, a valid close frame is handed to the application instead, unanswered.
+        if self.autoReplyToClose or self.state != self.STATE_OPEN or not _validCloseFrame(code, reasonRaw):
+            return super().onCloseFrame(code, reasonRaw)  # type: ignore[arg-type]  # Autobahn passes None
+        reason = reasonRaw.decode("utf-8") if reasonRaw is not None else None
+        self.remoteCloseCode = code
+        self.remoteCloseReason = reason
+        self.wasClean = True
+        self._replyPending = True
+        timeout = getattr(self, "closeHandshakeTimeout", 0)  # an Autobahn option
+        if timeout and timeout > 0:
+            # An application that never answers: the connection is dropped, not kept half open.
+            self._replyTimer = self.factory.reactor.callLater(timeout, self._noReply)
+        clientEnd = getattr(self, "clientEnd", None)
+        if clientEnd is not None:
+            websocket.closeReceived(clientEnd, code, reason)
+        return None
+
+    def _noReply(self) -> None:
+        self._replyTimer = None
+        if self._replyPending:
+            self._replyPending = False
+            self.dropConnection(abort=True)
 
     def onConnect(self, request: ConnectionRequest) -> Any:
         headers = self.response.headers
@@ -111,6 +172,8 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: 
         self.message_data = None  # type: ignore[assignment]  # as Autobahn's own onMessageEnd
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        if self._replyTimer is not None and self._replyTimer.active():
+            self._replyTimer.cancel()
         factory = self.factory
         factory.connections.discard(self)
         clientEnd = getattr(self, "clientEnd", None)
@@ -127,6 +190,8 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
     def __init__(self, runtime: Runtime, reactor: Any = None) -> None:
         WebSocketServerFactory.__init__(self, server="dotwist", reactor=reactor)
         limits = runtime.limits
+        # The reply to a client's close frame follows the Worker's compatibility date.
+        autoReply = runtime.compatibility.isEnabled("web_socket_auto_reply_to_close")
         self.connections: set[DotwistWebSocketProtocol] = set()
         self.earlyLimit = limits.maxPendingBytes
         self._closedWaiters: dict[DotwistWebSocketProtocol, Deferred[None]] = {}
@@ -138,6 +203,7 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
             openHandshakeTimeout=limits.openHandshakeTimeout,
             closeHandshakeTimeout=limits.closeHandshakeTimeout,
             failByDrop=False,
+            echoCloseCodeReason=autoReply,
         )
         # Per-frame logging and timing cost on every message; nobody reads them in production.
         self.logOctets = False
@@ -152,6 +218,7 @@ class DotwistWebSocketFactory(WebSocketServerFactory):
         }
         options["CONFIG_ATTRS"] = ()
         options["earlyLimit"] = self.earlyLimit
+        options["autoReplyToClose"] = autoReply
         self.protocol = cast(
             type[DotwistWebSocketProtocol],
             type("DotwistWebSocketProtocol", (DotwistWebSocketProtocol,), options),
@@ -264,6 +331,10 @@ class Front:
     def __init__(self, runtime: Runtime, factory: DotwistWebSocketFactory) -> None:
         self._runtime = runtime
         self._factory = factory
+        #: Requests being handled now (the service waits for them when it stops).
+        self.inFlight = 0
+        #: Set when the service stops: new requests get 503 and their connection closes.
+        self.draining = False
 
     def resource(self) -> IResource:
         resource: IResource = self.app.resource()
@@ -302,7 +373,13 @@ class Front:
 
     @app.route("/", branch=True)
     async def handle(self, request: IRequest) -> Any:
+        if self.draining:
+            request.setResponseCode(503)
+            request.setHeader(b"connection", b"close")
+            request.setHeader(b"retry-after", b"1")
+            return b"The server is shutting down."
         incoming: Optional[Request] = None
+        self.inFlight += 1
         try:
             incoming = self._toRequest(request)
             response = await self._runtime.fetch(incoming)
@@ -311,6 +388,8 @@ class Front:
         except Exception as e:
             method, url = (incoming.method, incoming.url) if incoming is not None else ("", "")
             return errorResponse(request, e, method, url)
+        finally:
+            self.inFlight -= 1
         request.setResponseCode(response.status, response.statusText.encode("latin-1", "replace"))
         for name, value in response.headers.rawItems():
             request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
@@ -327,36 +406,63 @@ class Front:
             )
         if not websocket.claimForHandover(response.webSocket):
             raise WorkerResponseError("Worker returned a WebSocket that was already handed to a client")
+        site = getattr(request.channel, "site", None)  # type: ignore[attr-defined]
+        if isinstance(site, DotwistSite):
+            site.logUpgrade(request)
         return self._factory.buildHandover(response)
 
 
 class DotwistSite(LimitedSite):
-    """A ``Site`` with dotwist's HTTP limits (``dotwist._http``), whose access log is opt-in (it
-    costs on every request)."""
+    """A ``Site`` with dotwist's HTTP limits (``dotwist._http``) that logs one line per request
+    (``dotwist.logs``; ``accessLog = False`` turns them off) and counts responses by status for
+    the metrics."""
 
-    accessLog = False
+    accessLog = True
+    #: The HTTP side this site serves (set by ``makeSite``).
+    front: Optional["Front"] = None
+
+    def getResourceFor(self, request: Any) -> Any:
+        request.dotwistStarted = time.monotonic()
+        return LimitedSite.getResourceFor(self, request)  # type: ignore[no-untyped-call]  # Twisted's
+
+    def _elapsedMs(self, request: Any) -> float:
+        started = getattr(request, "dotwistStarted", None)
+        return 0.0 if started is None else (time.monotonic() - started) * 1000.0
 
     def __init__(self, resource: IResource, reactor: Any = None) -> None:
         if reactor is None:
             LimitedSite.__init__(self, resource)
         else:
             LimitedSite.__init__(self, resource, reactor=reactor)
+        #: Responses sent, by status code (101 for WebSocket upgrades).
+        self.responses: dict[int, int] = {}
 
     def log(self, request: Any) -> None:
+        code = request.code
+        self.responses[code] = self.responses.get(code, 0) + 1
         if self.accessLog:
-            super().log(request)
+            logs.logRequest(request, self._elapsedMs(request))
+
+    def logUpgrade(self, request: Any) -> None:
+        """A request handed over to a WebSocket (it never finishes as an HTTP request)."""
+        self.responses[101] = self.responses.get(101, 0) + 1
+        if self.accessLog:
+            logs.logRequest(request, self._elapsedMs(request), status=101)
 
 
 def makeSite(
     runtime: Runtime, reactor: Any = None, accessLog: bool = False
 ) -> tuple[DotwistSite, DotwistWebSocketFactory]:
-    """The ``Site`` serving ``runtime``, and the WebSocket factory it hands sockets to."""
+    """The ``Site`` serving ``runtime``, and the WebSocket factory it hands sockets to.
+    ``accessLog`` is off by default here (library callers, benchmarks); the service turns it on
+    unless ``--no-access-log``."""
     factory = DotwistWebSocketFactory(runtime, reactor=reactor)
     front = Front(runtime, factory)
     site = DotwistSite(front.resource(), reactor)
     site.displayTracebacks = False
     site.accessLog = accessLog
     site.limits = runtime.limits
+    site.front = front
     return site, factory
 
 

@@ -18,6 +18,7 @@ from . import rpc
 from .context import currentActor
 from .fetch import Request, Response
 from .ids import DurableObjectId
+from .relaxed import trim
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import Namespace
@@ -107,7 +108,7 @@ def _callFetch(instance: Any, request: Request) -> Any:
         raise TypeError(
             f"Durable Object class {type(instance).__name__} has no fetch() method."
         )
-    return fetch(request)
+    return fetch(*trim(instance, "fetch", fetch, (request,)))  # relaxed: `def fetch(self)` is legal
 
 
 class DurableObjectNamespace:

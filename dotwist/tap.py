@@ -8,12 +8,14 @@ raises.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from twisted.python import usage
 
 from . import service
-from .service import DEFAULT_APP, DEFAULT_LISTEN, DotwistService, makeApplication, makeService
+from .datadir import DataDirLocked
+from .errors import ConfigError
+from .service import DEFAULT_APP, DEFAULT_LISTEN, DotwistService, makeApplication
 
 
 class Options(service.Options):
@@ -37,6 +39,22 @@ class Options(service.Options):
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             raise SystemExit(f"twistd dotwist: {e}\n(see: twistd dotwist --help)") from None
+
+
+def makeService(options: service.Options, reactor: Any = None) -> DotwistService:
+    """``service.makeService``, with the data directory locked now; a configuration that cannot
+    start (a migration the data directory refuses, a directory another process serves) ends the
+    command with one line."""
+    try:
+        built = service.makeService(options, reactor)
+    except ConfigError as e:
+        raise SystemExit(f"twistd dotwist: {e}") from None
+    if built.lock is not None:
+        try:
+            built.lock.acquire()
+        except DataDirLocked as e:
+            raise SystemExit(f"twistd dotwist: {e}") from None
+    return built
 
 
 __all__ = ["DEFAULT_APP", "DEFAULT_LISTEN", "DotwistService", "Options", "makeApplication", "makeService"]

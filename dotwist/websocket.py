@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, U
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .errors import RangeError
+from .errors import DurableObjectAbort, RangeError
 from .handlers import asDeferred
 from .context import currentActor
 from .storage import codec
@@ -92,7 +92,10 @@ Event = Union[MessageEvent, CloseEvent, ErrorEvent]
 
 
 def _validCloseCode(code: int) -> bool:
-    return code == 1000 or 3000 <= code <= 4999
+    # workerd's rule (without its pedantic_wpt flag): 1000-4999, except the four codes RFC 6455
+    # reserves for reporting and forbids in a close frame. Browsers allow only 1000 and 3000-4999,
+    # but a server closes with 1001 or 1011 too.
+    return 1000 <= code <= 4999 and code not in (1004, 1005, 1006, 1015)
 
 
 class WebSocket:
@@ -119,6 +122,10 @@ class WebSocket:
         self._outbox: Optional[list[tuple[str, Any, Any]]] = []
         self._handed = False
         self._earlyLimit = 64 * 1024 * 1024
+        # This end sent its close frame (or queued it behind the output gate).
+        self._closeSent = False
+        # Client end: the peer's close frame arrived and the application must answer it.
+        self._replyPending = False
         # Hibernation API (ctx.acceptWebSocket): the record that outlives the object instance.
         self._hib: Optional[HibernationRecord] = None
         self._tags: list[str] = []
@@ -157,7 +164,7 @@ class WebSocket:
             raise TypeError(
                 "You must call accept() on this WebSocket before sending messages."
             )
-        if self.readyState != OPEN:
+        if self._closeSent or self.readyState == CLOSED:
             raise TypeError("Can't call WebSocket send() after close().")
         if isinstance(message, str):
             payload, isBinary = message.encode("utf-8"), False
@@ -174,20 +181,26 @@ class WebSocket:
             owner.outputGate.send(self._peer._transmit, (payload, isBinary))
 
     def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
-        """Start the closing handshake. Closing an end that is already closed does nothing."""
-        if self.readyState in (CLOSING, CLOSED):
-            return
+        """Start the closing handshake, or answer the peer's close frame when the runtime left
+        that to the application (compatibility dates before 2026-04-07). Closing an end that
+        already sent its close frame, or is closed, does nothing."""
+        # As in workerd (and the WebSocket spec), the arguments are checked before the state.
         if code is not None:
-            if not isinstance(code, int) or not _validCloseCode(code):
+            if not isinstance(code, int) or isinstance(code, bool) or not _validCloseCode(code):
                 raise TypeError(
-                    f"Invalid WebSocket close code {code!r}: use 1000 or 3000 to 4999."
+                    f"Invalid WebSocket close code: {code!r}. Use 1000 to 4999, except 1004, "
+                    "1005, 1006 and 1015."
                 )
         if reason is not None:
             if code is None:
                 raise TypeError("A close reason needs a close code.")
             if len(reason.encode("utf-8")) > 123:
                 raise TypeError("The WebSocket close reason may be at most 123 bytes of UTF-8.")
-        self.readyState = CLOSING
+        if self._closeSent or self.readyState == CLOSED:
+            return
+        self._closeSent = True
+        # CLOSING until the peer's close frame arrives; CLOSED if it already did.
+        self.readyState = CLOSED if self.readyState == CLOSING else CLOSING
         owner = self._owner if self._hib is None else self._hib.liveActor()
         if owner is None:
             self._peer._transmitClose(code, reason)
@@ -233,7 +246,9 @@ class WebSocket:
 
     def _route(self, kind: str, event: Event) -> None:
         if kind == "close":
-            self.readyState = CLOSED
+            # The peer closed. If the runtime left the reply to the application and this end
+            # has not sent its close frame, the end is only half closed: close() answers.
+            self.readyState = CLOSING if self._peer._replyPending and not self._closeSent else CLOSED
             if self._owner is not None:
                 self._owner.releaseSocket(self)
         if self._hib is not None:
@@ -247,6 +262,7 @@ class WebSocket:
         if owner is None:
             self._fire(kind, event)
         else:
+            owner.socketEvents[kind] += 1
             owner.deliver(self._fire, kind, event)
 
     def _keepEarly(self, kind: str, event: Event) -> None:
@@ -271,25 +287,30 @@ class WebSocket:
         for listener in self._listeners.get(kind, ()):
             try:
                 result = listener(event)
-            except Exception:
-                _log.failure("WebSocket {kind} listener raised", kind=kind)
+            except (Exception, DurableObjectAbort):  # abort() already reset the object
+                self._listenerFailed(None, kind)
                 continue
             if result is not None and inspect.isawaitable(result):
                 owner = self._owner
                 gate = owner.inputGate if owner is not None else None
-                asDeferred(result, gate=gate).addErrback(_listenerFailed, kind)
+                asDeferred(result, gate=gate).addErrback(self._listenerFailed, kind)
+
+    def _listenerFailed(self, failure: Optional[Failure], kind: str) -> None:
+        owner = self._owner
+        if owner is None:
+            _log.failure("WebSocket {kind} listener raised", failure, kind=kind)
+            return
+        owner.stats.errors["listener"] += 1
+        _log.failure("{who}: WebSocket {kind} listener raised", failure, kind=kind, **owner.logFields())
 
     def _resetByRuntime(self, code: int, reason: str) -> None:
         """The owning object was reset: close the connection; nobody listens any more."""
         self._listeners = {}
         self._owner = None
-        if self.readyState in (CONNECTING, OPEN):
+        if self.readyState in (CONNECTING, OPEN) or (self.readyState == CLOSING and not self._closeSent):
             self.readyState = CLOSING
+            self._closeSent = True
             self._peer._transmitClose(code, reason)
-
-
-def _listenerFailed(failure: Failure, kind: str) -> None:
-    _log.failure("WebSocket {kind} listener raised", failure, kind=kind)
 
 
 class WebSocketPair:
@@ -346,6 +367,18 @@ def received(clientEnd: WebSocket, message: Message) -> None:
     clientEnd._peer._route("message", MessageEvent(message))
 
 
+def closeReceived(clientEnd: WebSocket, code: Optional[int], reason: Optional[str]) -> None:
+    """The peer's close frame arrived and the runtime does not answer it itself (Cloudflare's
+    behaviour before 2026-04-07, ``web_socket_manual_reply_to_close``): the server end's close
+    event fires now with ``readyState`` CLOSING, and its ``close(code, reason)`` sends the reply.
+    The connection's end, when it comes, reports no second close event."""
+    if clientEnd.readyState == CLOSED:
+        return
+    clientEnd.readyState = CLOSED
+    clientEnd._replyPending = True
+    clientEnd._peer._route("close", CloseEvent(1005 if code is None else code, reason or "", True))
+
+
 def connectionClosed(clientEnd: WebSocket, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
     """The connection is gone. Tell the server end, once."""
     if clientEnd.readyState == CLOSED:
@@ -380,6 +413,12 @@ def makeHibernatable(ws: WebSocket, record: "HibernationRecord", tags: list[str]
         ws._route(kind, event)
 
 
+def closeByRuntime(ws: WebSocket, code: int, reason: str) -> None:
+    """Close a server end for the runtime (any close code, e.g. 1001 or 1011), as when its
+    object is reset: nobody listens to it any more."""
+    ws._resetByRuntime(code, reason)
+
+
 def hibernationRecordOf(ws: WebSocket) -> Optional["HibernationRecord"]:
     return ws._hib
 
@@ -410,6 +449,8 @@ __all__ = [
     "autoRespond",
     "autoResponseTime",
     "claimForHandover",
+    "closeByRuntime",
+    "closeReceived",
     "connectionClosed",
     "hibernationRecordOf",
     "isClientEnd",

@@ -13,7 +13,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .compat_flags import Compatibility
 from .config import Limits
+from .context import WORKER, WorkerCall
 from .errors import ConfigError
 from .fetch import Request, Response
 from .ids import DEFAULT_SECRET
@@ -25,6 +27,7 @@ from .registry import ObjectRegistry
 from .storage.interface import StorageBackend
 from .stubs import DurableObjectNamespace
 from .placement import Placement
+from .relaxed import trim
 
 _log = Logger(namespace="dotwist.worker")
 
@@ -83,8 +86,16 @@ class ServiceStub:
             async def run() -> Any:
                 rpc.checkCallable(name)
                 payload = rpc.encodeCall(args, kwargs)
-                entry = self._cls(ExecutionContext(), self._runtime.env)
-                return rpc.decodeResult(await rpc.invoke(entry, name, payload))
+                ctx = ExecutionContext()
+                token = WORKER.set(WorkerCall(self._runtime, ctx))  # whose code runs
+                try:
+                    entry = self._cls(ctx, self._runtime.env)
+                    result = rpc.invoke(entry, name, payload)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return rpc.decodeResult(result)
+                finally:
+                    WORKER.reset(token)
 
             return self._runtime.run(run())
 
@@ -221,19 +232,29 @@ class Runtime:
         storage: Optional[StorageBackend] = None,
         alarmIndex: Optional[AlarmIndex] = None,
         runner: Optional[Runner] = None,
+        compatibility: Optional[Compatibility] = None,
+        idKeys: Optional[Mapping[str, str]] = None,
     ) -> None:
+        """``compatibility``: the Worker's compatibility date and flags (default: today's
+        Cloudflare behaviour). ``idKeys``: class name -> the key its IDs are minted under, from
+        the data directory's migrations (default: the class name)."""
         self.app = app
         self.limits = limits or Limits()
         #: How Worker and object code runs: asyncio tasks under Twisted's asyncio reactor,
         #: Twisted's own driver otherwise (see ``dotwist.handlers``).
         self.runner: Runner = runner if runner is not None else defaultRunner(clock, self.limits)
+        self.compatibility = compatibility if compatibility is not None else Compatibility(None)
         self.registry = ObjectRegistry(
             clock, self.limits, placement, idSecret, storage=storage, alarmIndex=alarmIndex,
             runner=self.runner,
         )
+        self.registry.runtime = self
+        keys = dict(idKeys or {})
         bindings: dict[str, Any] = dict(app.vars)
         for name, cls in app.durableObjects.items():
-            bindings[name] = DurableObjectNamespace(self.registry.namespace(cls))
+            bindings[name] = DurableObjectNamespace(
+                self.registry.namespace(cls, idKey=keys.get(cls.__name__))
+            )
         for name, cls in app.services.items():
             bindings[name] = ServiceStub(cls, self)
         self.env = Env(bindings)
@@ -269,11 +290,17 @@ class Runtime:
 
     async def entry(self, cls: type, method: str, request: Request) -> Response:
         """One invocation of a Worker class's ``method`` (a new instance, as each Cloudflare
-        invocation gets)."""
-        entry = cls(ExecutionContext(), self.env)
-        result: Any = getattr(entry, method)(request)
-        while inspect.isawaitable(result):
-            result = await result
+        invocation gets), called relaxed (``def fetch(self)`` is legal)."""
+        ctx = ExecutionContext()
+        token = WORKER.set(WorkerCall(self, ctx))  # whose code runs (dotwist.context)
+        try:
+            entry = cls(ctx, self.env)
+            handler = getattr(entry, method)
+            result: Any = handler(*trim(entry, method, handler, (request,)))
+            while inspect.isawaitable(result):
+                result = await result
+        finally:
+            WORKER.reset(token)
         if not isinstance(result, Response):
             raise TypeError(
                 f"The Worker's fetch() returned {type(result).__name__}, not a Response"

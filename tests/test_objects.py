@@ -153,20 +153,25 @@ def test_error_from_object_code_reaches_caller_marked_remote(clock):
 
 
 class Aborting(DurableObject):
+    after = []
+
     async def fetch(self, request):
         self.ctx.abort("enough")
+        type(self).after.append("ran on")  # never: abort() raises
         return Response("never mind")
 
 
 def test_abort_resets_the_object(clock):
-    """ctx.abort() drops the instance (the registry forgets it), and the call that aborted gets a
-    durableObjectReset error with the reason, not the value its code went on to return."""
+    """ctx.abort() drops the instance (the registry forgets it), stops the object's code, and the
+    caller gets a durableObjectReset error with the reason instead of the response."""
+    Aborting.after = []
     runtime = runtimeWith(Aborting, clock)
     stub = runtime.env.NS.getByName("a")
     with pytest.raises(DurableObjectError, match="enough") as info:
         result(stub.fetch("http://x/"))
     assert info.value.durableObjectReset
     assert runtime.registry.liveObjects() == 0
+    assert Aborting.after == []
 
 
 def test_worker_reaches_objects_through_env(clock):

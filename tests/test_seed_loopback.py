@@ -14,7 +14,7 @@ from support import connectWS, serve, turns
 USAGE = """
 This Durable Object supports the following endpoints:
   /websocket
-    - Creates a WebSocket connection, any messages sent to it are echoed with a prefix.
+    - Creates a WebSocket connection. Any messages sent to it are echoed with a prefix.
   /getCurrentConnections
     - A regular HTTP GET endpoint that returns the number of currently connected WebSocket clients.
 """

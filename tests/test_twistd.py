@@ -33,9 +33,10 @@ def twistd(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
 
 
 def assertCleanExit(process: subprocess.Popen) -> str:
-    """twistd shut down in order, then (as Twisted does) re-raised the signal it was sent."""
-    output = process.communicate(timeout=30)[0].decode()
-    assert process.returncode == -signal.SIGTERM
+    """twistd shut down in order and exited 0 (dotwist handles SIGTERM itself, so Twisted does not
+    re-raise the signal); returns its output."""
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 0, output[-2000:]
     assert "Server Shut Down." in output and "Traceback" not in output
     return output
 

@@ -136,7 +136,7 @@ def test_reset_object_closes_its_sockets_with_1011(clock):
     """When an object is reset, the sockets it accepted are closed with 1011."""
     runtime = makeRuntime(App(Forward, durableObjects={"NS": Resettable}), clock=clock)
     transport = seedUpgrade(runtime)
-    with pytest.raises(DurableObjectError):
+    with pytest.raises(DurableObjectError, match="test"):
         result(runtime.fetch(Request("http://h/abort")))
     assert transport.closes == [(1011, "Durable Object reset")]
 

@@ -34,6 +34,9 @@ class BaseObjectStore(ObjectStore):
         self._engine = engine
         engine.onTransactionLost = self._transactionLost
         self._savepoints: list[Savepoint] = []
+        #: Key-value bytes (keys and encoded values) read and written through this store.
+        self.bytesRead = 0
+        self.bytesWritten = 0
         self._pending = False
         self._closed = False
         self._cache = cache

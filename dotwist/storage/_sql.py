@@ -30,7 +30,7 @@ from .errors import (
 from .interface import SqlCursor, SqlRawIterator, SqlDatabase, SqlValue
 from .limits import StorageLimits, limitError
 
-__all__ = ["Cursor", "SqlEngine", "SqlDatabaseImpl", "splitStatements", "trustedSql"]
+__all__ = ["Cursor", "Row", "SqlEngine", "SqlDatabaseImpl", "splitStatements", "trustedSql"]
 
 #: Prefix of every internal statement (see the module docstring).
 _TRUSTED_PREFIX = f"/*dotwist:{secrets.token_hex(12)}*/ "
@@ -334,6 +334,23 @@ class _RawIterator(SqlRawIterator):
         return [list(row) for row in self._cursor._takeAll()]
 
 
+class Row(dict):  # type: ignore[type-arg]
+    """One SQL row: a ``dict`` of column name to value that also allows ``row.column``.
+
+    Cloudflare's Python Workers give rows as JavaScript objects (``row.greeting``); dotwist gives
+    a dict, so both spellings work and a row still equals the plain dict of its columns. A column
+    named like a dict method (``keys``, ``items``) is reached with ``row["keys"]`` only.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"the row has no column {name!r} (columns: {', '.join(map(str, self))})") from None
+
+
 class Cursor(SqlCursor):
     """Rows of the last statement of an ``exec``, buffered when ``exec`` ran.
 
@@ -372,11 +389,11 @@ class Cursor(SqlCursor):
         return self
 
     def __next__(self) -> dict[str, SqlValue]:
-        return dict(zip(self.columnNames, self._take()))
+        return Row(zip(self.columnNames, self._take()))
 
     def toArray(self) -> list[dict[str, SqlValue]]:
         names = self.columnNames
-        return [dict(zip(names, row)) for row in self._takeAll()]
+        return [Row(zip(names, row)) for row in self._takeAll()]
 
     def one(self) -> dict[str, SqlValue]:
         rows = self._takeAll()
@@ -384,7 +401,7 @@ class Cursor(SqlCursor):
             raise SqlError(ONE_NO_RESULTS)
         if len(rows) > 1:
             raise SqlError(ONE_MULTIPLE_RESULTS)
-        return dict(zip(self.columnNames, rows[0]))
+        return Row(zip(self.columnNames, rows[0]))
 
     def raw(self) -> _RawIterator:
         return _RawIterator(self)

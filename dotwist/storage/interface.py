@@ -253,6 +253,18 @@ class ObjectStore(ABC):
     def deleteAlarm(self) -> None:
         """Remove the alarm, if any."""
 
+    # -- the object's name (operations: dotwist.names) ------------------------------------------
+
+    def storedName(self) -> str | None:
+        """The name recorded with the object's data by :meth:`recordName`, or None. Backends
+        that keep no name return None."""
+        return None
+
+    def recordName(self, name: str) -> None:
+        """Record the object's name (from ``idFromName``) in the current batch, so it commits with
+        the object's data; invisible to ``list``, ``sql`` and ``deleteAll`` alike. Backends that
+        keep no name ignore it."""
+
     # -- SQL --------------------------------------------------------------------------------
 
     @property

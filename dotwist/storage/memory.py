@@ -175,6 +175,7 @@ class MemoryObjectStore(BaseObjectStore):
             if not noCache and type(key) is str:
                 cache.loaded(key, n, None, MISSING)
             return MISSING
+        self.bytesRead += len(data)
         value = decode(data, maxDepth=self.limits.maxValueDepth)
         if not noCache and type(key) is str:
             cache.loaded(key, n, data, value)
@@ -207,6 +208,7 @@ class MemoryObjectStore(BaseObjectStore):
         n = keySize(key, self.limits)
         data = encodeValue(value, n, self.limits)
         self._checkSize(n + len(data))
+        self.bytesWritten += n + len(data)
         skey = key if type(key) is str else str(key)
         self._log.append((_SET, skey, self._rawSet(skey, data)))
         self._pending = True

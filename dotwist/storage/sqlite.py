@@ -51,6 +51,8 @@ __all__ = ["SCHEMA_VERSION", "SqliteBackend", "SqliteObjectStore"]
 #: ``PRAGMA user_version`` of databases this code writes.
 SCHEMA_VERSION = 1
 _ALARM_KEY = 1
+#: The object's name (from ``idFromName``), recorded by the runtime (``dotwist.names``).
+_NAME_KEY = 2
 _INTERNAL = frozenset(("_cf_KV", "_cf_METADATA"))
 
 _Q_GET = trustedSql("SELECT value FROM _cf_KV WHERE key = ?")
@@ -61,6 +63,7 @@ _Q_ANY_KEY = trustedSql("SELECT EXISTS(SELECT 1 FROM _cf_KV)")
 _Q_GET_META = trustedSql("SELECT value FROM _cf_METADATA WHERE key = ?")
 _Q_PUT_META = trustedSql("INSERT OR REPLACE INTO _cf_METADATA (key, value) VALUES (?, ?)")
 _Q_DELETE_META = trustedSql("DELETE FROM _cf_METADATA WHERE key = ?")
+_Q_ADD_META = trustedSql("INSERT OR IGNORE INTO _cf_METADATA (key, value) VALUES (?, ?)")
 _Q_SCHEMA = [
     trustedSql(
         "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID"
@@ -172,6 +175,7 @@ class SqliteObjectStore(BaseObjectStore):
                 cache.loaded(key, n, None, MISSING)
             return MISSING
         data = row[0]
+        self.bytesRead += len(data)
         value = decode(data, maxDepth=self.limits.maxValueDepth)
         if not noCache and type(key) is str:
             cache.loaded(key, n, data, value)
@@ -191,6 +195,7 @@ class SqliteObjectStore(BaseObjectStore):
                     if not noCache:
                         cache.loaded(key, keyBytes(key), None, MISSING)
                     continue
+                self.bytesRead += len(row[0])
                 value = decode(row[0], maxDepth=depth)
                 if not noCache:
                     cache.loaded(key, keyBytes(key), row[0], value)
@@ -204,6 +209,7 @@ class SqliteObjectStore(BaseObjectStore):
         n = keySize(key, self.limits)
         data = encodeValue(value, n, self.limits)
         self._reserve(n + len(data))
+        self.bytesWritten += n + len(data)
         engine = self._engine
         engine.begin()
         engine.trusted(_Q_PUT, (key, data))
@@ -215,7 +221,9 @@ class SqliteObjectStore(BaseObjectStore):
         rows = entryRows(entries, self.limits)
         if not rows:
             return
-        self._reserve(sum(n + len(data) for _, n, data, _ in rows))
+        growth = sum(n + len(data) for _, n, data, _ in rows)
+        self._reserve(growth)
+        self.bytesWritten += growth
         params = [(key, data) for key, _, data, _ in rows]
         self._engine.atomically(lambda: self._engine.trustedMany(_Q_PUT, params))
         self._pending = True
@@ -286,10 +294,9 @@ class SqliteObjectStore(BaseObjectStore):
             limit is not None,
         )
         depth = self.limits.maxValueDepth
-        return {
-            key: decode(data, maxDepth=depth)
-            for key, data in self._engine.trusted(sql, params).fetchall()
-        }
+        rows = self._engine.trusted(sql, params).fetchall()
+        self.bytesRead += sum(len(data) for _, data in rows)
+        return {key: decode(data, maxDepth=depth) for key, data in rows}
 
     def deleteAll(self) -> None:
         self._check()
@@ -323,6 +330,36 @@ class SqliteObjectStore(BaseObjectStore):
         self._engine.begin()
         self._engine.trusted(_Q_DELETE_META, (_ALARM_KEY,))
         self._pending = True
+
+    # -- the object's name ---------------------------------------------------------------------
+
+    def storedName(self) -> str | None:
+        self._check()
+        row = self._engine.trusted(_Q_GET_META, (_NAME_KEY,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def recordName(self, name: str) -> None:
+        self._check()
+        self._engine.begin()
+        self._engine.trusted(_Q_ADD_META, (_NAME_KEY, name))
+        self._pending = True
+
+    def backup(self, path: str) -> None:
+        """Copy the committed database into a new file at ``path`` (SQLite's online backup API,
+        through this store's own connection, so the object stays open and locked). Refused while
+        writes are pending: commit first."""
+        self._check()
+        if self._pending or self._savepoints:
+            raise InvalidArgumentError(
+                f"the storage of {self.namespace}/{self.objectId} has uncommitted writes; "
+                "back it up after they commit"
+            )
+        target = sqlite3.connect(path, isolation_level=None)
+        try:
+            target.execute("PRAGMA synchronous = FULL")
+            self._conn.backup(target)
+        finally:
+            target.close()
 
     # -- lifetime -----------------------------------------------------------------------------
 

@@ -737,6 +737,21 @@ def test_sqlOne(store: ObjectStore) -> None:
     assert cursor.one() == {"x": 3}
 
 
+def test_sqlRowsAllowAttributeAccess(store: ObjectStore) -> None:
+    """Rows from iteration, toArray() and one() allow row["c"] and row.c (as Cloudflare's Python
+    Workers' rows do), and still equal plain dicts; a missing column is an AttributeError naming
+    the columns."""
+    store.sql.exec("CREATE TABLE t (greeting, keys); INSERT INTO t VALUES ('hi', 1)")
+    one = store.sql.exec("SELECT greeting, keys FROM t").one()
+    assert one.greeting == one["greeting"] == "hi"
+    assert one == {"greeting": "hi", "keys": 1} and isinstance(one, dict)
+    assert one["keys"] == 1 and callable(one.keys)  # dict's own names win on attribute access
+    assert [row.greeting for row in store.sql.exec("SELECT greeting FROM t")] == ["hi"]
+    assert store.sql.exec("SELECT greeting AS g FROM t").toArray()[0].g == "hi"
+    with pytest.raises(AttributeError, match="columns: greeting"):
+        store.sql.exec("SELECT greeting FROM t").one().missing
+
+
 def test_sqlRawColumnNamesAndSharedIteration(store: ObjectStore) -> None:
     """raw() yields lists in columnNames order and consumes the same rows as the cursor."""
     store.sql.exec("CREATE TABLE a (id, name); INSERT INTO a VALUES (1, 'x'), (2, 'y'), (3, 'z')")
