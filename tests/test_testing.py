@@ -83,6 +83,9 @@ class Room(DurableObject):
 
     async def webSocketClose(self, ws, code, reason, wasClean):
         await self.ctx.storage.put("closes", (await self.ctx.storage.get("closes") or []) + [[code, reason, wasClean]])
+        # The reply, for Workers whose runtime leaves it to them (dates before 2026-04-07); with
+        # the automatic reply the socket is closed already and this does nothing.
+        ws.close(code, f"room answers {reason}")
 
 
 class Plain(DurableObject):
@@ -498,12 +501,12 @@ async def test_hibernation_comes_by_itself_after_ten_idle_seconds(dotwist):
 
 
 async def test_evict_with_close_closes_hibernatable_sockets(dotwist):
-    """webSockets="close" closes the room's sockets (1000, "Durable Object evicted") before the
+    """webSockets="close" closes the room's sockets (1001, "Durable Object evicted") before the
     eviction, which leaves the room evicted, not hibernated."""
     ws = await dotwist.webSocket("/room/r3")
     state = await evictDurableObject(dotwist.env.ROOMS.getByName("r3"), webSockets="close")
     event = await ws.closed()
-    assert (event.code, event.reason, event.wasClean) == (1000, "Durable Object evicted", True)
+    assert (event.code, event.reason, event.wasClean) == (1001, "Durable Object evicted", True)
     assert state is ObjectLifecycle.EVICTED
 
 
@@ -596,8 +599,8 @@ async def test_counter_counts_both_ways(dotwist):
 @both
 async def test_room_messages_and_closes_are_the_same_both_ways(dotwist, dotwist_transport):
     """In a room, a message reaches every member; the server's close (4000) reaches the client and
-    comes back as the room's webSocketClose; a client's close (4001) reaches the room, and the
-    client hears 1000; a dropped client is a 1006, not clean; the chosen subprotocol is seen."""
+    comes back as the room's webSocketClose; a client's close (4001) reaches the room and is
+    echoed to the client; a dropped client is a 1006, not clean; the chosen subprotocol is seen."""
     alice = await dotwist.webSocket("/room/lobby", protocols=["chat"])
     bob = await dotwist.webSocket("/room/lobby")
     carol = await dotwist.webSocket("/room/lobby")
@@ -611,7 +614,7 @@ async def test_room_messages_and_closes_are_the_same_both_ways(dotwist, dotwist_
     event = await bob.closed()
     assert (event.code, event.reason, event.wasClean) == (4000, "see you", True)
     event = await alice.close(4001, "done")
-    assert (event.code, event.wasClean) == (1000, True)
+    assert (event.code, event.reason, event.wasClean) == (4001, "done", True)
     await carol.drop()
 
     room = dotwist.env.ROOMS.getByName("lobby")
@@ -626,6 +629,18 @@ async def test_room_messages_and_closes_are_the_same_both_ways(dotwist, dotwist_
     assert await bob.receive() == b"\x00binary"
     with pytest.raises(WebSocketClosed):
         await bob.receive()
+
+
+@both
+@pytest.mark.dotwist(compatibility="2026-01-01")
+async def test_the_object_answers_a_close_before_2026_04_07_both_ways(dotwist):
+    """With a compatibility date before 2026-04-07 the runtime leaves the reply to a client's close
+    to the object: the client hears the room's close() (its code, the room's reason)."""
+    ws = await dotwist.webSocket("/room/manual")
+    event = await ws.close(4002, "later")
+    assert (event.code, event.reason, event.wasClean) == (4002, "room answers later", True)
+    room = dotwist.env.ROOMS.getByName("manual")
+    assert await runInDurableObject(room, lambda i, ctx: ctx.storage.get("closes")) == [[4002, "later", True]]
 
 
 @both

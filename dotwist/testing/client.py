@@ -86,7 +86,8 @@ class ClientWebSocket:
     received yet.
 
     It behaves as a browser does: when the server closes, it replies with the same code and
-    reason; when it closes, the server's runtime replies with 1000.
+    reason. When it closes, the runtime's server echoes its code and reason (or, for Workers with
+    a compatibility date before 2026-04-07, the object's ``close()`` answers).
     """
 
     __test__ = False
@@ -211,16 +212,29 @@ class InProcessWebSocket(ClientWebSocket):
     """A ``ClientWebSocket`` joined in memory to the client end of a ``101`` response: what the
     test sends is delivered to the server end at once; what the server sends arrives at once; the
     reply to a close the server started comes on the clock's next turn, as a real client's would
-    come a moment later."""
+    come a moment later.
+
+    A close the client starts is answered as the runtime's server answers it: at once, echoing
+    the code and reason (``autoReplyToClose``, Cloudflare's behaviour from 2026-04-07), or by the
+    object's own ``close()``, the connection being dropped if that does not come within
+    ``closeHandshakeTimeout`` seconds (earlier compatibility dates)."""
 
     def __init__(
-        self, response: Response, clock: Optional[IReactorTime] = None, earlyLimit: int = Limits.maxPendingBytes
+        self,
+        response: Response,
+        clock: Optional[IReactorTime] = None,
+        earlyLimit: int = Limits.maxPendingBytes,
+        autoReplyToClose: bool = True,
+        closeHandshakeTimeout: float = Limits.closeHandshakeTimeout,
     ) -> None:
         super().__init__()
         if response.status != 101 or response.webSocket is None:
             raise AssertionError(f"expected a 101 response with a webSocket, got {response!r}")
         self.clientEnd = response.webSocket
         self._clock = clock
+        self._autoReply = autoReplyToClose
+        self._closeTimeout = closeHandshakeTimeout
+        self._replyTimer: Optional[IDelayedCall] = None
         websocket.attach(self.clientEnd, self, earlyLimit)
 
     # The connection the runtime's client end talks to.
@@ -229,7 +243,13 @@ class InProcessWebSocket(ClientWebSocket):
             self._arrived(payload if isBinary else payload.decode("utf-8"))
 
     def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
-        if self.closeEvent is not None or self._closing:
+        if self.closeEvent is not None:
+            return
+        if self._closing:
+            # The object's reply to the client's close (a manual reply): the connection ends.
+            if self._replyTimer is not None and self._replyTimer.active():
+                self._replyTimer.cancel()
+            self._finished(CloseEvent(1005 if code is None else code, reason or "", True))
             return
         # The server closed: reply as a browser does, with its code and reason.
         self._finished(CloseEvent(1005 if code is None else code, reason or "", True))
@@ -242,9 +262,18 @@ class InProcessWebSocket(ClientWebSocket):
         websocket.received(self.clientEnd, message)
 
     def _close(self, code: Optional[int], reason: str) -> None:
-        websocket.connectionClosed(self.clientEnd, True, code, reason or None)
-        # The runtime's WebSocket server (Autobahn) answers every close with 1000 and no reason.
-        self._finished(CloseEvent(1000, "", True))
+        if self._autoReply:
+            websocket.connectionClosed(self.clientEnd, True, code, reason or None)
+            self._finished(CloseEvent(1005 if code is None else code, reason, True))
+            return
+        websocket.closeReceived(self.clientEnd, code, reason or None)
+        if self._clock is not None and self.closeEvent is None:
+            self._replyTimer = self._clock.callLater(self._closeTimeout, self._noReply)
+
+    def _noReply(self) -> None:
+        # The server drops a connection whose close the object never answered.
+        self._replyTimer = None
+        self._finished(CloseEvent(1006, "", False))
 
     def _drop(self) -> None:
         websocket.connectionClosed(self.clientEnd, False, 1006, DROPPED)
@@ -360,7 +389,14 @@ class InProcessClient:
                 raise WebSocketRefused(response.status, response.body or b"", response.statusText)
             if not websocket.claimForHandover(response.webSocket):
                 raise WorkerResponseError("Worker returned a WebSocket that was already handed to a client")
-            socket = InProcessWebSocket(response, self._clock, self.runtime.limits.maxPendingBytes)
+            runtime = self.runtime
+            socket = InProcessWebSocket(
+                response,
+                self._clock,
+                runtime.limits.maxPendingBytes,
+                autoReplyToClose=runtime.compatibility.isEnabled("web_socket_auto_reply_to_close"),
+                closeHandshakeTimeout=runtime.limits.closeHandshakeTimeout,
+            )
             chosen = response.headers.get("sec-websocket-protocol")
             socket.protocol = chosen if chosen in protocols else None
             return socket

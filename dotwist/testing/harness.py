@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from ..alarms import AlarmIndex, MemoryAlarmIndex
+from ..compat_flags import Compatibility, parseDate
 from ..config import Limits
 from ..fetch import Request, Response
 from ..handlers import RUNNER, AsyncioRunner, DeferredRunner, Runner
@@ -58,6 +59,8 @@ class Harness:
       temporary directory, removed by ``close()``, if not given), or a ``StorageBackend``.
     - ``limits``: a ``Limits``, or a mapping of the limits to change.
     - ``start``: the clock's first time (seconds since the epoch; the real time now by default).
+    - ``compatibility``: the Worker's compatibility date (``"YYYY-MM-DD"``) or a
+      ``Compatibility`` (date and flags); today's behaviour by default.
     - ``realTime``: with ``transport="tcp"``, run the runtime on the reactor itself, exactly as
       production does (asyncio libraries that do I/O work in handlers); the clock cannot be moved
       then.
@@ -81,6 +84,7 @@ class Harness:
         reactor: Optional[IReactorTime] = None,
         seed: int = 0,
         baseUrl: str = BASE_URL,
+        compatibility: Union[None, str, Compatibility] = None,
     ) -> None:
         if transport not in ("memory", "tcp"):
             raise ValueError(f'transport must be "memory" or "tcp", not {transport!r}')
@@ -98,6 +102,9 @@ class Harness:
         self.baseUrl = baseUrl
         self.seed = seed
         self.realTime = realTime
+        self.compatibility = (
+            Compatibility(parseDate(compatibility)) if isinstance(compatibility, str) else compatibility
+        )
         self._storage = storage
         self._tempDir: Optional[tempfile.TemporaryDirectory[str]] = None
         if storage == "sqlite" and dataDir is None:
@@ -288,10 +295,14 @@ class Harness:
     def _build(self) -> None:
         backend, index = self._openStorage()
         if self._clock is None:
-            runtime = Runtime(self.app, self._reactor, limits=self.limits, storage=backend, alarmIndex=index)  # type: ignore[arg-type]
+            runtime = Runtime(
+                self.app, self._reactor, limits=self.limits, storage=backend, alarmIndex=index,  # type: ignore[arg-type]
+                compatibility=self.compatibility,
+            )
         else:
             runtime = makeRuntime(
-                self.app, clock=self._clock, storage=backend, limits=self.limits, alarmIndex=index, asyncio=True
+                self.app, clock=self._clock, storage=backend, limits=self.limits, alarmIndex=index, asyncio=True,
+                compatibility=self.compatibility,
             )
         runtime.registry.alarms.rng = random.Random(self.seed)
         self.runtime = runtime

@@ -13,7 +13,7 @@ module (``pytestmark``); else the ``dotwist_app`` ini option (``dotwist_app = my
 ``pytest.ini``, ``[tool.pytest.ini_options]`` or ``[tool:pytest]``).
 
 How it runs comes from the same marker (``transport``, ``storage``, ``limits``, ``start``,
-``realTime``), the ``dotwist_transport`` and ``dotwist_storage`` ini options, or the
+``realTime``, ``seed``, ``compatibility``), the ``dotwist_transport`` and ``dotwist_storage`` ini options, or the
 ``dotwist_transport`` and ``dotwist_storage`` fixtures, which a test can parametrize to run both
 ways: ``@pytest.mark.parametrize("dotwist_transport", ["memory", "tcp"])``.
 
@@ -36,7 +36,7 @@ from ..worker import App, loadApp
 from .harness import Harness
 
 _MARKER = "dotwist"
-_OPTIONS = {"app", "transport", "storage", "limits", "start", "realTime", "seed"}
+_OPTIONS = {"app", "transport", "storage", "limits", "start", "realTime", "seed", "compatibility"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "dotwist(app=None, transport=None, storage=None, limits=None, start=None, realTime=False, "
-        "seed=0): how the dotwist fixture runs the app for these tests (docs/testing.md)",
+        "seed=0, compatibility=None): how the dotwist fixture runs the app for these tests (docs/testing.md)",
     )
 
 
@@ -129,6 +129,7 @@ def dotwist(
         start=options.get("start"),
         realTime=bool(options.get("realTime", False)),
         seed=int(options.get("seed", 0)),
+        compatibility=options.get("compatibility"),
     )
     yield harness
     closed = harness.close()

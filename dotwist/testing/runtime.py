@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from ..alarms import AlarmIndex
+from ..compat_flags import Compatibility, parseDate
 from ..config import Limits
 from ..fetch import Request, Response
 from ..handlers import AsyncioRunner, Runner
@@ -40,6 +41,7 @@ def makeRuntime(
     limits: Union[None, Limits, Mapping[str, Any]] = None,
     alarmIndex: Optional[AlarmIndex] = None,
     asyncio: bool = False,
+    compatibility: Union[None, str, Compatibility] = None,
 ) -> Runtime:
     """A runtime for ``app`` (or for ``{binding: DurableObjectClass}`` behind a Worker that
     answers 404), on ``clock`` (a new ``TestClock`` at time 0 if not given), with ``storage`` in
@@ -51,6 +53,9 @@ def makeRuntime(
     can use asyncio; a call completes when the test advances the clock (``clock.advance(0)``
     runs everything that is ready). Without it, coroutines run by Twisted's driver, synchronously
     up to their first wait.
+
+    ``compatibility``: the Worker's compatibility date (``"YYYY-MM-DD"``) or a
+    ``Compatibility`` (date and flags); today's behaviour by default.
 
     ``Harness`` builds on this and adds a client, a data directory and teardown; use this for a
     runtime wired by hand."""
@@ -75,7 +80,12 @@ def makeRuntime(
         # The loop's I/O methods are abstract in typeshed; it has none (see its docstring).
         loop = ClockLoop(clock)  # type: ignore[abstract]
         runner = AsyncioRunner(chosen.cpuTimeLimit, chosen.blockedLoopWarning, loop=loop)
-    return Runtime(app, clock, limits=limits, storage=backend, alarmIndex=alarmIndex, runner=runner)
+    if isinstance(compatibility, str):
+        compatibility = Compatibility(parseDate(compatibility))
+    return Runtime(
+        app, clock, limits=limits, storage=backend, alarmIndex=alarmIndex, runner=runner,
+        compatibility=compatibility,
+    )
 
 
 def liveActor(runtime: Runtime, stub: DurableObjectStub) -> Actor:
