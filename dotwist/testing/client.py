@@ -40,7 +40,8 @@ BASE_URL = "http://example.com"
 
 Message = Union[str, bytes]
 
-#: What the runtime's WebSocket server (Autobahn) reports to the object when a client vanishes.
+#: What the runtime's WebSocket server (Autobahn) says when a client vanishes: an object's listeners
+#: get it in the error event; the close event (1006) has an empty reason.
 DROPPED = (
     'connection was closed uncleanly ("peer dropped the TCP connection without previous '
     'WebSocket closing handshake")'
