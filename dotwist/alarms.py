@@ -23,9 +23,12 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Callable, Collection, Iterable, Optional, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from .errors import DurableObjectError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .objects import Actor
@@ -184,14 +187,34 @@ class AlarmScheduler:
         """The object's alarm event ended; ``storedMillis`` is its alarm now (None: none left)."""
         if storedMillis is None:
             self.index.remove(namespace, objectId)
+            # A timer left for an alarm that ran early (dotwist.testing) has nothing to run.
+            timer = self._timers.pop((namespace, objectId), None)
+            if timer is not None and timer.active():
+                timer.cancel()
         else:
             self.schedule(namespace, objectId, storedMillis, 0)
 
-    def run(self, actor: "Actor", retryCount: int, now: bool = False) -> None:
+    def run(
+        self,
+        actor: "Actor",
+        retryCount: int,
+        now: bool = False,
+        ran: "Optional[Deferred[bool]]" = None,
+    ) -> None:
         """The alarm event, run in the object (through its input gate). ``now``: run the stored
-        alarm even if its time has not come (an operator fired it)."""
+        alarm even if its time has not come (an operator fired it, or a test:
+        ``dotwist.testing.runDurableObjectAlarm``).
+
+        ``ran``, if given, is told the outcome: True once the handler ran and what follows is
+        settled (the alarm deleted and committed; or a retry scheduled, which fails ``ran`` with
+        the handler's error), False if there was no alarm or no handler."""
         ns, key = actor.namespace.name, actor.key
         if not actor.inMemory:
+            if ran is not None:
+                ran.errback(DurableObjectError(
+                    "The Durable Object was reset before its alarm ran.", durableObjectReset=True
+                ))
+                return
             # Reset between the timer and the delivery: try again on the next incarnation.
             self.schedule(ns, key, 0, retryCount, delay=0)
             return
@@ -199,6 +222,8 @@ class AlarmScheduler:
         stored = session.storedAlarm()
         if stored is None:
             self.finished(ns, key, None)
+            if ran is not None:
+                ran.callback(False)
             return
         if retryCount == 0 and stored > self.nowMillis() and not now:
             self.finished(ns, key, stored)  # moved later since this timer was set
@@ -214,7 +239,13 @@ class AlarmScheduler:
                 **actor.logFields(),
             )
             session.clearAlarm(stored)
-            session.sync().addBoth(lambda _: self.finished(ns, key, None))
+
+            def deleted(_: object) -> None:
+                self.finished(ns, key, None)
+                if ran is not None:
+                    ran.callback(False)
+
+            session.sync().addBoth(deleted)
             return
 
         def retry() -> bool:
@@ -231,31 +262,48 @@ class AlarmScheduler:
 
         outcome.addBoth(handlerEnded)
 
-        def settle() -> None:
+        def settle(error: Optional[Failure] = None) -> None:
             # The alarm that ran is done (or given up): delete it unless the handler set another.
             if session.closed:
                 # The object was reset before the run's writes committed: they are lost, so the
                 # alarm runs again (the stored alarm is still in place).
                 retry()
+                report(error)
                 return
             session.clearAlarm(stored)
-            session.sync().addCallbacks(
-                lambda _: self.finished(ns, key, session.storedAlarm()),
-                lambda f: retry(),  # the commit failed and reset the object (that is logged)
-            )
+
+            def deleted(_: object) -> None:
+                self.finished(ns, key, session.storedAlarm())
+                report(error)
+
+            def lost(f: Failure) -> None:
+                retry()  # the commit failed and reset the object (that is logged)
+                report(error or f)
+
+            session.sync().addCallbacks(deleted, lost)
 
         def failed(f: Failure) -> None:
             _log.failure(
                 "{who}: alarm() raised (retry {retry} of {most})", f,
                 retry=retryCount, most=MAX_RETRIES, **actor.logFields(),
             )
-            if not retry():
-                stats.alarmFailures += 1
-                _log.error(
-                    "{who}: giving up on the alarm after {most} retries",
-                    most=MAX_RETRIES, **actor.logFields(),
-                )
-                settle()
+            if retry():
+                report(f)
+                return
+            stats.alarmFailures += 1
+            _log.error(
+                "{who}: giving up on the alarm after {most} retries",
+                most=MAX_RETRIES, **actor.logFields(),
+            )
+            settle(f)
+
+        def report(error: Optional[Failure]) -> None:
+            if ran is None:
+                return
+            if error is None:
+                ran.callback(True)
+            else:
+                ran.errback(error)
 
         outcome.addCallbacks(lambda _: settle(), failed)
 

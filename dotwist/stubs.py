@@ -146,4 +146,15 @@ class DurableObjectNamespace:
         return f"<DurableObjectNamespace {self._namespace.name}>"
 
 
-__all__ = ["DurableObjectNamespace", "DurableObjectStub"]
+def namespaceOf(target: "DurableObjectStub | DurableObjectNamespace") -> "Namespace":
+    """The runtime's ``Namespace`` (its registry, its IDs, its live objects) behind a stub or a
+    namespace binding: how the runtime's own tools (``dotwist.testing``) reach an object from
+    what user code holds. Not part of Cloudflare's API."""
+    if isinstance(target, (DurableObjectStub, DurableObjectNamespace)):
+        return target._namespace
+    raise TypeError(
+        f"Expected a Durable Object stub or namespace binding, not {type(target).__name__}"
+    )
+
+
+__all__ = ["DurableObjectNamespace", "DurableObjectStub", "namespaceOf"]

@@ -418,7 +418,10 @@ def connectionClosed(clientEnd: WebSocket, wasClean: bool, code: Optional[int], 
         # (that is webSocketClose with 1006); listeners get "error" for both, as browsers do.
         if not wasClean and not (server._hib is not None and code == 1006):
             server._route("error", ErrorEvent(reason or "WebSocket connection failed"))
-        server._route("close", CloseEvent(code, reason or "", wasClean))
+        # A connection lost without a close frame has no reason from the peer: what the WebSocket
+        # library said about it goes to the error event above, and the close event's reason is
+        # empty, as on Cloudflare.
+        server._route("close", CloseEvent(code, reason or "" if code != 1006 else "", wasClean))
     # The two ends refer to each other; the server end (which user code may keep) now lets go of
     # this end, so the connection's side is freed by reference counting when the connection goes.
     # Whatever the server end still sends (a late close() reply) has nowhere to go.

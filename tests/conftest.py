@@ -1,18 +1,19 @@
-"""Shared fixtures: a fake clock, and the run's random seed reported with every failure."""
+"""Shared fixtures: a test clock, and the run's random seed reported with every failure."""
 
 from __future__ import annotations
 
 from typing import Any, Iterator
 
 import pytest
-from twisted.internet.task import Clock
+from dotwist.testing import TestClock
 
 from seeded import SEED
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> TestClock:
+    """A ``twisted.internet.task.Clock`` at time 0, with ``settle`` and ``runReady``."""
+    return TestClock(start=0)
 
 
 def pytest_report_header(config: Any) -> str:

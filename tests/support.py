@@ -17,16 +17,15 @@ from twisted.internet.defer import Deferred, DeferredQueue
 
 from dotwist.config import Limits
 from dotwist.service import DotwistService
-from dotwist.worker import App, Runtime
+from dotwist.testing import Harness
+from dotwist.worker import App
 
 
 async def serve(app: App, limits: Optional[Limits] = None) -> tuple[DotwistService, int]:
-    """Serve ``app`` on 127.0.0.1, an ephemeral port; returns the started service and the port."""
-    runtime = Runtime(app, reactor, limits=limits)
-    service = DotwistService(runtime, ["tcp:0:interface=127.0.0.1"], reactor=reactor)
-    service.startService()
-    port = await service.ports[0].listening
-    return service, port.getHost().port
+    """Serve ``app`` on 127.0.0.1, an ephemeral port, on the reactor's real time (as production
+    runs); returns the started service (stop it when done) and the port."""
+    harness = Harness(app, transport="tcp", realTime=True, limits=limits, reactor=reactor)
+    return harness.service, harness.port
 
 
 class Client(WebSocketClientProtocol):

@@ -10,13 +10,13 @@ import time
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
 from dotwist import App, DurableObject, DurableObjectError, Request, Response, WebSocketPair, WorkerEntrypoint
 from dotwist.lifecycle import ObjectLifecycle
-from dotwist.testing import LaterCommits, connectWebSocket, liveActor, makeRuntime, result
+from dotwist.testing import LaterCommits, TestClock, connectWebSocket, liveActor, makeRuntime, result
 
 
 @pytest.fixture
@@ -33,14 +33,10 @@ def text(logged: list[dict]) -> str:
     return "\n".join(formatEvent(e) for e in logged)
 
 
-def settle(clock: Clock, d: Deferred[Any], seconds: float = 0) -> Any:
-    """Advance the clock by ``seconds`` (in steps of at most 0.1 s, so timers set along the way
-    fire in order) and return the Deferred's result."""
-    target = clock.seconds() + seconds
-    clock.advance(0)
-    while clock.seconds() < target:
-        clock.advance(min(0.1, target - clock.seconds()) or 1e-9)
-    clock.advance(0)
+def settle(clock: TestClock, d: Deferred[Any], seconds: float = 0) -> Any:
+    """Let ``seconds`` pass, timer by timer (so timers set along the way fire in order, each at
+    its time), and return the Deferred's result."""
+    clock.settle(seconds)
     return result(d)
 
 
@@ -123,7 +119,7 @@ class Everything(DurableObject):
         ws.send(f"echo {message}")
 
 
-def everything(clock: Clock, **kwargs: Any):
+def everything(clock: TestClock, **kwargs: Any):
     runtime = makeRuntime(App(Forward, durableObjects={"NS": Everything}, vars={"CLOCK": clock}), clock=clock, asyncio=True, **kwargs)
     return runtime, runtime.env.NS.getByName("o")
 

@@ -9,47 +9,38 @@ from urllib.parse import quote
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 
 from dotwist import DurableObjectError, Headers, Request
 from dotwist.examples import chat
 from dotwist.examples.chat.protocol import MAX_NAME, MAX_TEXT
 from dotwist.storage import SqliteBackend
 from dotwist.storage.alarmindex import SqliteAlarmIndex
-from dotwist.testing import connectWebSocket, makeRuntime, result
+from dotwist.testing import TestClock, connectWebSocket, makeRuntime, result
 from dotwist.worker import Runtime
 
 START = 1_700_000_000.0  # the clocks start at a plausible epoch time, in seconds
 
 
-def chatRuntime(clock: Clock, storage: Any = None, index: Any = None, **vars: Any) -> Runtime:
+def chatRuntime(clock: TestClock, storage: Any = None, index: Any = None, **vars: Any) -> Runtime:
     """The chat app on ``clock`` (bound as CLOCK, so the objects read their time from it)."""
     app = chat.app.withBindings(vars={"CLOCK": clock, **vars})
     return makeRuntime(app, clock=clock, storage=storage, alarmIndex=index)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    clock = Clock()
-    clock.advance(START)
-    return clock
-
-
-def settle(clock: Clock) -> None:
-    """Let end-of-turn commits (and the output they hold) and RPC replies go through."""
-    for _ in range(5):
-        clock.advance(0)
+def clock() -> TestClock:
+    return TestClock(start=START)
 
 
 class Member:
     """One chat client: a WebSocket to a room, joined to an in-memory connection."""
 
-    def __init__(self, runtime: Runtime, clock: Clock, name: str, room: str = "lobby", ip: str = "203.0.113.1") -> None:
+    def __init__(self, runtime: Runtime, clock: TestClock, name: str, room: str = "lobby", ip: str = "203.0.113.1") -> None:
         self.clock = clock
         url = f"http://chat.test/api/room/{quote(room)}/websocket?name={quote(name)}"
         headers = Headers({"Upgrade": "websocket", "CF-Connecting-IP": ip})
         d = runtime.fetch(Request(url, headers=headers))
-        settle(clock)
+        clock.runReady()
         self.transport = connectWebSocket(result(d))
         self.seen = 0
 
@@ -58,7 +49,7 @@ class Member:
 
     def raw(self, frame: Any) -> None:
         self.transport.send(frame)
-        settle(self.clock)
+        self.clock.runReady()
 
     def received(self) -> list[dict[str, Any]]:
         """The JSON messages that arrived since the last call."""
@@ -69,12 +60,12 @@ class Member:
 
     def leave(self) -> None:
         self.transport.close(1000)
-        settle(self.clock)
+        self.clock.runReady()
 
 
-def info(runtime: Runtime, clock: Clock, room: str = "lobby") -> dict[str, Any]:
+def info(runtime: Runtime, clock: TestClock, room: str = "lobby") -> dict[str, Any]:
     d = runtime.fetch(Request(f"http://chat.test/api/room/{room}"))
-    settle(clock)
+    clock.runReady()
     response = result(d)
     return result(Deferred.fromCoroutine(response.json()))
 
@@ -125,8 +116,7 @@ def test_history_is_replayed_after_a_server_restart(tmp_path, clock):
         who.send(text)
     runtime.close()
 
-    later = Clock()
-    later.advance(START + 3600)
+    later = TestClock(start=START + 3600)
     runtime = chatRuntime(later, SqliteBackend(str(tmp_path)), SqliteAlarmIndex(str(tmp_path / "alarms.sqlite")))
     runtime.start()
     carol = Member(runtime, later, "carol")
@@ -293,16 +283,16 @@ def test_alarm_deletes_the_history_of_a_room_empty_for_the_ttl(tmp_path, clock):
     alice = Member(runtime, clock, "alice")
     alice.send("remember me")
     clock.advance(150)  # a member stays: the history stays
-    settle(clock)
+    clock.runReady()
     assert info(runtime, clock)["messages"] == 1
     alice.leave()
     clock.advance(40)
     Member(runtime, clock, "bob").leave()  # back within the TTL: empty again from now
     clock.advance(59)
-    settle(clock)
+    clock.runReady()
     assert info(runtime, clock) == {"members": [], "messages": 1}
     clock.advance(1.5)
-    settle(clock)
+    clock.runReady()
     assert info(runtime, clock) == {"members": [], "messages": 0}
     assert Member(runtime, clock, "carol").received()[0]["history"] == []
     clock.advance(200)  # everyone's gone, nothing is stored: the room leaves memory and disk
@@ -313,9 +303,8 @@ def test_alarm_deletes_the_history_of_a_room_empty_for_the_ttl(tmp_path, clock):
 def test_alarm_cleans_up_a_room_whose_members_vanished_in_a_crash(tmp_path, clock):
     """A room with history always has an alarm, so even when no member ever closed (the server
     was killed), the next runtime deletes the history after the room has been empty for the TTL."""
-    def start(at: float) -> tuple[Runtime, Clock]:
-        c = Clock()
-        c.advance(at)
+    def start(at: float) -> tuple[Runtime, TestClock]:
+        c = TestClock(start=at)
         r = chatRuntime(c, SqliteBackend(str(tmp_path)), SqliteAlarmIndex(str(tmp_path / "alarms.sqlite")), EMPTY_ROOM_TTL="60")
         r.start()
         return r, c
@@ -325,20 +314,20 @@ def test_alarm_cleans_up_a_room_whose_members_vanished_in_a_crash(tmp_path, cloc
     runtime.close()  # no webSocketClose: as after kill -9
 
     runtime, later = start(START + 61)
-    settle(later)  # the alarm was due: it finds the room empty and starts counting
+    later.runReady()  # the alarm was due: it finds the room empty and starts counting
     assert info(runtime, later)["messages"] == 1
     later.advance(59)
-    settle(later)
+    later.runReady()
     assert info(runtime, later)["messages"] == 1
     later.advance(1.5)
-    settle(later)
+    later.runReady()
     assert info(runtime, later)["messages"] == 0
     runtime.close()
 
 
-def http(runtime: Runtime, clock: Clock, url: str, method: str = "GET") -> tuple[int, str, str]:
+def http(runtime: Runtime, clock: TestClock, url: str, method: str = "GET") -> tuple[int, str, str]:
     d = runtime.fetch(Request("http://chat.test" + url, method=method))
-    settle(clock)
+    clock.runReady()
     response = result(d)
     return response.status, response.headers.get("content-type") or "", (response.body or b"").decode()
 
@@ -398,7 +387,7 @@ def test_bad_settings_are_refused_with_their_name(clock):
     naming it (the join gets a 500 and the log says why)."""
     runtime = chatRuntime(clock, EMPTY_ROOM_TTL="soon")
     d = runtime.fetch(Request("http://chat.test/api/room/x/websocket?name=a", headers={"Upgrade": "websocket"}))
-    settle(clock)
+    clock.runReady()
     with pytest.raises(DurableObjectError, match="EMPTY_ROOM_TTL must be a positive number, not 'soon'"):
         result(d)
 
@@ -421,7 +410,7 @@ def test_a_message_whose_limiter_left_memory_meanwhile_is_still_delivered(clock)
     alice.send("first")
     alice.received(), bob.received()
     clock.advance(evictAfter)
-    settle(clock)
+    clock.runReady()
     assert texts(bob.received()) == [("bob", "from bob"), ("alice", "from alice")]
     assert runtime.registry.namespaces["RateLimiter"].actors  # a new limiter was constructed
 

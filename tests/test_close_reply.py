@@ -11,10 +11,8 @@ from twisted.internet import reactor
 from dotwist import App, DurableObject, Response, WebSocketPair, WorkerEntrypoint
 from dotwist.compat_flags import Compatibility, resolveFlags
 from dotwist.config import Limits
-from dotwist.service import DotwistService
-from dotwist.testing import FakeConnection
+from dotwist.testing import FakeConnection, Harness
 from dotwist.websocket import CLOSED, CLOSING, closeReceived
-from dotwist.worker import Runtime
 
 from support import connectWS
 
@@ -44,12 +42,11 @@ class Front(WorkerEntrypoint):
 
 
 async def serveWith(compatibility, limits=None):
-    runtime = Runtime(App(Front, durableObjects={"ROOMS": Room}), reactor, limits=limits,
-                      compatibility=compatibility)
-    service = DotwistService(runtime, ["tcp:0:interface=127.0.0.1"], reactor=reactor)
-    service.startService()
-    port = await service.ports[0].listening
-    return service, port.getHost().port
+    harness = Harness(
+        App(Front, durableObjects={"ROOMS": Room}), transport="tcp", realTime=True, limits=limits,
+        compatibility=compatibility, reactor=reactor,
+    )
+    return harness.service, harness.port
 
 
 @pytest_twisted.ensureDeferred

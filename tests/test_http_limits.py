@@ -37,7 +37,7 @@ from dotwist.server import makeSite
 from twisted.python import usage
 
 from dotwist.service import Options
-from dotwist.worker import Runtime
+from dotwist.testing import makeRuntime
 
 # -- in-memory helpers ----------------------------------------------------------------------------
 
@@ -433,7 +433,7 @@ class UrlEcho(WorkerEntrypoint):
 def test_worker_sees_the_checked_url(clock):
     """Through ``makeSite``, the Worker's ``request.url`` is the checked URL, and the issue's
     Host attack never reaches it."""
-    site, _ = makeSite(Runtime(App(UrlEcho), clock), reactor=clock)
+    site, _ = makeSite(makeRuntime(App(UrlEcho), clock=clock), reactor=clock)
     channel, transport = connect(site)
     channel.dataReceived(b"GET /a/../public?q HTTP/1.1\r\nHost: Example.com\r\n\r\n")
     assert transport.value().endswith(b"\r\n\r\nhttp://example.com/public?q")
@@ -653,7 +653,7 @@ def test_websocket_handover_leaves_no_request_timer():
     """Once a connection is handed to the WebSocket protocol, no request timer keeps the HTTP
     channel (and its request) alive, and the socket is never timed out as an HTTP request."""
     clock = MemoryReactorClock()
-    site, factory = makeSite(Runtime(websocket_server.app, clock), reactor=clock)
+    site, factory = makeSite(makeRuntime(websocket_server.app, clock=clock), reactor=clock)
     factory.startFactory()
     channel, transport = connect(site)
     channel.dataReceived(

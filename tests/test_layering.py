@@ -35,7 +35,10 @@ CORE = [
     "dotwist.worker",
 ]
 
-GLUE = ["dotwist", "dotwist.service", "dotwist.tap", "dotwist.testing", "dotwist._tuning", "dotwist.wrangler"]
+GLUE = [
+    "dotwist", "dotwist.service", "dotwist.tap", "dotwist.testing", "dotwist.testing.pytest_plugin",
+    "dotwist.testing.tcp", "dotwist._tuning", "dotwist.wrangler",
+]
 # Klein imports the global reactor when it is imported (klein/_app.py), so ``dotwist.server``, which
 # serves HTTP through Klein, does too: a program chooses its reactor before importing it.
 KLEIN = ["dotwist.server"]

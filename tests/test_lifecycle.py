@@ -4,7 +4,6 @@
 import random
 
 import pytest
-from twisted.internet.task import Clock
 
 from dotwist import (
     App,
@@ -18,12 +17,10 @@ from dotwist import (
 )
 from dotwist.alarms import MAX_RETRIES, retryDelay
 from dotwist.storage.alarmindex import SqliteAlarmIndex
-from dotwist.config import Limits
 from dotwist.examples import websocket_hibernation_server
 from dotwist.lifecycle import ObjectLifecycle
-from dotwist.storage import MemoryBackend, SqliteBackend
-from dotwist.testing import connectWebSocket, liveActor, makeRuntime, result
-from dotwist.worker import Runtime
+from dotwist.storage import SqliteBackend
+from dotwist.testing import TestClock, connectWebSocket, liveActor, makeRuntime, result
 
 UPGRADE = Headers({"Upgrade": "websocket"})
 
@@ -284,19 +281,16 @@ def test_deleteAll_removes_the_alarm(clock):
 def test_alarm_that_came_due_while_down_fires_after_restart(tmp_path):
     """With SQLite storage and the alarm index on disk: an alarm set before a shutdown, due while
     the server was down, fires as soon as the next runtime starts."""
-    clock = Clock()
-    clock.advance(1000)
+    clock = TestClock(start=1000)
     runtime = alarmRuntime(clock, storage=SqliteBackend(str(tmp_path)), index=SqliteAlarmIndex(str(tmp_path / "alarms.sqlite")))
     setAlarm(runtime, clock, 1_010_000)
     runtime.close()
     assert Alarmed.runs == []
 
-    later = Clock()
-    later.advance(2000)
+    later = TestClock(start=2000)
     runtime = alarmRuntime(later, storage=SqliteBackend(str(tmp_path)), index=SqliteAlarmIndex(str(tmp_path / "alarms.sqlite")))
     runtime.start()
-    later.advance(0)
-    later.advance(0)
+    later.runReady()
     assert [(retry, isRetry) for _, retry, isRetry in Alarmed.runs] == [(0, False)]
     runtime.close()
 

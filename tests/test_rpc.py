@@ -22,7 +22,6 @@ from dotwist import (
     fetch,
 )
 from dotwist.config import Limits
-from dotwist.worker import Runtime
 
 from dotwist.testing import makeRuntime, result
 
@@ -303,7 +302,7 @@ async def test_outbound_fetch_from_worker_and_object():
             async def fetch(self, request):
                 return await self.env.NS.getByName("c").fetch(request)
 
-        runtime = Runtime(App(Forward, durableObjects={"NS": Caller}), reactor)
+        runtime = makeRuntime(App(Forward, durableObjects={"NS": Caller}), clock=reactor)
         from dotwist import Request
 
         response = await runtime.fetch(Request("http://h/", headers={"x-target": target}))

@@ -13,11 +13,9 @@ but real. The chat example retries the call with a new stub.
 Fixed: the stub finds its target when the call leaves the caller's output gate.
 """
 
-import pytest
 
 from dotwist import App, DurableObject, Request, Response, WorkerEntrypoint
-from dotwist.testing import result
-from dotwist.worker import Runtime
+from dotwist.testing import makeRuntime, result
 
 
 class Caller(DurableObject):
@@ -41,7 +39,7 @@ class Front(WorkerEntrypoint):
 def test_call_held_at_the_output_gate_reaches_a_target_evicted_meanwhile(clock):
     """A call that waited at the caller's output gate while its target left memory constructs the
     target again, instead of failing as if the target had been reset."""
-    runtime = Runtime(App(Front, durableObjects={"CALLER": Caller, "TARGET": Target}), clock)
+    runtime = makeRuntime(App(Front, durableObjects={"CALLER": Caller, "TARGET": Target}), clock=clock)
     evictAfter = runtime.limits.evictAfter
     replies = []
     # Scheduled before the target exists, so at t = evictAfter it runs just before the target's

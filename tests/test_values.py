@@ -14,7 +14,6 @@ from dotwist.errors import RangeError
 from dotwist.storage.errors import InvalidKeyError
 from dotwist.testing import makeRuntime, result
 from dotwist.values import jsNumberString, jsString, storageKey
-from dotwist.worker import Runtime
 
 
 def text(response):
@@ -111,7 +110,7 @@ class Poster(WorkerEntrypoint):
 def test_list_bodies_follow_the_compatibility_date(clock, date, expected):
     """Before 2026-02-19 a list body is String(array) (comma-joined); from then on it is
     iterated, so the same strings are refused."""
-    runtime = Runtime(App(Poster), clock, compatibility=Compatibility(date))
+    runtime = makeRuntime(App(Poster), clock=clock, compatibility=Compatibility(date))
     outcome = runtime.fetch(Request("http://h/"))
     if expected is None:
         with pytest.raises(TypeError, match="did not return bytes"):

@@ -378,6 +378,17 @@ class MemoryBackend(StorageBackend):
         self._open[key] = store
         return store
 
+    def objectIds(self, namespace: str) -> list[str]:
+        """The IDs of ``namespace``'s objects that hold data (a key, an alarm or a SQL table),
+        sorted: what a data directory would have files for (for ``dotwist.testing``'s
+        ``listDurableObjectIds``)."""
+        return sorted(
+            objectId
+            for (ns, objectId), data in self._data.items()
+            if ns == namespace
+            and (data.keys or data.alarm is not None or data.engine.hasUserObjects())
+        )
+
     def _closed(self, store: MemoryObjectStore) -> None:
         key = (store.namespace, store.objectId)
         if self._open.get(key) is store:
