@@ -22,6 +22,9 @@ the methods twisted.web has for subclasses (``lineReceived``, ``allHeadersReceiv
   for a ``Sec-WebSocket-Version`` the server does not speak).
 - **The URL.** :func:`buildUrl` makes ``request.url`` from the one ``Host`` header and the request
   target, and refuses anything it cannot make a URL of with 400.
+- **The WebSocket handover.** Bytes read after a complete upgrade request (a client's first frames,
+  sent with the request) are kept, and :meth:`DotwistChannel.detach` hands them, and whatever the
+  channel is still given, to the WebSocket protocol; the channel then lets go of its requests.
 
 A refused request never reaches the Worker: the client gets the status, a one-line reason, and
 ``Connection: close``. Then the server stops writing but keeps reading (and dropping) what the
