@@ -1,6 +1,6 @@
 """CPU per WebSocket connection's whole life, in-process: dotwist's seed against a plain Autobahn echo.
 
-    .venv/bin/python bench/churn_bench.py [--lives N]
+    .venv/bin/python bench/churn_bench.py [--lives N] [--against DIR]
 
 One life is what ``bench/run``'s churn figure does over a socket: the HTTP upgrade request, the
 ``101``, one 32-byte text echo, the client's close frame and the server's reply, and the connection
@@ -106,8 +106,8 @@ print((time.process_time() - start) / N * 1e6)
 
 def main() -> None:
     lives = int(sys.argv[sys.argv.index("--lives") + 1]) if "--lives" in sys.argv else 3_000
-    rows = inprocess.medians(CHILD, ["autobahn", "seed"], lives)
     names = {"autobahn": "plain Autobahn echo (reference)", "seed": "dotwist seed (Worker -> object)"}
+    rows = inprocess.medians(CHILD, inprocess.withAgainst(["autobahn", "seed"], names, ["seed"]), lives)
     inprocess.report(rows, names, "connection life", "lives/s", 0, "churn.json", {"lives": lives})
 
 

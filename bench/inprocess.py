@@ -13,9 +13,34 @@ from typing import Any
 
 
 def measure(child: str, kind: str, count: int) -> float:
-    """Run ``child`` for one server ``kind``; it prints microseconds of CPU per operation."""
-    output = subprocess.run([sys.executable, "-c", child, kind, str(count)], check=True, capture_output=True, text=True)
+    """Run ``child`` for one server ``kind``; it prints microseconds of CPU per operation.
+
+    ``kind@DIR`` runs ``kind`` with dotwist imported from the checkout ``DIR`` instead (another
+    worktree, say the tree before a change), so both can be measured interleaved in one run."""
+    env = None
+    if "@" in kind:
+        kind, tree = kind.split("@", 1)
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+    output = subprocess.run(
+        [sys.executable, "-c", child, kind, str(count)], check=True, capture_output=True, text=True, env=env
+    )
     return float(output.stdout.strip())
+
+
+def against() -> list[str]:
+    """``--against DIR`` (repeatable) on the command line: other checkouts to measure too."""
+    args = sys.argv[1:]
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--against"]
+
+
+def withAgainst(kinds: list[str], names: dict[str, str], dotwistKinds: list[str]) -> list[str]:
+    """``kinds`` plus each dotwist kind at each ``--against`` checkout (named in ``names``)."""
+    extra = []
+    for tree in against():
+        for kind in dotwistKinds:
+            extra.append(f"{kind}@{tree}")
+            names[f"{kind}@{tree}"] = f"{names[kind]}, at {tree}"
+    return kinds + extra
 
 
 def medians(child: str, kinds: list[str], count: int, repeats: int = 7) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """CPU per WebSocket message, in-process: dotwist's whole path against a plain Autobahn echo.
 
-    .venv/bin/python bench/msgpath_bench.py [--messages N]
+    .venv/bin/python bench/msgpath_bench.py [--messages N] [--against DIR]
 
 Each server is fed N masked 32-byte text frames through ``dataReceived`` on an in-memory
 transport (no sockets, no reactor), after a real opening handshake; the CPU time per message
@@ -71,8 +71,8 @@ print((time.process_time() - start) / N * 1e6)
 
 def main() -> None:
     messages = int(sys.argv[sys.argv.index("--messages") + 1]) if "--messages" in sys.argv else 30_000
-    rows = inprocess.medians(CHILD, ["autobahn", "seed", "echo"], messages)
     names = {"autobahn": "plain Autobahn echo (reference)", "seed": "dotwist seed", "echo": "dotwist echo app"}
+    rows = inprocess.medians(CHILD, inprocess.withAgainst(["autobahn", "seed", "echo"], names, ["seed", "echo"]), messages)
     inprocess.report(rows, names, "message", "messages/s", 1, "msgpath.json", {"messages": messages})
 
 

@@ -18,11 +18,17 @@ not read can make the server hold: see ``FastMessages.pauseProducing``.
 
 from __future__ import annotations
 
+import inspect
+import re
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib import parse
 
 from autobahn.util import _is_tls_error, _maybe_tls_reason
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import WebSocketProtocol, _is_same_origin, _url_to_origin
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -30,6 +36,12 @@ from twisted.python.failure import Failure
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 _STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 _STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
+
+# What Autobahn's handshake parser (``parseHttpHeader``, ``processHandshake``) accepts.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FIELD_VALUE_INVALID = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TARGET = re.compile(r"[\x21-\x22\x24-\x7e]+\Z")  # visible ASCII but '#'
+_KEY = re.compile(r"[A-Za-z0-9+/]{22}==\Z")
 
 #: Frames this large or larger are unmasked by Autobahn's masker (SIMD with its accelerator);
 #: smaller ones with one big-integer XOR, which costs less than building a masker.
@@ -77,8 +89,62 @@ if TYPE_CHECKING:  # pragma: no cover
 
         def dropConnection(self, abort: bool = False) -> None: ...
 
+        trustXForwardedFor: int
+        versions: Any
+        allowedOriginsPatterns: Any
+        maxConnections: int
+        peer: Any
+        http_status_line: str
+        http_headers: dict[str, str]
+        http_request_uri: str
+        http_request_path: str
+        http_request_params: dict[str, list[str]]
+        http_request_host: str
+        websocket_version: int
+        websocket_protocols: list[str]
+        websocket_origin: str
+        websocket_extensions: list[Any]
+        _wskey: str
+
+        def _parseExtensionsHeader(self, header: str) -> list[Any]: ...
+
+        def onConnect(self, request: Any) -> Any: ...
+
+        def failHandshake(self, reason: str, code: int = 400) -> None: ...
+
+        def succeedHandshake(self, res: Any) -> None: ...
+
 else:
     _Protocol = object
+
+
+def _hasToken(value: str | None, token: str) -> bool:
+    return value is not None and any(part.strip().lower() == token for part in value.split(","))
+
+
+class ParsedHandshake:
+    """What Autobahn's ``processHandshake`` finds in an opening handshake it accepts."""
+
+    __slots__ = (
+        "uri", "headers", "host", "path", "params", "version", "origin", "protocols",
+        "extensions", "key",
+    )
+
+    def __init__(
+        self, uri: str, headers: dict[str, str], host: str, path: str,
+        params: dict[str, list[str]], version: int, origin: str, protocols: list[str],
+        extensions: list[Any], key: str,
+    ) -> None:
+        self.uri = uri
+        self.headers = headers
+        self.host = host
+        self.path = path
+        self.params = params
+        self.version = version
+        self.origin = origin
+        self.protocols = protocols
+        self.extensions = extensions
+        self.key = key
 
 
 class FastMessages(_Protocol):
@@ -278,6 +344,162 @@ class FastMessages(_Protocol):
             # A close frame would wait behind everything the client has not read: abort, which
             # frees the queued bytes now.
             self.dropConnection(abort=True)
+
+    # -- the opening handshake, already parsed by twisted.web ---------------------------------
+
+    def checkParsedHandshake(
+        self, method: bytes, uri: bytes, rawHeaders: Iterable[tuple[bytes, Sequence[bytes]]]
+    ) -> "ParsedHandshake | None":
+        """An upgrade request that twisted.web has parsed, read and checked as Autobahn's
+        ``processHandshake`` reads and checks the bytes ``WebSocketResource`` gives it (the request
+        line ``METHOD URI HTTP/1.1`` and one line per header name, its values joined by commas).
+
+        Returns what ``processHandshake`` would have found, or ``None`` for any request it would
+        refuse, answer otherwise, or that this reading is not sure about: such a request goes to
+        Autobahn as bytes, as before, and gets Autobahn's exact answer. Reads only the protocol's
+        options and its factory, so it may be called before ``makeConnection``."""
+        if method != b"GET" or not uri.startswith(b"/") or not _TARGET.match(uri.decode("iso-8859-1")):
+            return None
+        headers: dict[str, str] = {}
+        for rawName, values in rawHeaders:
+            name = rawName.decode("iso-8859-1")
+            if not _FIELD_NAME.match(name):
+                return None
+            value = b",".join(values).decode("iso-8859-1").strip(" \t")
+            if _FIELD_VALUE_INVALID.search(value):
+                return None
+            name = name.lower()
+            if name in headers:
+                return None  # two lines for one name: Autobahn counts them; let it decide
+            headers[name] = value
+        factory = self.factory
+        if "x-forwarded-for" in headers and self.trustXForwardedFor:
+            return None
+        host = headers.get("host")
+        if host is None:
+            return None
+        host = host.strip()
+        if ":" in host and not host.endswith("]"):
+            hostName, port = host.rsplit(":", 1)
+            try:
+                number = int(str(port.strip()))
+            except ValueError:
+                return None
+            if factory.externalPort and number != factory.externalPort:
+                return None
+            host = hostName
+        if not _hasToken(headers.get("upgrade"), "websocket") or not _hasToken(
+            headers.get("connection"), "upgrade"
+        ):
+            return None
+        try:
+            version = int(headers["sec-websocket-version"])
+        except (KeyError, ValueError):
+            return None
+        if version not in self.versions:
+            return None
+        offered = headers.get("sec-websocket-protocol")
+        protocols = [str(x.strip()) for x in offered.split(",")] if offered is not None else []
+        if len(set(protocols)) != len(protocols):
+            return None
+        origin = headers.get("origin" if version >= 13 else "sec-websocket-origin")
+        if origin is not None:
+            origin = origin.strip()
+            try:
+                originTuple = _url_to_origin(origin)
+                allowed = (originTuple == "null" and factory.allowNullOrigin) or _is_same_origin(
+                    originTuple,
+                    "https" if factory.isSecure else "http",
+                    factory.externalPort or factory.port,
+                    self.allowedOriginsPatterns,
+                )
+            except Exception:
+                return None
+            if not allowed:
+                return None
+        key = headers.get("sec-websocket-key")
+        if key is None:
+            return None
+        key = key.strip()
+        if not _KEY.match(key):
+            return None
+        extensions: list[Any] = []
+        offeredExtensions = headers.get("sec-websocket-extensions")
+        if offeredExtensions is not None:
+            try:
+                extensions = self._parseExtensionsHeader(offeredExtensions)
+            except Exception:
+                return None
+        # processHandshake runs after the connection was counted (in _connectionMade)
+        if self.maxConnections > 0 and factory.countConnections + 1 > self.maxConnections:
+            return None
+        text = uri.decode("iso-8859-1")
+        try:
+            _scheme, _netloc, path, _params, query, fragment = parse.urlparse(text)
+            params = parse.parse_qs(query)
+        except Exception:
+            return None
+        if fragment:
+            return None
+        return ParsedHandshake(
+            text, headers, host, path, params, version, origin or "", protocols, extensions, key
+        )
+
+    def expectParsedHandshake(self) -> None:
+        """The handshake is complete and checked before the connection is made
+        (``checkParsedHandshake``): no opening-handshake timer is needed, since ``openParsed``
+        follows ``makeConnection`` at once."""
+        setattr(self, "openHandshakeTimeout", 0)
+
+    def openParsed(self, handshake: "ParsedHandshake", rest: bytes) -> None:
+        """What ``processHandshake`` does once it has read and checked the request: the
+        protocol's ``onConnect``, then Autobahn's ``succeedHandshake`` (or ``failHandshake`` if
+        ``onConnect`` refuses). ``rest`` is what the client sent after the request's headers."""
+        self.http_status_line = f"GET {handshake.uri} HTTP/1.1"
+        self.http_headers = handshake.headers
+        self.http_request_uri = handshake.uri
+        self.http_request_path = handshake.path
+        self.http_request_params = handshake.params
+        self.http_request_host = handshake.host
+        self.websocket_version = handshake.version
+        self.websocket_protocols = handshake.protocols
+        self.websocket_origin = handshake.origin
+        self.websocket_extensions = handshake.extensions
+        self.data = rest
+        self._wskey = handshake.key
+        request = ConnectionRequest(
+            self.peer,
+            handshake.headers,
+            handshake.host,
+            handshake.path,
+            handshake.params,
+            handshake.version,
+            handshake.origin,
+            handshake.protocols,
+            handshake.extensions,
+        )
+        try:
+            result = self.onConnect(request)
+        except Exception:
+            self._refusedByOnConnect(Failure())
+            return
+        if isinstance(result, Deferred) or inspect.isawaitable(result):
+            # An onConnect that answers later, as processHandshake allows (txaio.as_future).
+            later: Deferred[Any] = ensureDeferred(result)  # type: ignore[arg-type]
+            later.addCallbacks(self.succeedHandshake, self._refusedByOnConnect)
+            return
+        self.succeedHandshake(result)
+
+    def _refusedByOnConnect(self, failure: Failure) -> None:
+        # processHandshake's errback: a ConnectionDeny is the application's refusal; anything
+        # else is user code that needs fixing, answered with 500.
+        error = failure.value
+        if isinstance(error, ConnectionDeny):
+            self.failHandshake(str(error.reason), error.code)
+            return
+        self.log.warn("Unexpected exception in onConnect ['{err.value}']", err=failure)
+        self.log.warn("{tb}", tb=failure.getTraceback())
+        self.failHandshake(f"Internal server error: {error}", ConnectionDeny.INTERNAL_SERVER_ERROR)
 
     # -- Autobahn's per-connection methods, without the eagerly formatted debug lines ------------
 
