@@ -17,12 +17,15 @@ def measure(child: str, kind: str, count: int) -> float:
 
     ``kind@DIR`` runs ``kind`` with dotwist imported from the checkout ``DIR`` instead (another
     worktree, say the tree before a change), so both can be measured interleaved in one run."""
-    env = None
+    env = cwd = None
     if "@" in kind:
         kind, tree = kind.split("@", 1)
-        env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+        # ``python -c`` puts the working directory first on sys.path, before PYTHONPATH.
+        cwd = os.path.abspath(tree)
+        env = {**os.environ, "PYTHONPATH": cwd}
     output = subprocess.run(
-        [sys.executable, "-c", child, kind, str(count)], check=True, capture_output=True, text=True, env=env
+        [sys.executable, "-c", child, kind, str(count)], check=True, capture_output=True, text=True,
+        env=env, cwd=cwd,
     )
     return float(output.stdout.strip())
 

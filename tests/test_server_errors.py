@@ -197,3 +197,31 @@ def test_cf_connecting_ip_is_the_peer_whatever_the_client_sent():
     site, _ = makeSite(makeRuntime(App(Echoes), clock=clock), reactor=clock)
     assert send(site, clock, get("/"))[2] == b"127.0.0.1"
     assert send(site, clock, get("/", "CF-Connecting-IP: 10.9.8.7"))[2] == b"127.0.0.1"
+
+
+def test_client_leaving_before_the_answer_cancels_the_worker_call(logged):
+    """A client that goes away while the Worker is still working: the Worker's call is cancelled
+    (the request is no longer in flight), nothing is written or logged as an error, and the site
+    keeps serving."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    site, runtime, clock = serve()
+    _, _, _, transport = send(site, clock, get("/block"))
+    front = site.front
+    assert front.inFlight == 1 and transport.value() == b""
+    transport.protocol.connectionLost(Failure(ConnectionDone()))
+    clock.advance(0)
+    assert front.inFlight == 0
+    assert transport.value() == b""
+    assert not [e for e in logged if e.get("log_level") is not None and e["log_level"].name in ("error", "critical")]
+    assert send(site, clock, get("/fine"))[0] == 200
+
+
+def test_percent_encoded_path_that_is_not_utf8_is_400():
+    """A path whose percent-encoded bytes are not UTF-8 is refused with 400, as it was when a
+    Klein route served the site."""
+    site, _, clock = serve()
+    status, _, body, _ = send(site, clock, get("/%FF"))
+    assert (status, body) == (400, b"Non-UTF-8 encoding in URL.")
+    assert send(site, clock, get("/%C3%A9"))[:3:2] == (200, b"ok 0")
