@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections import deque
 from collections.abc import Iterable, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib import parse
 
 from autobahn.util import _is_tls_error, _maybe_tls_reason
-from autobahn.websocket.protocol import WebSocketProtocol, _is_same_origin, _url_to_origin
+from autobahn.websocket.protocol import (
+    TrafficStats,
+    WebSocketProtocol,
+    _is_same_origin,
+    _url_to_origin,
+)
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from autobahn.websocket.utf8validator import Utf8Validator
 from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IPushProducer
@@ -36,6 +44,14 @@ from twisted.python.failure import Failure
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 _STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 _STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
+
+# Set by the opening handshake (Autobahn's or ``FastMessages.openParsed``) and read by nothing after.
+_HANDSHAKE_ONLY = (
+    "http_headers", "http_request_params", "http_status_line", "http_request_uri",
+    "http_request_path", "http_request_host", "http_request_data", "http_response_data",
+    "websocket_origin", "websocket_protocols", "websocket_extensions", "_wskey",
+    "openHandshakeTimeout",
+)
 
 # What Autobahn's handshake parser (``parseHttpHeader``, ``processHandshake``) accepts.
 _FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -90,6 +106,12 @@ if TYPE_CHECKING:  # pragma: no cover
         def dropConnection(self, abort: bool = False) -> None: ...
 
         trustXForwardedFor: int
+        CONFIG_ATTRS: Any
+        trackTimings: bool
+        openHandshakeTimeout: float
+
+        def onOpenHandshakeTimeout(self) -> None: ...
+
         versions: Any
         allowedOriginsPatterns: Any
         maxConnections: int
@@ -506,6 +528,8 @@ class FastMessages(_Protocol):
     def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None:
         """Autobahn's ``sendData``: the common case (write now) without its debug line."""
         if sync or chopsize or self.send_queue or self.logOctets:
+            if type(self.send_queue) is not deque:
+                self.send_queue = deque()  # Autobahn queues what it sends synchronously or chopped
             super().sendData(data, sync, chopsize)  # type: ignore[safe-super]
             return
         behind = self.behind
@@ -518,11 +542,79 @@ class FastMessages(_Protocol):
         elif state == _STATE_CONNECTING:
             self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
 
+    # What Autobahn's ``_connectionMade`` sets on every connection to a value that does not depend
+    # on the connection: here they are class attributes, which the instance's own assignments
+    # (Autobahn's, when something happens) shadow. Left on each instance, they took a connection's
+    # attribute dict past the 30 keys that Python keeps compactly, to about 2 KiB per socket.
+    _perMessageCompress: Any = None
+    trackedTimings: Any = None
+    send_state = WebSocketProtocol.SEND_STATE_GROUND
+    # A send queue is made when something is first queued (``sendData``); an empty deque is 760 bytes.
+    send_queue: Any = ()
+    triggered = False
+    wasMaxFramePayloadSizeExceeded = False
+    wasMaxMessagePayloadSizeExceeded = False
+    closedByMe = False
+    failedByMe = False
+    droppedByMe = False
+    wasClean = False
+    wasNotCleanReason: Any = None
+    wasServerConnectionDropTimeout = False
+    wasOpenHandshakeTimeout = False
+    wasCloseHandshakeTimeout = False
+    wasServingFlashSocketPolicyFile = False
+    localCloseCode: Any = None
+    localCloseReason: Any = None
+    remoteCloseCode: Any = None
+    remoteCloseReason: Any = None
+    openHandshakeTimeoutCall: Any = None
+    closeHandshakeTimeoutCall: Any = None
+    autoPingTimeoutCall: Any = None
+    autoPingPending: Any = None
+    autoPingPendingCall: Any = None
+    autoPingPendingSeq = 0
+    autoPingPendingSent: Any = None
+    websocket_protocol_in_use: Any = None
+    inside_message = False
+    current_frame: Any = None
+    # The opening handshake's request, forgotten once the connection is open (``forgetHandshake``).
+    http_headers: Any = MappingProxyType({})
+    http_request_params: Any = MappingProxyType({})
+    http_status_line = ""
+    http_request_uri = ""
+    http_request_path = ""
+    http_request_host = ""
+    http_response_data = ""
+    websocket_origin = ""
+    websocket_protocols: Any = ()
+    websocket_extensions: Any = ()
+
     def _connectionMade(self) -> None:
-        # WebSocketServerProtocol._connectionMade, without its debug line.
-        WebSocketProtocol._connectionMade(self)  # type: ignore[arg-type]  # a WebSocketProtocol at run time
+        # WebSocketServerProtocol._connectionMade (WebSocketProtocol's, then the count) without
+        # its debug lines, setting on the instance only what differs per connection (the rest is
+        # the class attributes above). A protocol that copies options from its factory
+        # (CONFIG_ATTRS) or tracks timings gets Autobahn's own.
+        if self.CONFIG_ATTRS or self.trackTimings:
+            WebSocketProtocol._connectionMade(self)  # type: ignore[arg-type]  # a WebSocketProtocol at run time
+        else:
+            self.trafficStats = TrafficStats()
+            self.state = _STATE_CONNECTING
+            self.data = b""
+            self.utf8validator = Utf8Validator()
+            if self.openHandshakeTimeout > 0:
+                self.openHandshakeTimeoutCall = self.factory._batched_timer.call_later(
+                    self.openHandshakeTimeout, self.onOpenHandshakeTimeout
+                )
         self.factory.countConnections += 1
         self.registerAsProducer()
+
+    def forgetHandshake(self) -> None:
+        """The connection is open: let go of what only the opening handshake needed (the
+        request's headers and values, the response sent), about a kilobyte per socket. Reading
+        them afterwards gives empty values."""
+        attributes = self.__dict__
+        for name in _HANDSHAKE_ONLY:
+            attributes.pop(name, None)
 
     def _connectionLost(self, reason: Any) -> None:
         # WebSocketServerProtocol._connectionLost, without its debug line.

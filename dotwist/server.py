@@ -155,6 +155,10 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: 
         return (chosen, extra)
 
     def onOpen(self) -> None:
+        # The Worker's response and the handshake's values have served (onConnect): a socket that
+        # stays open, maybe hibernated for days, keeps neither.
+        self.__dict__.pop("response", None)
+        self.forgetHandshake()
         self.factory.connections.add(self)
         websocket.attach(self.clientEnd, self, self.earlyLimit, self.factory.sendLimit)
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from dotwist import App, DurableObject, Response, WebSocketPair, WorkerEntrypoint
 from dotwist.server import DotwistWebSocketProtocol, makeSite
 from dotwist.testing import makeRuntime
+from support import turns
 
 
 class Objects(DurableObject):
@@ -112,17 +114,16 @@ def serve(raw: bytes) -> tuple[bytes, Any, bool]:
     return transport.value(), protocol, transport.disconnecting
 
 
-STATE = (
-    "state", "http_headers", "http_request_uri", "http_request_path", "http_request_params",
-    "http_request_host", "websocket_version", "websocket_protocols", "websocket_origin",
-    "websocket_extensions", "websocket_protocol_in_use", "peer", "data", "wasNotCleanReason",
-)
+STATE = ("state", "websocket_version", "websocket_protocol_in_use", "peer", "data", "wasNotCleanReason")
+REQUEST = ("peer", "headers", "host", "path", "params", "version", "origin", "protocols", "extensions")
 
 
-def snapshot(protocol: Any) -> dict[str, Any]:
-    if protocol is None:
-        return {}
-    return {name: repr(getattr(protocol, name, "unset")) for name in STATE}
+def snapshot(protocol: Any, seen: list[Any]) -> dict[str, Any]:
+    """The protocol's state, and what its onConnect was given (the handshake's values, which the
+    protocol lets go of once the connection is open)."""
+    state = {} if protocol is None else {name: repr(getattr(protocol, name, "unset")) for name in STATE}
+    state["onConnect"] = [{name: repr(getattr(request, name)) for name in REQUEST} for request in seen]
+    return state
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -132,21 +133,72 @@ def test_the_parsed_handshake_answers_as_autobahn_does(name: str, monkeypatch: p
     protocol state, the same close."""
     raw = CASES[name]
     opened: list[bool] = []
-    original = DotwistWebSocketProtocol.openParsed
+    seen: list[Any] = []
+    openParsed = DotwistWebSocketProtocol.openParsed
+    onConnect = DotwistWebSocketProtocol.onConnect
 
     def counted(self: Any, *args: Any) -> None:
         opened.append(True)
-        original(self, *args)
+        openParsed(self, *args)
+
+    def recorded(self: Any, request: Any) -> Any:
+        seen.append(request)
+        return onConnect(self, request)
 
     monkeypatch.setattr(DotwistWebSocketProtocol, "openParsed", counted)
+    monkeypatch.setattr(DotwistWebSocketProtocol, "onConnect", recorded)
     fast = serve(raw)
+    fastState = snapshot(fast[1], seen)
+    seen.clear()
     monkeypatch.setattr(DotwistWebSocketProtocol, "checkParsedHandshake", lambda self, *a: None)
     stock = serve(raw)
     assert fast[0] == stock[0]
-    assert snapshot(fast[1]) == snapshot(stock[1])
+    assert fastState == snapshot(stock[1], seen)
     assert fast[2] == stock[2]
     if name in ("plain", "with frames", "query", "subprotocols", "origin", "deflate offer"):
         # The common requests do take the parsed way (what the test is about).
         assert opened and fast[0].startswith(b"HTTP/1.1 101 ")
     if name == "with frames":
         assert b"\x81\x02hi" in fast[0]
+
+
+def test_an_open_socket_keeps_nothing_of_its_handshake() -> None:
+    """Once open, the protocol has let go of the Worker's response and of the handshake's
+    request values (they read as empty), and holds no send queue until something is queued."""
+    out, protocol, _ = serve(CASES["subprotocols"])
+    assert out.startswith(b"HTTP/1.1 101 ")
+    kept = vars(protocol)
+    for name in ("response", "http_headers", "http_request_params", "http_response_data", "_wskey"):
+        assert name not in kept, name
+    assert dict(protocol.http_headers) == {} and protocol.http_request_path == ""
+    assert protocol.send_queue == () and protocol.websocket_protocol_in_use == "superchat"
+    # A message still echoes on it.
+    protocol.dataReceived(FRAMES[:8])
+    assert protocol.transport.value().endswith(b"\x81\x02hi")
+
+
+@pytest_twisted.ensureDeferred
+async def test_data_sent_chopped_is_queued_and_written_in_order() -> None:
+    """Autobahn's chopped sends (``sendData(chopsize=...)``, which queue, and write the rest on
+    later reactor turns) still work on a protocol that starts without a send queue: every chunk is
+    written, in order."""
+    clock = MemoryReactorClock()
+    runtime = makeRuntime(App(Worker, durableObjects={"NS": Objects}), clock=clock)
+    site, factory = makeSite(runtime, reactor=clock)
+    factory.startFactory()
+    transport = Transport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 8080), peerAddress=IPv4Address("TCP", "127.0.0.1", 40000)
+    )
+    channel = site.buildProtocol(transport.getPeer())
+    transport.protocol = channel
+    channel.makeConnection(transport)
+    channel.dataReceived(CASES["plain"])
+    protocol = transport.protocol
+    transport.clear()
+    protocol.sendData(b"abcdefghij", chopsize=3)
+    assert transport.value() == b"abc" and len(protocol.send_queue) == 3
+    for _ in range(1000):  # Autobahn writes a chunk per turn of the real reactor
+        if not protocol.send_queue and not protocol.triggered:
+            break
+        await turns(1)
+    assert transport.value() == b"abcdefghij"
