@@ -132,7 +132,7 @@ SERVERS = {
 BENCH_PYTHON = sys.executable
 NODE_WS = HERE / "peers" / "node" / "ws_echo.js"
 NODE_WS_MODULE = HERE / "peers" / "node" / "node_modules" / "ws" / "package.json"
-PEER_FIGURES = {"echo_1", "echo_100", "echo_1000", "churn_50", "idle_rss", "http_10"}
+PEER_FIGURES = {"echo_1", "echo_100", "echo_1000", "churn_50", "idle_rss", "http_10", "http_close_10"}
 
 
 def _bench(script, *args):
@@ -211,6 +211,14 @@ FIGURES = [
     {"id": "churn_50", "kind": "churn", "conns": 50, "title": "churn, 50 in parallel", "unit": "conn/s"},
     {"id": "idle_rss", "kind": "idle", "conns": 5000, "title": "RSS per idle socket", "unit": "KiB/socket"},
     {"id": "http_10", "kind": "http", "conns": 10, "title": "HTTP GET keep-alive, 10 conns", "unit": "req/s"},
+    {
+        "id": "http_close_10",
+        "kind": "http",
+        "conns": 10,
+        "close": True,
+        "title": "HTTP GET, a connection per request, 10 in parallel",
+        "unit": "req/s",
+    },
 ]
 PRIMARY = {"echo": "rate", "churn": "rate", "http": "rate", "idle": "kib_per_socket"}
 
@@ -431,6 +439,8 @@ def run_figure(name, spec, fig, cfg, rep):
                 extra += ["--binary"]
             if fig.get("size"):
                 extra += ["--size", str(fig["size"])]
+            if fig.get("close"):
+                extra += ["--close"]
             argv = wsload_argv(fig["kind"], server.port, path, fig["conns"], cfg, server.pid, extra)
             res = run_wsload(argv, timeout=cfg.connect_timeout + cfg.warmup + cfg.duration + 40)
             if "rate" in res and res.get("count", 0) == 0:

@@ -83,6 +83,7 @@ static int nconns = 1;
 static double warmup_s = 2.0, duration_s = 5.0;
 static size_t msg_size = 32;
 static int binary = 0;
+static int http_close = 0; /* http: one request per connection (Connection: close) */
 static int ramp = 50;
 static double connect_timeout_s = 60.0;
 static double hold_s = 60.0;
@@ -568,6 +569,7 @@ static long http_complete(conn *c, int *close_after, int *status) {
     const char *v;
     *close_after = 0;
     if ((v = find_header(b, hl, "Connection")) && strncasecmp(v, "close", 5) == 0) *close_after = 1;
+    if (http_close) *close_after = 1;
     if (strncmp(b, "HTTP/1.0", 8) == 0 &&
         !((v = find_header(b, hl, "Connection")) && strncasecmp(v, "keep-alive", 10) == 0))
         *close_after = 1;
@@ -793,7 +795,8 @@ static void usage(void) {
             "  --warmup S (2)  --duration S (5)  --size BYTES (32)  --binary\n"
             "  --ramp K (50: max handshakes in flight while connecting)\n"
             "  --connect-timeout S (60)  --hold S (60, idle)  --cycle-timeout S (5, churn)\n"
-            "  --pid PID (server pid, to report its CPU use in the measured window)\n");
+            "  --pid PID (server pid, to report its CPU use in the measured window)\n"
+            "  --close (http: send Connection: close, one request per connection)\n");
     exit(2);
 }
 
@@ -810,7 +813,7 @@ int main(int argc, char **argv) {
         {"host", 1, 0, 'h'}, {"port", 1, 0, 'p'}, {"path", 1, 0, 'P'}, {"conns", 1, 0, 'c'},
         {"warmup", 1, 0, 'w'}, {"duration", 1, 0, 'd'}, {"size", 1, 0, 's'}, {"binary", 0, 0, 'b'},
         {"ramp", 1, 0, 'r'}, {"connect-timeout", 1, 0, 'T'}, {"hold", 1, 0, 'H'},
-        {"cycle-timeout", 1, 0, 'C'}, {"pid", 1, 0, 'i'}, {0, 0, 0, 0}};
+        {"cycle-timeout", 1, 0, 'C'}, {"pid", 1, 0, 'i'}, {"close", 0, 0, 'k'}, {0, 0, 0, 0}};
     int o;
     optind = 2;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -828,6 +831,7 @@ int main(int argc, char **argv) {
         case 'H': hold_s = atof(optarg); break;
         case 'C': cycle_timeout_s = atof(optarg); break;
         case 'i': server_pid = atoi(optarg); break;
+        case 'k': http_close = 1; break;
         default: usage();
         }
     }
@@ -873,7 +877,8 @@ int main(int argc, char **argv) {
                                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                                  path, host, port);
     http_req = malloc(strlen(path) + strlen(host) + 256);
-    http_req_len = (size_t)sprintf(http_req, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, host, port);
+    http_req_len = (size_t)sprintf(http_req, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", path, host, port,
+                                   http_close ? "Connection: close\r\n" : "");
 
     conns = calloc((size_t)nconns, sizeof *conns);
     for (int i = 0; i < nconns; i++) {
