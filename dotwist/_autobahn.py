@@ -144,6 +144,25 @@ def _hasToken(value: str | None, token: str) -> bool:
     return value is not None and any(part.strip().lower() == token for part in value.split(","))
 
 
+class _MadeOnFirstUse:
+    """A class attribute standing for a per-connection object that is made, and stored on the
+    instance (which then shadows this), the first time it is read."""
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = self.make()
+        instance.__dict__[self.name] = value
+        return value
+
+
 class ParsedHandshake:
     """What Autobahn's ``processHandshake`` finds in an opening handshake it accepts."""
 
@@ -551,6 +570,10 @@ class FastMessages(_Protocol):
     send_state = WebSocketProtocol.SEND_STATE_GROUND
     # A send queue is made when something is first queued (``sendData``); an empty deque is 760 bytes.
     send_queue: Any = ()
+    # Made when Autobahn first uses them: whole frames (FastMessages) need neither, so a socket
+    # that only ever exchanged those never has them (about 0.3 KiB).
+    trafficStats: Any = _MadeOnFirstUse(TrafficStats)
+    utf8validator: Any = _MadeOnFirstUse(Utf8Validator)
     triggered = False
     wasMaxFramePayloadSizeExceeded = False
     wasMaxMessagePayloadSizeExceeded = False
@@ -597,10 +620,9 @@ class FastMessages(_Protocol):
         if self.CONFIG_ATTRS or self.trackTimings:
             WebSocketProtocol._connectionMade(self)  # type: ignore[arg-type]  # a WebSocketProtocol at run time
         else:
-            self.trafficStats = TrafficStats()
+            # (trafficStats and utf8validator are made on first use: see the class attributes)
             self.state = _STATE_CONNECTING
             self.data = b""
-            self.utf8validator = Utf8Validator()
             if self.openHandshakeTimeout > 0:
                 self.openHandshakeTimeoutCall = self.factory._batched_timer.call_later(
                     self.openHandshakeTimeout, self.onOpenHandshakeTimeout
