@@ -179,6 +179,16 @@ class SqliteObjectStore(BaseObjectStore):
         self._knownSize: int | None = None
         self._putSince = 0
 
+    def _reattach(self, conn: sqlite3.Connection, engine: SqlEngine, changed: bool) -> None:
+        """The backend opened this store's database again: use ``conn`` and ``engine``.
+        ``changed``: the file was written by someone else while it was closed."""
+        engine.onTransactionLost = self._transactionLost
+        if changed:
+            self._cache.changedEverything()
+        self._conn = conn
+        self._engine = engine
+        self._knownSize = None
+
     def _reserve(self, growth: int) -> None:
         """Refuse a key-value write of about ``growth`` bytes that could fill the database."""
         limit = self.limits.maxDatabaseSize
@@ -643,12 +653,7 @@ class SqliteBackend(StorageBackend):
         except BaseException:
             conn.close()
             raise
-        engine.onTransactionLost = store._transactionLost
-        if changed:
-            store._cache.changedEverything()  # written by someone else while unlocked
-        store._conn = conn
-        store._engine = engine
-        store._knownSize = None
+        store._reattach(conn, engine, changed)
         self._awake[(store.namespace, store.objectId)] = store
         self.reopened += 1
         return engine
