@@ -29,6 +29,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, cast
 
+from ..datadir import fsyncDirectory
 from ._base import BaseObjectStore
 from ._cache import (
     DEFAULT_CACHE_BYTES,
@@ -676,7 +677,7 @@ class SqliteBackend(StorageBackend):
                 os.mkdir(d)
             except FileExistsError:
                 continue
-            _fsyncDir(os.path.dirname(d))
+            fsyncDirectory(os.path.dirname(d))
 
     def _connect(self, path: str, namespace: str, objectId: str) -> sqlite3.Connection:
         try:
@@ -849,15 +850,4 @@ def _raiseIfOutOfDescriptors(e: sqlite3.Error, namespace: str, objectId: str, pa
         ) from None
 
 
-def _fsyncDir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - e.g. platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
