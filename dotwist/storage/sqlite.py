@@ -424,6 +424,13 @@ class SqliteObjectStore(BaseObjectStore):
         finally:
             target.close()
 
+    def runOwnStatement(self, sql: str) -> sqlite3.Cursor:
+        """Run one of dotwist's own statements (a pragma, a checkpoint) on this store's
+        connection, between transactions; never user SQL (the authorizer lets it through)."""
+        self._check()
+        self._wakeUp()
+        return self._engine.trusted(trustedSql(sql))
+
     # -- lifetime -----------------------------------------------------------------------------
 
     def _isEmpty(self) -> bool:
@@ -492,6 +499,11 @@ class SqliteBackend(StorageBackend):
     2,048 by default, and never more than a quarter of the process's open-file limit, read again
     at each opening, so that databases use at most half the descriptors and sockets keep the rest).
     """
+
+    #: The class of the object stores ``open`` makes (a subclass may ship commits elsewhere).
+    storeClass: type[SqliteObjectStore] = SqliteObjectStore
+    #: Statements run on each database connection after dotwist's own settings (a subclass's).
+    connectionPragmas: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -582,7 +594,7 @@ class SqliteBackend(StorageBackend):
             except BaseException:
                 conn.close()
                 raise
-        store = SqliteObjectStore(self, namespace, objectId, conn, engine, path)
+        store = self.storeClass(self, namespace, objectId, conn, engine, path)
         self._open[key] = store
         if path is not None:
             self._awake[key] = store
@@ -709,6 +721,8 @@ class SqliteBackend(StorageBackend):
                     )
                 run("PRAGMA synchronous = FULL")
                 run(f"PRAGMA journal_size_limit = {int(self.journalSizeLimit)}")
+                for pragma in self.connectionPragmas:
+                    run(pragma)
             run("PRAGMA foreign_keys = ON")
             run("PRAGMA trusted_schema = OFF")
             if self.cacheSizeKiB is not None:
