@@ -8,7 +8,13 @@ multi-process placement lands behind this interface without changing the registr
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from twisted.internet.defer import Deferred
+
+    from .ids import DurableObjectId
+    from .registry import Namespace
 
 
 class Placement(Protocol):
@@ -24,3 +30,24 @@ class LocalPlacement:
 
     def isLocal(self, namespace: str, objectId: str) -> bool:
         return True
+
+
+class Router(Protocol):
+    """Sends calls to objects that may live in another process (``ObjectRegistry.router``).
+
+    Set only in a multi-process deployment (``dotwist.cluster``): a stub's call then goes to
+    ``send`` instead of straight to the local registry. ``method(instance, *args)`` is the call
+    as the local path would run it (``stubs.callFetch`` with a ``Request``, or ``rpc.invoke``
+    with a name and a payload), so a router can run it locally or describe it as data.
+    """
+
+    def send(
+        self,
+        namespace: "Namespace",
+        objectId: "DurableObjectId",
+        method: Callable[..., Any],
+        args: tuple[Any, ...],
+        size: int,
+    ) -> "Deferred[Any]":
+        """Fires with the call's outcome, wherever the object runs."""
+        ...

@@ -31,7 +31,7 @@ from .ids import DEFAULT_SECRET, DurableObjectId, IdMinter
 from .lifecycle import ObjectLifecycle, idleDelay, leaveAs, pinned
 from .names import MemoryNameIndex, NameIndex
 from .objects import Actor
-from .placement import LocalPlacement, Placement
+from .placement import LocalPlacement, Placement, Router
 from .stats import NamespaceStats
 from .storage.interface import StorageBackend
 
@@ -79,6 +79,9 @@ class ObjectRegistry:
         self.clock = clock
         self.limits = limits
         self.placement: Placement = placement or LocalPlacement()
+        #: Where stubs send their calls when objects may live in other processes (a cluster);
+        #: None: straight to this registry.
+        self.router: Optional[Router] = None
         self.idSecret = idSecret
         self.namespaces: dict[str, Namespace] = {}
         self.env: Any = None

@@ -87,6 +87,27 @@ class Options(usage.Options):
          "unless interface= says otherwise). The admin endpoint serves them at /metrics anyway."],
         ["log-format", None, "text",
          "text (twistd's lines) or json (one JSON object per line, every field of every event)."],
+        ["cluster", None, None,
+         "Run as a node of a cluster whose coordination is in this PostgreSQL database (a libpq "
+         "connection string or postgresql:// URL; see docs/cluster.md). Needs dotwist[cluster]."],
+        ["node-id", None, None,
+         "With --cluster: this node's id, unique in the cluster (default: host name and process id)."],
+        ["node-listen", None, "tcp:0:interface=127.0.0.1",
+         "With --cluster: the endpoint of the node's internal channel, which other nodes call."],
+        ["advertise", None, None,
+         "With --cluster: host:port at which other nodes reach the internal channel (default: "
+         "the --node-listen interface and the port bound)."],
+        ["lease", None, "10",
+         "With --cluster: the node's lease in seconds; a node that dies loses its objects to the "
+         "others after about this long."],
+        ["cluster-schema", None, "dotwist",
+         "With --cluster: the PostgreSQL schema that holds the cluster's tables."],
+        ["workers", None, None,
+         "With --cluster: run N worker processes (each a node of the cluster) on the same --listen "
+         "TCP ports (SO_REUSEPORT), supervised by this one, to use N cores (docs/cluster.md)."],
+        ["cluster-secret", None, None,
+         "With --cluster: the secret nodes authenticate each other with (default "
+         "$DOTWIST_CLUSTER_SECRET, else one made and kept in the cluster's schema)."],
     ] + limitParameters()
     optFlags = [
         ["allow-missing-bindings", None, "With a Wrangler file: start without the bindings dotwist "
@@ -94,6 +115,7 @@ class Options(usage.Options):
          "attribute."],
         ["no-access-log", None, "Do not log a line per HTTP request (on by default)."],
         ["access-log", None, "Log a line per HTTP request (the default; kept for old command lines)."],
+        ["worker", None, "Set by --workers for its worker processes: listen with SO_REUSEPORT."],
         ["no-tuning", None, "Leave the reactor's event dispatch, the garbage collector and the "
          "open-file limit as Python and Twisted have them (see docs/operating.md)."],
     ]
@@ -160,6 +182,7 @@ class Options(usage.Options):
         )
         if self["storage"] not in ("sqlite", "memory"):
             raise usage.UsageError(f"--storage must be sqlite or memory, not {self['storage']!r}")
+        self._clusterOptions()
         secret = self["id-secret"] or os.environ.get("DOTWIST_ID_SECRET")
         self["idSecret"] = secret.encode("utf-8") if secret else DEFAULT_SECRET
         configPath = self["config"]
@@ -183,6 +206,55 @@ class Options(usage.Options):
         parent = getattr(self, "parent", None)
         self["twistdLogfile"] = parent.get("logfile") if parent is not None else None
         self["twistdForeground"] = bool(parent.get("nodaemon", True)) if parent is not None else True
+
+    def _clusterOptions(self) -> None:
+        if self["workers"] is not None:
+            try:
+                self["workers"] = int(self["workers"])
+                if not 1 <= self["workers"] <= 256:
+                    raise ValueError()
+            except ValueError:
+                raise usage.UsageError(f"--workers must be a whole number from 1 to 256, not {self['workers']!r}") from None
+            if self["cluster"] is None:
+                raise usage.UsageError("--workers needs --cluster (each worker is a node of the cluster)")
+            for description in self["listen"]:
+                if not description.strip().lower().startswith("tcp:"):
+                    raise usage.UsageError(f"--workers needs tcp:PORT listen endpoints, not {description!r}")
+                if description.split(":")[1] in ("0", "port=0"):
+                    raise usage.UsageError("--workers needs a fixed --listen port (not 0)")
+        if self["cluster"] is None:
+            for option in ("node-id", "advertise", "cluster-secret"):
+                if self[option] is not None:
+                    raise usage.UsageError(f"--{option} needs --cluster")
+            return
+        if self["storage"] != "sqlite":
+            raise usage.UsageError("--cluster keeps objects in SQLite files replicated to PostgreSQL: "
+                                   "it cannot be combined with --storage memory")
+        try:
+            import psycopg  # noqa: F401
+            import psycopg_pool  # noqa: F401
+        except ImportError:
+            raise usage.UsageError("--cluster needs psycopg 3 and psycopg_pool: pip install 'dotwist[cluster]'") from None
+        try:
+            lease = float(self["lease"])
+            if not 0.5 <= lease < math.inf:
+                raise ValueError()
+        except ValueError:
+            raise usage.UsageError(f"--lease must be a number of seconds, at least 0.5, not {self['lease']!r}") from None
+        self["leaseSeconds"] = lease
+        checkEndpoint(self["node-listen"], "--node-listen")
+        if self["advertise"] is not None:
+            host, sep, port = self["advertise"].rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise usage.UsageError(f"--advertise expects host:port, not {self['advertise']!r}")
+        import re
+
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self["cluster-schema"]):
+            raise usage.UsageError(
+                f"--cluster-schema must be a lowercase PostgreSQL name, not {self['cluster-schema']!r}"
+            )
+        if self["node-id"] is not None and not (0 < len(self["node-id"]) <= 256):
+            raise usage.UsageError("--node-id must be 1 to 256 characters")
 
     def _adminOptions(self) -> None:
         from .admin.http import adminEndpoint, readToken
@@ -406,8 +478,12 @@ class DotwistService(service.MultiService):
         dataDir: Optional[str] = None,
         handleSigterm: bool = False,
         logObserver: Any = None,
+        cluster: Any = None,
+        reusePort: bool = False,
     ) -> None:
         service.MultiService.__init__(self)
+        #: The cluster node (``dotwist.cluster.nodeservice.NodeService``), if this is one.
+        self.cluster = cluster
         from .metrics import RuntimeCollector, makeRegistry
         from .server import makeSite
 
@@ -421,11 +497,18 @@ class DotwistService(service.MultiService):
         self.handleSigterm = handleSigterm
         self.logObserver = logObserver
         self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
+        if cluster is not None:
+            cluster.webSockets = self.factory
         self.ports: list[ListeningPort] = []
         backlog = effectiveBacklog(runtime.limits.listenBacklog)
         for description in listen:
             description = withBacklog(description, backlog)
-            endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
+            if reusePort:
+                from .cluster.workers import reusePortEndpoint
+
+                endpoint = DirectWriteEndpoint(reusePortEndpoint(reactor, description))
+            else:
+                endpoint = DirectWriteEndpoint(serverFromString(reactor, description))
             port = ListeningPort(endpoint, self.site)
             service.MultiService.addService(self, port)
             self.ports.append(port)
@@ -483,12 +566,25 @@ class DotwistService(service.MultiService):
 
             tuneProcess(self.reactor)
         self.factory.startFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
+        if self.cluster is not None:
+            # From a timer: startup triggers run before the asyncio loop does, and the node's
+            # asyncio code needs the running loop.
+            self.reactor.callWhenRunning(self.reactor.callLater, 0, self._startCluster)
         self.runtime.start()
         service.MultiService.startService(self)
         for port in self.adminPorts:
             port.startService()
         if self.handleSigterm:
             self.reactor.callWhenRunning(self._installSigterm)
+
+    def _startCluster(self) -> None:
+        def failed(_: object) -> None:
+            _log.critical("The cluster node could not start; stopping")
+            if self.reactor.running:
+                self.reactor.stop()
+
+        self.cluster.start()
+        self.cluster.started.addErrback(failed)
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -569,7 +665,12 @@ class DotwistService(service.MultiService):
                     "{timeout:g} s; going on",
                     requests=left[0], objects=left[1], timeout=limits.drainTimeout,
                 )
-            return self.runtime.registry.flush()
+            flushed = self.runtime.registry.flush()
+            if self.cluster is not None:
+                # Committed: hand the objects over (release them, leave) before the sockets close.
+                flushed.addCallback(lambda _: self.cluster.handOff())
+                flushed.addErrback(lambda f: _log.failure("Handing the objects over failed", f))
+            return flushed
 
         stopped.addCallback(drained)
         sockets = len(self.factory.connections)
@@ -579,7 +680,10 @@ class DotwistService(service.MultiService):
 
         def close(result: object) -> Deferred[Any]:
             self.factory.stopFactory()  # type: ignore[no-untyped-call]  # Twisted's, unannotated
-            return self.runtime.close().addBoth(closeRest).addCallback(lambda _: result)
+            closed = self.runtime.close().addBoth(closeRest)
+            if self.cluster is not None:
+                closed.addBoth(lambda _: self.cluster.close())
+            return closed.addCallback(lambda _: result)
 
         def closeRest(result: object) -> Deferred[Any]:
             names = self.runtime.registry.names
@@ -608,8 +712,31 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
     config = options["wrangler"]
     # Migrations change the data directory, so they run before any storage is opened; a
     # MigrationError (a ConfigError) stops here with nothing started.
-    idKeys = migrateFor(config, options) if config is not None else None
-    storage, alarmIndex = makeStorage(options)
+    cluster = None
+    if options.get("cluster"):
+        from .cluster.nodeservice import NodeService
+
+        runtimeLimits = options["limits"]
+        cluster = NodeService(
+            options["cluster"],
+            nodeId=options["node-id"],
+            schema=options["cluster-schema"],
+            listen=options["node-listen"],
+            advertise=options["advertise"],
+            leaseSeconds=options["leaseSeconds"],
+            secret=options["cluster-secret"],
+            dataDir=options["data-dir"],
+            storageLimits=options.get("storageLimits"),
+            maxOpenDatabases=runtimeLimits.maxOpenDatabases if runtimeLimits is not None else None,
+            reactor=reactor,
+        )
+        # The cluster's data is in PostgreSQL: migrations are planned, not applied to files.
+        idKeys = clusterIdKeys(config) if config is not None else None
+        storage: StorageBackend = cluster.storage
+        alarmIndex: AlarmIndex = MemoryAlarmIndex()
+    else:
+        idKeys = migrateFor(config, options) if config is not None else None
+        storage, alarmIndex = makeStorage(options)
     runtime = Runtime(
         options["appObject"],
         reactor,
@@ -621,10 +748,12 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         idKeys=idKeys,
     )
     dataDir = None
+    if cluster is not None:
+        cluster.attach(runtime.registry)
     if options["storage"] == "sqlite":
         from .names import SqliteNameIndex
 
-        dataDir = options["data-dir"]
+        dataDir = options["data-dir"] if cluster is None else cluster.dataDir
         runtime.registry.names = SqliteNameIndex(
             os.path.join(dataDir, NAMES_FILE), schedule=lambda f: reactor.callLater(0, f)
         )
@@ -640,6 +769,8 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
         dataDir=dataDir,
         handleSigterm=True,
         logObserver=logObserverFor(options),
+        cluster=cluster,
+        reusePort=bool(options.get("worker")),
     )
     if config is not None and config.crons:
         from .scheduled import CronTriggers
@@ -668,6 +799,15 @@ def migrateFor(config: Any, options: Options) -> dict[str, str]:
         plan = migrateDataDir(options["data-dir"], config.migrations, config.boundClasses)
     else:
         plan = planMigrations(config.migrations, config.boundClasses, StoredState())
+    return {name: record.idKey for name, record in plan.classes.items()}
+
+
+def clusterIdKeys(config: Any) -> dict[str, str]:
+    """The ID key of each class of a Wrangler file's migrations, for a cluster node (planned
+    against no stored state: a cluster's objects are in PostgreSQL, not in a data directory)."""
+    from .migrations import StoredState, planMigrations
+
+    plan = planMigrations(config.migrations, config.boundClasses, StoredState())
     return {name: record.idKey for name, record in plan.classes.items()}
 
 

@@ -46,6 +46,9 @@ class DurableObjectStub:
         def send() -> Deferred[Any]:
             # The target is found when the call leaves: a call held at the caller's output gate
             # reaches the incarnation live then (a new one if the old left memory meanwhile).
+            router = namespace.registry.router
+            if router is not None:
+                return router.send(namespace, self.id, method, args, size)
             try:
                 target = namespace.registry.actorFor(namespace, self.id)
             except Exception:
@@ -69,7 +72,7 @@ class DurableObjectStub:
             request = input
         else:
             request = Request(input, init, **kwargs)
-        return self._send(_callFetch, request, size=len(request.body or b""))
+        return self._send(callFetch, request, size=len(request.body or b""))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -102,7 +105,8 @@ class _RpcMethod:
         return f"<RPC method {self._name} of {self._stub!r}>"
 
 
-def _callFetch(instance: Any, request: Request) -> Any:
+def callFetch(instance: Any, request: Request) -> Any:
+    """What ``stub.fetch`` runs in the object: its ``fetch(request)``."""
     fetch = getattr(instance, "fetch", None)
     if fetch is None:
         raise TypeError(
@@ -157,4 +161,4 @@ def namespaceOf(target: "DurableObjectStub | DurableObjectNamespace") -> "Namesp
     )
 
 
-__all__ = ["DurableObjectNamespace", "DurableObjectStub", "namespaceOf"]
+__all__ = ["DurableObjectNamespace", "DurableObjectStub", "callFetch", "namespaceOf"]

@@ -35,16 +35,21 @@ class Options(service.Options):
         service.Options.postOptions(self)
 
     def parseOptions(self, options: Optional[list[str]] = None) -> None:
+        #: The command line as given (``--workers`` starts its workers with it).
+        self["argv"] = list(options) if options is not None else []
         try:
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             raise SystemExit(f"twistd dotwist: {e}\n(see: twistd dotwist --help)") from None
 
 
-def makeService(options: service.Options, reactor: Any = None) -> DotwistService:
+def makeService(options: service.Options, reactor: Any = None) -> Any:
     """``service.makeService``, with the data directory locked now; a configuration that cannot
     start (a migration the data directory refuses, a directory another process serves) ends the
-    command with one line."""
+    command with one line. With ``--workers N``, the service that starts and supervises the N
+    worker processes (``dotwist.cluster.workers``)."""
+    if options.get("workers"):
+        return makeWorkers(options, reactor)
     try:
         built = service.makeService(options, reactor)
     except ConfigError as e:
@@ -55,6 +60,18 @@ def makeService(options: service.Options, reactor: Any = None) -> DotwistService
         except DataDirLocked as e:
             raise SystemExit(f"twistd dotwist: {e}") from None
     return built
+
+
+def makeWorkers(options: service.Options, reactor: Any = None) -> Any:
+    from .cluster.nodeservice import defaultNodeId
+    from .cluster.workers import WorkersService, installSigterm
+
+    workers = WorkersService(
+        options.get("argv") or [], options["workers"], options["node-id"] or defaultNodeId(), reactor
+    )
+    reactor = workers.reactor
+    reactor.callWhenRunning(installSigterm, reactor, reactor.stop)
+    return workers
 
 
 __all__ = ["DEFAULT_APP", "DEFAULT_LISTEN", "DotwistService", "Options", "makeApplication", "makeService"]

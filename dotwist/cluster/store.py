@@ -926,6 +926,39 @@ class CoordinationStore:
             None if alarm is None else int(alarm),
         )
 
+    # -- the cluster's shared secret ------------------------------------------------------------
+
+    async def sharedSecret(self) -> str:
+        """The secret nodes authenticate each other's calls with: made (random) by the first node
+        that asks, kept in the schema's ``secret`` table."""
+        import secrets
+
+        s = f'"{self.schema}"'
+        async with self._connection() as conn:
+            for attempt in range(5):
+                try:
+                    try:
+                        await conn.execute(
+                            f"CREATE TABLE IF NOT EXISTS {s}.secret (id integer PRIMARY KEY "
+                            "CHECK (id = 1), value text NOT NULL)"
+                        )
+                    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable,
+                            psycopg.errors.DuplicateObject):
+                        pass  # another node made it at the same moment
+                    await conn.execute(
+                        f"INSERT INTO {s}.secret (id, value) VALUES (1, %s) ON CONFLICT (id) DO NOTHING",
+                        (secrets.token_hex(32),),
+                    )
+                    cur = await conn.execute(f"SELECT value FROM {s}.secret WHERE id = 1")
+                    row = await cur.fetchone()
+                except psycopg.errors.UndefinedTable:
+                    continue  # made by another node, not committed yet: look again
+                except psycopg.OperationalError as e:
+                    raise CoordinationUnavailable(f"PostgreSQL failed: {e}") from None
+                if row is not None:
+                    return str(row[0])
+        raise ClusterError("could not read or make the cluster's shared secret")
+
     # -- alarms ---------------------------------------------------------------------------------
 
     async def dueAlarms(self, limit: int = 100, *, now: int | None = None) -> list[DueAlarm]:
@@ -948,6 +981,36 @@ class CoordinationStore:
 
     def __repr__(self) -> str:
         return f"<CoordinationStore schema={self.schema!r}>"
+
+
+class UnfencedStore(CoordinationStore):
+    """FOR TESTS ONLY: the store with its fences removed (a claim takes the row whoever holds
+    it, a commit ignores the epoch). ``tests/cluster`` runs its fault tests against it to prove
+    that they catch a missing fence; :func:`storeClass` returns it only when the environment
+    variable ``DOTWIST_TESTS_ONLY_UNFENCED`` is ``1``. Never set that variable in production:
+    two owners could then commit, and acknowledged writes be lost."""
+
+    CLAIM_SQL = """
+        INSERT INTO {s}.owner AS o (namespace, object_id, node_id, incarnation, epoch, log_seq)
+        VALUES (%(ns)s, %(oid)s, %(node)s, %(inc)s, 1, 0)
+        ON CONFLICT (namespace, object_id) DO UPDATE
+            SET node_id = EXCLUDED.node_id, incarnation = EXCLUDED.incarnation,
+                epoch = o.epoch + 1
+        RETURNING epoch, log_seq"""
+
+    COMMIT_SQL = CoordinationStore.COMMIT_SQL.replace(" AND epoch = %(epoch)s", "").replace(
+        "AND (%(after)s::bigint IS NULL OR log_seq = %(after)s::bigint)", ""
+    )
+
+
+def storeClass() -> type[CoordinationStore]:
+    """The store class a node uses: :class:`CoordinationStore`, or, for the fault tests' proof
+    only, :class:`UnfencedStore` (see there)."""
+    import os
+
+    if os.environ.get("DOTWIST_TESTS_ONLY_UNFENCED") == "1":
+        return UnfencedStore
+    return CoordinationStore
 
 
 def _checkName(what: str, value: object) -> None:

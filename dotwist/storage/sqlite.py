@@ -29,6 +29,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, cast
 
+from ..datadir import fsyncDirectory
 from ._base import BaseObjectStore
 from ._cache import (
     DEFAULT_CACHE_BYTES,
@@ -178,6 +179,16 @@ class SqliteObjectStore(BaseObjectStore):
         # SQLite roll back the whole batch, so key-value writes are refused a little earlier.
         self._knownSize: int | None = None
         self._putSince = 0
+
+    def _reattach(self, conn: sqlite3.Connection, engine: SqlEngine, changed: bool) -> None:
+        """The backend opened this store's database again: use ``conn`` and ``engine``.
+        ``changed``: the file was written by someone else while it was closed."""
+        engine.onTransactionLost = self._transactionLost
+        if changed:
+            self._cache.changedEverything()
+        self._conn = conn
+        self._engine = engine
+        self._knownSize = None
 
     def _reserve(self, growth: int) -> None:
         """Refuse a key-value write of about ``growth`` bytes that could fill the database."""
@@ -413,6 +424,13 @@ class SqliteObjectStore(BaseObjectStore):
         finally:
             target.close()
 
+    def runOwnStatement(self, sql: str) -> sqlite3.Cursor:
+        """Run one of dotwist's own statements (a pragma, a checkpoint) on this store's
+        connection, between transactions; never user SQL (the authorizer lets it through)."""
+        self._check()
+        self._wakeUp()
+        return self._engine.trusted(trustedSql(sql))
+
     # -- lifetime -----------------------------------------------------------------------------
 
     def _isEmpty(self) -> bool:
@@ -481,6 +499,11 @@ class SqliteBackend(StorageBackend):
     2,048 by default, and never more than a quarter of the process's open-file limit, read again
     at each opening, so that databases use at most half the descriptors and sockets keep the rest).
     """
+
+    #: The class of the object stores ``open`` makes (a subclass may ship commits elsewhere).
+    storeClass: type[SqliteObjectStore] = SqliteObjectStore
+    #: Statements run on each database connection after dotwist's own settings (a subclass's).
+    connectionPragmas: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -571,7 +594,7 @@ class SqliteBackend(StorageBackend):
             except BaseException:
                 conn.close()
                 raise
-        store = SqliteObjectStore(self, namespace, objectId, conn, engine, path)
+        store = self.storeClass(self, namespace, objectId, conn, engine, path)
         self._open[key] = store
         if path is not None:
             self._awake[key] = store
@@ -643,12 +666,7 @@ class SqliteBackend(StorageBackend):
         except BaseException:
             conn.close()
             raise
-        engine.onTransactionLost = store._transactionLost
-        if changed:
-            store._cache.changedEverything()  # written by someone else while unlocked
-        store._conn = conn
-        store._engine = engine
-        store._knownSize = None
+        store._reattach(conn, engine, changed)
         self._awake[(store.namespace, store.objectId)] = store
         self.reopened += 1
         return engine
@@ -671,7 +689,7 @@ class SqliteBackend(StorageBackend):
                 os.mkdir(d)
             except FileExistsError:
                 continue
-            _fsyncDir(os.path.dirname(d))
+            fsyncDirectory(os.path.dirname(d))
 
     def _connect(self, path: str, namespace: str, objectId: str) -> sqlite3.Connection:
         try:
@@ -703,6 +721,8 @@ class SqliteBackend(StorageBackend):
                     )
                 run("PRAGMA synchronous = FULL")
                 run(f"PRAGMA journal_size_limit = {int(self.journalSizeLimit)}")
+                for pragma in self.connectionPragmas:
+                    run(pragma)
             run("PRAGMA foreign_keys = ON")
             run("PRAGMA trusted_schema = OFF")
             if self.cacheSizeKiB is not None:
@@ -844,15 +864,4 @@ def _raiseIfOutOfDescriptors(e: sqlite3.Error, namespace: str, objectId: str, pa
         ) from None
 
 
-def _fsyncDir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - e.g. platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 

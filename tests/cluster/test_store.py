@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from clustersupport import Pg, asyncioTest
+from clustersupport import Pg, asyncioTest, opened
 
 from dotwist.cluster.errors import (
     Fenced,
@@ -429,3 +429,14 @@ def test_unreachableDatabaseIsReported() -> None:
         raise AssertionError("open() succeeded against a closed port")
 
     return asDeferred(work())  # type: ignore[return-value]
+
+
+@asyncioTest
+async def test_the_shared_secret_is_made_once_whoever_asks_first(pg: Pg) -> None:
+    """Eight stores asking for the cluster's secret at the same moment on a new schema all get
+    the same one, and asking again gives it again."""
+    stores = [CoordinationStore(pg.conninfo, schema=pg.schema) for _ in range(8)]
+    async with opened(*stores):
+        secrets = await asyncio.gather(*(s.sharedSecret() for s in stores))
+        assert len(set(secrets)) == 1 and len(secrets[0]) == 64
+        assert await stores[0].sharedSecret() == secrets[0]
