@@ -1,7 +1,7 @@
 """The Twisted glue: one ``Site`` that serves a runtime's HTTP and WebSockets on one port.
 
-One resource (``WorkerResource``) turns every HTTP request into a ``Request`` for the Worker and
-writes the Worker's ``Response`` back. When the Worker answers an upgrade request with ``101`` and a ``webSocket``, the
+A Klein resource turns every HTTP request into a ``Request`` for the Worker and writes the Worker's
+``Response`` back. When the Worker answers an upgrade request with ``101`` and a ``webSocket``, the
 resource hands the connection to an Autobahn protocol from the shared ``DotwistWebSocketFactory``
 (through ``WebSocketHandover``, Autobahn's ``WebSocketResource``), which completes the handshake and
 joins the client end of the Worker's ``WebSocketPair`` to the socket. Both reach Durable Objects
@@ -20,13 +20,14 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionRequest
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource, getChildForRequest
+from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 
 from . import logs, websocket
@@ -375,84 +376,10 @@ def _errorStatus(request: IRequest, error: BaseException, method: str, url: str)
     return 500, b"Worker threw exception"
 
 
-class WorkerResource(Resource):
-    """The one resource of the site: every request, any path and method, is rendered by
-    :meth:`Front.handle`.
-
-    This did the same through a Klein app with one catch-all route, which cost about 40% of the
-    CPU of a request to the seed's ``/getCurrentConnections`` (URL parts, a werkzeug map bound and
-    matched, and four Deferreds per request) for a routing decision that is always the same. The
-    rest is kept as Klein did it: the handler is cancelled when the client goes away first, a
-    resource it returns (the WebSocket handover) is rendered by the request, an error that
-    escapes it is twisted.web's 500, and a path whose percent-encoded bytes are not UTF-8 is
-    refused with Klein's 400."""
-
-    isLeaf = True
-
-    def __init__(self, front: "Front") -> None:
-        Resource.__init__(self)
-        self._front = front
-
-    def render(self, request: IRequest) -> Any:
-        if b"%" in request.path and not _utf8Path(request):
-            request.setResponseCode(400)
-            return b"Non-UTF-8 encoding in URL."
-        state = _Rendering(request)
-        request.notifyFinish().addBoth(state.finished)  # type: ignore[attr-defined]
-        handling = ensureDeferred(self._front.handle(request))
-        state.handling = handling
-        handling.addCallbacks(state.write, state.failed)
-        return NOT_DONE_YET
-
-
-def _utf8Path(request: IRequest) -> bool:
-    try:
-        b"/".join(request.postpath).decode("utf-8")
-    except UnicodeDecodeError:
-        _log.failure("Invalid encoding in PATH_INFO.")
-        return False
-    return True
-
-
-class _Rendering:
-    """One request with the Worker: writes what ``Front.handle`` returns, unless the client went
-    away first (then the handler was cancelled and there is nobody to write to)."""
-
-    __slots__ = ("request", "handling", "done")
-
-    def __init__(self, request: IRequest) -> None:
-        self.request = request
-        self.handling: Optional[Deferred[Any]] = None
-        self.done = False
-
-    def finished(self, result: Any) -> None:
-        self.done = True
-        handling = self.handling
-        if isinstance(result, Failure) and handling is not None:
-            handling.cancel()  # the connection went away before the answer
-
-    def write(self, result: Any) -> None:
-        request = self.request
-        if IResource.providedBy(result):
-            request.render(getChildForRequest(result, request))  # type: ignore[attr-defined]
-            return
-        if isinstance(result, str):
-            result = result.encode("utf-8")
-        if isinstance(result, bytes):
-            request.write(result)
-        if not self.done:
-            request.finish()
-
-    def failed(self, failure: Failure) -> None:
-        if self.done:
-            if not failure.check(CancelledError):
-                _log.failure("Unhandled Error Processing Request.", failure)
-            return
-        self.request.processingFailed(failure)  # type: ignore[attr-defined]  # twisted.web's 500
-
-
 class Front:
     """The HTTP side: every request, any path and method, goes to the runtime's Worker."""
+
+    app = Klein()
 
     def __init__(self, runtime: Runtime, factory: DotwistWebSocketFactory) -> None:
         self._runtime = runtime
@@ -463,7 +390,8 @@ class Front:
         self.draining = False
 
     def resource(self) -> IResource:
-        return WorkerResource(self)
+        resource: IResource = self.app.resource()
+        return resource
 
     def _toRequest(self, request: IRequest) -> Request:
         # An announced or chunked body over the limit was refused before it was read (the
@@ -496,6 +424,7 @@ class Front:
             raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         return Request.fromWire(url, method, headers, body or None)
 
+    @app.route("/", branch=True)
     async def handle(self, request: IRequest) -> Any:
         if self.draining:
             request.setResponseCode(503)
@@ -596,7 +525,6 @@ __all__ = [
     "DotwistWebSocketProtocol",
     "Front",
     "WebSocketHandover",
-    "WorkerResource",
     "errorResponse",
     "makeSite",
 ]

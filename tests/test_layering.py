@@ -41,12 +41,11 @@ CORE = [
 
 GLUE = [
     "dotwist", "dotwist.service", "dotwist.tap", "dotwist.testing", "dotwist.testing.pytest_plugin",
-    "dotwist.testing.tcp", "dotwist._tuning", "dotwist.wrangler", "dotwist.server",
+    "dotwist.testing.tcp", "dotwist._tuning", "dotwist.wrangler",
 ]
-# Klein imports the global reactor when it is imported (klein/_app.py), so the admin API, which is
-# a Klein app, does too: a program chooses its reactor before importing it. (``dotwist.server``
-# serves the Worker without Klein and imports no reactor.)
-KLEIN = ["dotwist.admin.http"]
+# Klein imports the global reactor when it is imported (klein/_app.py), so ``dotwist.server``, which
+# serves HTTP through Klein, does too: a program chooses its reactor before importing it.
+KLEIN = ["dotwist.server"]
 
 FORBIDDEN_IN_CORE = ("twisted.internet.reactor", "twisted.web", "klein", "autobahn", "treq", "werkzeug")
 
@@ -76,7 +75,7 @@ def test_core_modules_import_no_reactor_and_no_web_code():
 def test_importing_dotwist_changes_nothing_outside_it():
     """After importing every dotwist module: Autobahn's module globals are the same objects,
     ``str(Timings())`` works, the GC's thresholds and freeze and the open-file limit are as
-    they were, and no reactor was installed (until the admin API imports Klein)."""
+    they were, and no reactor was installed (until ``dotwist.server`` imports Klein)."""
     result = run(
         f"""
         import gc, importlib, json, resource, sys
