@@ -45,6 +45,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .. import websocket
 from ..errors import DurableObjectError
 from .errors import ClusterError, CoordinationUnavailable, LeaseLost
 from .lease import LeaseClock
@@ -274,8 +275,10 @@ class ClusterNode:
         for namespace, objectId in list(self.owned):
             self.drop(namespace, objectId, why)
 
-    def drop(self, namespace: str, objectId: str, why: str) -> None:
-        """Stop serving one object: reset its instance (if live), forget its claim here."""
+    def drop(self, namespace: str, objectId: str, why: str, closeCode: int = 1012) -> None:
+        """Stop serving one object: reset its instance (if live), close its hibernatable
+        WebSockets (with ``closeCode``: the clients reconnect and reach the new owner), forget its
+        claim here."""
         self.owned.pop((namespace, objectId), None)
         registry = self.registry
         if registry is None:
@@ -284,6 +287,10 @@ class ClusterNode:
         actor = registry.liveActor(namespace, objectId)
         if actor is not None:
             actor.reset(unavailable(f"The Durable Object moved to another node ({why})."))
+        record = registry.records.pop((namespace, objectId), None)
+        if record is not None:
+            for ws in list(record.sockets):
+                websocket.closeByRuntime(ws, closeCode, "The Durable Object moved; reconnect")
 
     # -- where an object is served ---------------------------------------------------------------
 
@@ -441,7 +448,7 @@ class ClusterNode:
                     await replica.committed()
                 except Exception:
                     pass
-            self.drop(namespace, objectId, "the node is shutting down")
+            self.drop(namespace, objectId, "the node is shutting down", closeCode=1001)
             try:
                 if await self.store.release(lease, namespace, objectId, owned.epoch):
                     released += 1

@@ -2,6 +2,7 @@
 
     POST /append/<name>?v=V        append V to the object's list "vals" (answered once durable)
     GET  /read/<name>              the list
+    POST /blob/<name>?kb=K&v=V     store K KiB under "blob" and append V
     POST /rpc-append/<name>?v=V    the same append, through an RPC method of the stub
     GET  /boom/<name>              the object's RPC method raises ValueError
     GET  /unavailable/<name>       the object's RPC method raises a retryable DurableObjectError
@@ -87,6 +88,10 @@ class Log(DurableObject):
         query = _query(request)
         storage = self.ctx.storage
         if action == "append":
+            result = await self.append(query["v"])
+            return Response(json.dumps({"vals": result["vals"]}))
+        if action == "blob":
+            await storage.put("blob", "x" * (int(query["kb"]) * 1024) + query["v"])
             result = await self.append(query["v"])
             return Response(json.dumps({"vals": result["vals"]}))
         if action == "read":

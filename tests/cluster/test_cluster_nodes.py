@@ -352,3 +352,61 @@ def test_workers_share_one_port_and_are_supervised(pg: Pg, tmp_path: Path) -> No
             parent.kill()
             parent.wait()
         cluster.close()
+
+
+def test_an_owner_takes_snapshots_and_the_next_owner_loads_from_one(cluster: Cluster) -> None:
+    """Writes that ship several times the database's size make the owner store a snapshot (the
+    log before it is let go); after the owner's death the next owner rebuilds the object from the
+    snapshot and the log after it, with every write."""
+    cluster.start("a", "b")
+    obj = next(f"s{i}" for i in range(50) if preferred(["a", "b"], f"s{i}") == "b")
+    oid = objectIdOf(obj)
+    for i in range(12):
+        reply = cluster.request("a", "POST", f"/blob/{obj}?kb=300&v={i}")
+        assert reply.ok and reply.data["node"] == "b"
+    waitFor(lambda: cluster.sql("SELECT seq FROM {s}.snapshot WHERE object_id = %s", oid) != [], "a snapshot")
+    (snapshotSeq,) = cluster.sql("SELECT seq FROM {s}.snapshot WHERE object_id = %s", oid)[0]
+    (logSeq,) = cluster.sql("SELECT log_seq FROM {s}.owner WHERE object_id = %s", oid)[0]
+    kept = [r[0] for r in cluster.sql("SELECT seq FROM {s}.log WHERE object_id = %s ORDER BY seq", oid)]
+    assert snapshotSeq > 1 and kept == list(range(snapshotSeq + 1, logSeq + 1))
+    cluster.kill("b")
+    waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").ok, "the object on node a")
+    reply = cluster.request("a", "GET", f"/read/{obj}")
+    assert reply.data["node"] == "a" and reply.data["vals"] == [str(i) for i in range(12)]
+
+
+def test_the_chat_example_with_members_of_one_room_on_two_nodes(pg: Pg, tmp_path: Path) -> None:
+    """dotwist.examples.chat on two nodes: alice joins the lobby through one node, bob through
+    the other (so one of them reaches the room through the relay); each sees the other join and
+    both messages, and a newcomer through either node gets the history."""
+    import json
+
+    from rawclient import RawWebSocket
+
+    cluster = Cluster(pg, tmp_path, app="dotwist.examples.chat")
+    try:
+        cluster.start("a", "b")
+
+        def join(node: str, name: str) -> tuple[RawWebSocket, dict]:
+            ws = RawWebSocket(cluster.nodes[node].port, f"/api/room/lobby/websocket?name={name}")
+            assert ws.status == 101
+            return ws, json.loads(ws.receive()[1])
+
+        alice, welcome = join("a", "alice")
+        assert welcome["members"] == ["alice"]
+        bob, welcome = join("b", "bob")
+        assert welcome["members"] == ["alice", "bob"]
+        assert json.loads(alice.receive()[1])["type"] == "join"
+        alice.send(json.dumps({"type": "message", "text": "hi from a"}).encode())
+        bob.send(json.dumps({"type": "message", "text": "hi from b"}).encode())
+        for ws in (alice, bob):
+            got = [json.loads(ws.receive()[1]) for _ in range(2)]
+            assert sorted((m["name"], m["text"]) for m in got) == [("alice", "hi from a"), ("bob", "hi from b")]
+        for node in ("a", "b"):
+            carol, welcome = join(node, f"carol{node}")
+            assert sorted(m["text"] for m in welcome["history"]) == ["hi from a", "hi from b"]
+            carol.close()
+        alice.close()
+        bob.close()
+    finally:
+        cluster.close()
