@@ -109,6 +109,10 @@ class ClusterRouter:
         #: Calls sent to other nodes, and calls other nodes sent here.
         self.forwarded = 0
         self.served = 0
+        #: Where objects served by other nodes were last found: the next call goes there at once
+        #: (a node that no longer owns it says so, and the entry is corrected).
+        self.locations: dict[tuple[str, str], str] = {}
+        self.maxLocations = 100_000
 
     # -- a stub's call ---------------------------------------------------------------------------
 
@@ -164,7 +168,8 @@ class ClusterRouter:
         node = self.node
         key = objectId.toString()
         loop = asyncio.get_running_loop()
-        address: Optional[str] = None
+        where = (namespace.name, key)
+        address: Optional[str] = self.locations.get(where)
         body: Optional[bytes] = None
         problem = "no node could take it"
         for hop in range(self.maxHops):
@@ -182,14 +187,17 @@ class ClusterRouter:
             self.forwarded += 1
             try:
                 result, _, channel = await self.client.call(address, body, method)
+                self._remember(where, address)
                 if isinstance(result, Upgrade):
                     return relay(channel, bytes.fromhex(result.token), result.headers)
                 return result
             except Moved as moved:
                 problem = f"it moved ({moved})"
+                self.locations.pop(where, None)
                 address = moved.address if moved.address and moved.address != node.address else None
             except NodeUnreachable as e:
                 problem = str(e)
+                self.locations.pop(where, None)
                 address = None
                 if hop + 1 < self.maxHops:
                     # The owner may be gone: its lease has to lapse before another node takes
@@ -199,6 +207,12 @@ class ClusterRouter:
             f"The Durable Object could not be reached after {self.maxHops} attempts ({problem}); "
             "try again."
         )
+
+    def _remember(self, where: tuple[str, str], address: str) -> None:
+        locations = self.locations
+        if where not in locations and len(locations) >= self.maxLocations:
+            locations.clear()  # simple and bounded; entries are found again at one lookup each
+        locations[where] = address
 
     # -- a call another node sent here -----------------------------------------------------------
 

@@ -410,3 +410,22 @@ def test_the_chat_example_with_members_of_one_room_on_two_nodes(pg: Pg, tmp_path
         bob.close()
     finally:
         cluster.close()
+
+
+def test_the_storage_api_on_an_object_owned_by_another_node_survives_its_death(cluster: Cluster) -> None:
+    """Through node a, an object on node b writes key-value pairs, SQL rows and two
+    transactions (one rolled back, one committed); after b is killed, the object on node a has
+    exactly that state; deleteAll() there empties it."""
+    cluster.start("a", "b")
+    obj = next(f"st{i}" for i in range(50) if preferred(["a", "b"], f"st{i}") == "b")
+    for n in range(3):
+        reply = cluster.request("a", "POST", f"/storage/{obj}?n={n}")
+        assert reply.ok and reply.data["node"] == "b", reply
+    expected = {"kv": {"k:0": 0, "k:1": 1, "k:2": 2, "moved": 2}, "notes": ["note 0", "note 1", "note 2"]}
+    assert {k: reply.data[k] for k in ("kv", "notes")} == expected
+    cluster.kill("b")
+    waitFor(lambda: cluster.request("a", "GET", f"/state/{obj}").ok, "the object on node a", deadline=20)
+    reply = cluster.request("a", "GET", f"/state/{obj}")
+    assert reply.data["node"] == "a" and {k: reply.data[k] for k in ("kv", "notes")} == expected
+    wiped = cluster.request("a", "POST", f"/wipe/{obj}")
+    assert wiped.data["kv"] == {} and wiped.data["notes"] is None
