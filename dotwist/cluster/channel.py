@@ -19,6 +19,7 @@ an object on another node is relayed on the same channel (:mod:`dotwist.cluster.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -109,9 +110,12 @@ class ClusterRouter:
         #: Calls sent to other nodes, and calls other nodes sent here.
         self.forwarded = 0
         self.served = 0
-        #: Where objects served by other nodes were last found: the next call goes there at once
-        #: (a node that no longer owns it says so, and the entry is corrected).
-        self.locations: dict[tuple[str, str], str] = {}
+        #: Where objects served by other nodes were last found, and when (monotonic seconds):
+        #: for half a lease after a call there succeeded, the next call goes there at once (a
+        #: node that no longer owns it says so, and the entry is corrected); after that the
+        #: owner is looked up again, so that an owner that stopped answering (paused, cut off)
+        #: is found out once its lease lapsed.
+        self.locations: dict[tuple[str, str], tuple[str, float]] = {}
         self.maxLocations = 100_000
 
     # -- a stub's call ---------------------------------------------------------------------------
@@ -169,7 +173,13 @@ class ClusterRouter:
         key = objectId.toString()
         loop = asyncio.get_running_loop()
         where = (namespace.name, key)
-        address: Optional[str] = self.locations.get(where)
+        address: Optional[str] = None
+        known = self.locations.get(where)
+        if known is not None:
+            if time.monotonic() - known[1] < node.leaseSeconds / 2:
+                address = known[0]
+            else:
+                del self.locations[where]
         body: Optional[bytes] = None
         problem = "no node could take it"
         for hop in range(self.maxHops):
@@ -212,7 +222,7 @@ class ClusterRouter:
         locations = self.locations
         if where not in locations and len(locations) >= self.maxLocations:
             locations.clear()  # simple and bounded; entries are found again at one lookup each
-        locations[where] = address
+        locations[where] = (address, time.monotonic())
 
     # -- a call another node sent here -----------------------------------------------------------
 

@@ -192,7 +192,13 @@ class ClusterNode:
     async def _join(self) -> None:
         clock = self._newClock()
         sent = time.monotonic()
-        lease = await self.store.join(self.nodeId, self.address, self.leaseSeconds)
+        try:
+            lease = await asyncio.wait_for(
+                self.store.join(self.nodeId, self.address, self.leaseSeconds),
+                timeout=max(5.0, self.leaseSeconds),
+            )
+        except asyncio.TimeoutError:
+            raise CoordinationUnavailable("joining the cluster timed out") from None
         clock.renewed(sent)
         self.clock = clock
         self.lease = lease
@@ -218,7 +224,13 @@ class ClusterNode:
         assert lease is not None
         sent = time.monotonic()
         try:
-            await self.store.renew(lease)
+            # Bounded: a renewal stuck on a broken link must not keep the next one from being
+            # sent once the link is back.
+            await asyncio.wait_for(self.store.renew(lease), timeout=max(1.0, self.leaseSeconds))
+        except asyncio.TimeoutError:
+            raise CoordinationUnavailable(
+                f"renewing the lease took longer than {max(1.0, self.leaseSeconds):g} s"
+            ) from None
         except LeaseLost:
             if lease is self.lease:
                 self.clock.lost()

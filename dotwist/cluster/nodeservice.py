@@ -70,7 +70,10 @@ class NodeService:
         self.listen = listen
         self.advertise = advertise
         self.secret = secret
-        self.store = storeClass()(conninfo, schema=schema, applicationName=f"dotwist {self.nodeId}")
+        self.store = storeClass()(
+            conninfo, schema=schema, applicationName=f"dotwist {self.nodeId}",
+            reconnectTimeout=max(2.0, leaseSeconds),
+        )
         self.node = ClusterNode(
             self.store, self.nodeId, leaseSeconds=leaseSeconds, reactor=reactor, alarmPoll=alarmPoll
         )

@@ -326,6 +326,12 @@ def test_a_nodes_link_to_postgresql_cut(cluster: Cluster) -> None:
             owned = [o for o in objs if _ownerOf(cluster, o) == "a"]
             proxy.cut()
             cutAt = record.count()
+            waitFor(
+                lambda: cluster.sql(
+                    "SELECT 1 FROM {s}.node WHERE node_id = 'a' AND lease_until < now() - interval '3 seconds'"
+                ) != [],
+                "a's lease to have lapsed for 2 leases", deadline=30,
+            )
             waitFor(lambda: record.count() > cutAt + 12, "writes while a is cut off", deadline=30)
             proxy.restore()
             (incarnation,) = cluster.sql("SELECT incarnation FROM {s}.node WHERE node_id = 'a'")[0]
