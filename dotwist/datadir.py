@@ -23,6 +23,7 @@ __all__ = [
     "ALARMS_FILE",
     "DataDirLock",
     "DataDirLocked",
+    "fsyncDirectory",
     "NAMES_FILE",
     "isNamespaceName",
     "objectIds",
@@ -112,3 +113,16 @@ def objectIds(dataDir: str, namespace: str, shardLevels: int = 0) -> Iterator[st
     if not isNamespaceName(namespace):
         return iter(())
     return walk(os.path.join(dataDir, namespace), 0)
+
+
+def fsyncDirectory(path: str) -> None:
+    """Make the entries of directory ``path`` (files created, renamed or removed in it) durable.
+    Does nothing where directories cannot be opened (Windows); a failed ``fsync`` raises."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms that cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -8,10 +8,14 @@ open-file limit and the reactor are as they were.
 
 from __future__ import annotations
 
+import ast
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
+
+import dotwist
 
 CORE = [
     "dotwist.alarms",
@@ -146,3 +150,70 @@ def test_plain_autobahn_server_and_client_work_beside_dotwist():
         """
     )
     assert result == {"echo": "hello autobahn", "close": [True, 1000]}
+
+
+# Private names of other libraries that dotwist uses on purpose, each for a reason given here and in
+# the module that uses it. Anything else private that a module reaches is a test failure.
+ALLOWED_FOREIGN_PRIVATES = {
+    # asyncio's hooks for event loop and task implementations (asyncio.events lists the first two in
+    # its __all__): the eager first step of a handler runs inside its task (dotwist.handlers), and
+    # a test clock's loop runs callbacks as the running loop (dotwist.testing.clock).
+    "_enter_task", "_leave_task", "_get_running_loop", "_set_running_loop",
+    # asyncio's protocol for a future yielded to a task from a generator (dotwist.handlers).
+    "_asyncio_future_blocking",
+    # Autobahn's own classification of TLS errors, so that dotwist's protocol reports them as
+    # Autobahn's does (dotwist._autobahn).
+    "_is_tls_error", "_maybe_tls_reason",
+    # Reactor internals used by the process tuning that `twistd dotwist` applies at start, behind
+    # --no-tuning and logged (dotwist._tuning: event dispatch without a logging context per event).
+    "_poller", "_selectables", "_doReadOrWrite", "_asyncioEventloop", "_readOrWrite", "_readers",
+    "_writers",
+}
+
+
+def privateNamesReached(root: pathlib.Path) -> list[str]:
+    """Every place where a module of ``root`` uses a private name that it does not define itself:
+    ``something._name`` (other than on ``self`` or ``cls``) and ``from x import _name``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        own: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                own.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                    own.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                own.add(node.id)
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Attribute):
+                if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                    names = [node.attr]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [alias.name for alias in node.names]
+            for name in names:
+                private = name.startswith("_") and not name.startswith("__")
+                if private and name not in own and name not in ALLOWED_FOREIGN_PRIVATES:
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno}: {name}")
+    return found
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    root = pathlib.Path(dotwist.__file__).parent
+    assert privateNamesReached(root) == []
+
+
+def test_the_private_names_check_finds_a_reach(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("class A:\n    def __init__(self):\n        self._state = 1\n")
+    (package / "b.py").write_text(
+        "from asyncio.base_events import _format_handle\n"
+        "def peek(a):\n    return a._state\n"
+        "def poke(a):\n    a._other = 2\n"
+    )
+    assert privateNamesReached(package) == [
+        "pkg/b.py:1: _format_handle", "pkg/b.py:3: _state", "pkg/b.py:5: _other"
+    ]

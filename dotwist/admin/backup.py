@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ..datadir import ALARMS_FILE, NAMES_FILE, namespaceDirs, objectIds
+from ..datadir import ALARMS_FILE, NAMES_FILE, fsyncDirectory, namespaceDirs, objectIds
 from ..names import SqliteNameIndex
 from ..storage.alarmindex import SqliteAlarmIndex
 
@@ -69,12 +69,6 @@ def _metadata(path: str) -> tuple[Optional[int], Optional[str]]:
     return (int(alarm) if alarm is not None else None), (str(name) if name is not None else None)
 
 
-def _fsyncDir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _prepare(destination: str) -> str:
@@ -204,9 +198,9 @@ class BackupJob:
             f.flush()
             os.fsync(f.fileno())
         for directory, _, _ in os.walk(self.partial):
-            _fsyncDir(directory)
+            fsyncDirectory(directory)
         os.rename(self.partial, self.destination)
-        _fsyncDir(os.path.dirname(self.destination))
+        fsyncDirectory(os.path.dirname(self.destination))
         self.summary["destination"] = self.destination
 
 
@@ -291,14 +285,14 @@ def restore(backup: str, dataDir: str, verify: bool = True) -> dict[str, Any]:
                         db.close()
                     if result != "ok":
                         problems.append(f"{os.path.relpath(path, partial)}: {result}")
-        _fsyncDir(directory)
+        fsyncDirectory(directory)
     if problems:
         shutil.rmtree(partial)
         raise BackupError("the backup has damaged objects, nothing restored: " + "; ".join(problems))
     if os.path.exists(dataDir):
         os.rmdir(dataDir)
     os.rename(partial, dataDir)
-    _fsyncDir(os.path.dirname(dataDir))
+    fsyncDirectory(os.path.dirname(dataDir))
     return {"dataDir": dataDir, "objects": objects, "backupStartedAt": manifest.get("startedAt")}
 
 

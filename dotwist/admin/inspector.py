@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TypeVar
 from twisted.internet.defer import Deferred
 
 from .. import websocket
-from ..datadir import isNamespaceName, namespaceDirs, objectIds
+from ..datadir import fsyncDirectory, isNamespaceName, namespaceDirs, objectIds
 from ..errors import DurableObjectError
 from ..names import MemoryNameIndex, NameIndex
 from ..storage.interface import ObjectStore, StorageBackend
@@ -513,7 +513,7 @@ class Inspector:
                 except FileNotFoundError:
                     pass
             if existed:
-                _fsyncDir(os.path.dirname(path))
+                fsyncDirectory(os.path.dirname(path))
             return existed
         store = self.backend.open(namespace, objectId)
         try:
@@ -596,17 +596,6 @@ def _fileSize(path: Optional[str]) -> int:
     return total
 
 
-def _fsyncDir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def idsOf(rows: Iterable[dict[str, Any]]) -> list[str]:

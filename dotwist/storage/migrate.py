@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
+from ..datadir import fsyncDirectory
 from ..migrations import (
     ClassRecord,
     CreateClass,
@@ -166,7 +167,7 @@ def _carryOut(dataDir: str, plan: MigrationPlan, done: int, beforeStep: Optional
         _writeJournal(dataDir, plan, index + 1)
     _writeState(dataDir, plan)
     os.unlink(os.path.join(dataDir, JOURNAL_FILE))
-    _fsyncDir(dataDir)
+    fsyncDirectory(dataDir)
 
 
 def _rename(dataDir: str, step: RenameClass) -> None:
@@ -181,7 +182,7 @@ def _rename(dataDir: str, step: RenameClass) -> None:
                     f"migration {step.tag!r}: cannot rename {src} to {dst}: both exist"
                 )
         os.rename(src, dst)
-        _fsyncDir(dataDir)
+        fsyncDirectory(dataDir)
     _alarms(dataDir, "UPDATE OR REPLACE alarms SET namespace = ? WHERE namespace = ?",
             (step.toClass, step.fromClass))
 
@@ -193,10 +194,10 @@ def _delete(dataDir: str, step: DeleteClass) -> None:
         if os.path.lexists(trash):
             shutil.rmtree(trash)
         os.rename(src, trash)
-        _fsyncDir(dataDir)
+        fsyncDirectory(dataDir)
     if os.path.lexists(trash):
         shutil.rmtree(trash)
-        _fsyncDir(dataDir)
+        fsyncDirectory(dataDir)
     _alarms(dataDir, "DELETE FROM alarms WHERE namespace = ?", (step.className,))
 
 
@@ -305,20 +306,9 @@ def _atomicWrite(path: str, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsyncDir(os.path.dirname(path) or ".")
+    fsyncDirectory(os.path.dirname(path) or ".")
 
 
-def _fsyncDir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, cast
 
+from ..datadir import fsyncDirectory
 from ._base import BaseObjectStore
 from ._cache import (
     DEFAULT_CACHE_BYTES,
@@ -178,6 +179,16 @@ class SqliteObjectStore(BaseObjectStore):
         # SQLite roll back the whole batch, so key-value writes are refused a little earlier.
         self._knownSize: int | None = None
         self._putSince = 0
+
+    def _reattach(self, conn: sqlite3.Connection, engine: SqlEngine, changed: bool) -> None:
+        """The backend opened this store's database again: use ``conn`` and ``engine``.
+        ``changed``: the file was written by someone else while it was closed."""
+        engine.onTransactionLost = self._transactionLost
+        if changed:
+            self._cache.changedEverything()
+        self._conn = conn
+        self._engine = engine
+        self._knownSize = None
 
     def _reserve(self, growth: int) -> None:
         """Refuse a key-value write of about ``growth`` bytes that could fill the database."""
@@ -666,12 +677,7 @@ class SqliteBackend(StorageBackend):
         except BaseException:
             conn.close()
             raise
-        engine.onTransactionLost = store._transactionLost
-        if changed:
-            store._cache.changedEverything()  # written by someone else while unlocked
-        store._conn = conn
-        store._engine = engine
-        store._knownSize = None
+        store._reattach(conn, engine, changed)
         self._awake[(store.namespace, store.objectId)] = store
         self.reopened += 1
         return engine
@@ -694,7 +700,7 @@ class SqliteBackend(StorageBackend):
                 os.mkdir(d)
             except FileExistsError:
                 continue
-            _fsyncDir(os.path.dirname(d))
+            fsyncDirectory(os.path.dirname(d))
 
     def _connect(self, path: str, namespace: str, objectId: str) -> sqlite3.Connection:
         try:
@@ -869,15 +875,4 @@ def _raiseIfOutOfDescriptors(e: sqlite3.Error, namespace: str, objectId: str, pa
         ) from None
 
 
-def _fsyncDir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - e.g. platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 

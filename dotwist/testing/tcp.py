@@ -154,6 +154,17 @@ class TcpWebSocket(ClientWebSocket):
         assert self._protocol is not None
         self._protocol.dropConnection(abort=True)
 
+    # What the protocol below reports (ClientWebSocket's hooks, called from this module's class).
+
+    def _attach(self, protocol: _Protocol) -> None:
+        self._protocol = protocol
+
+    def _received(self, message: Message) -> None:
+        self._arrived(message)
+
+    def _ended(self, event: CloseEvent) -> None:
+        self._finished(event)
+
 
 class _Protocol(WebSocketClientProtocol):
     socket: TcpWebSocket
@@ -162,11 +173,11 @@ class _Protocol(WebSocketClientProtocol):
         self.socket.protocol = response.protocol or None
 
     def onOpen(self) -> None:
-        self.socket._protocol = self
+        self.socket._attach(self)
         self.socket.opened.callback(self.socket)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.socket._arrived(payload if isBinary else payload.decode("utf-8"))
+        self.socket._received(payload if isBinary else payload.decode("utf-8"))
 
     def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
         socket = self.socket
@@ -181,7 +192,7 @@ class _Protocol(WebSocketClientProtocol):
             return
         if code is None:
             code = 1005 if wasClean else 1006
-        socket._finished(CloseEvent(code, reason or "", wasClean))
+        socket._ended(CloseEvent(code, reason or "", wasClean))
 
 
 def _status(line: Optional[str]) -> Optional[int]:
