@@ -349,9 +349,64 @@ def test_workers_share_one_port_and_are_supervised(pg: Pg, tmp_path: Path) -> No
         assert states["wk-w0.2"] == "left" and states["wk-w1.1"] == "left", states
     finally:
         if parent.poll() is None:
+            parent.kill()  # the workers notice their parent is gone, and stop
+            parent.wait()
+        cluster.close()
+
+
+def test_workers_stop_when_their_parent_is_killed(pg: Pg, tmp_path: Path) -> None:
+    """kill -9 of the --workers parent: each worker notices and stops gracefully (it leaves the
+    cluster), so no orphan keeps serving."""
+    import os
+    import signal
+
+    from nodes import HERE, TESTS, _freePort
+
+    args = [
+        str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "dotwist", "--app", "clusterapp",
+        "--listen", f"tcp:{_freePort()}:interface=127.0.0.1", "--cluster", pg.conninfo,
+        "--cluster-schema", pg.schema, "--node-id", "orph", "--lease", "2",
+        "--data-dir", str(tmp_path / "data"), "--workers", "2",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(TESTS)])}
+    with open(tmp_path / "workers.log", "wb") as out:
+        parent = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    cluster = Cluster(pg, tmp_path)
+    workers: list[int] = []
+    try:
+        def states() -> dict[str, str]:
+            try:
+                return dict(cluster.sql("SELECT node_id, state FROM {s}.node"))
+            except Exception:
+                return {}
+
+        waitFor(lambda: states() == {"orph-w0.1": "alive", "orph-w1.1": "alive"}, "two workers", deadline=30)
+        workers = [int(p) for p in subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(parent.pid)], capture_output=True, text=True
+        ).stdout.split()]
+        assert len(workers) == 2
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        waitFor(lambda: set(states().values()) == {"left"}, "both workers to leave", deadline=30)
+        waitFor(lambda: not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers),
+                "both workers to exit", deadline=30)
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if parent.poll() is None:
             parent.kill()
             parent.wait()
         cluster.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
 
 
 def test_an_owner_takes_snapshots_and_the_next_owner_loads_from_one(cluster: Cluster) -> None:
