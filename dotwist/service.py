@@ -455,7 +455,8 @@ class DotwistService(service.MultiService):
        close``; alarms stop firing;
     2. let the HTTP requests and object events already running finish, for at most
        ``limits.drainTimeout`` seconds;
-    3. commit what objects wrote;
+    3. commit what objects wrote; in a cluster (``cluster``, a ``dotwist.cluster.nodeservice.
+       NodeService``), hand the objects over: mark the node draining, release them, leave;
     4. close every WebSocket with 1001 (Going Away), waiting at most ``limits.shutdownTimeout``
        for the close handshakes;
     5. close the storage, and the admin endpoint last.
@@ -497,8 +498,6 @@ class DotwistService(service.MultiService):
         self.handleSigterm = handleSigterm
         self.logObserver = logObserver
         self.site, self.factory = makeSite(runtime, reactor=reactor, accessLog=accessLog)
-        if cluster is not None:
-            cluster.webSockets = self.factory
         self.ports: list[ListeningPort] = []
         backlog = effectiveBacklog(runtime.limits.listenBacklog)
         for description in listen:

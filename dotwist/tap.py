@@ -54,6 +54,10 @@ def makeService(options: service.Options, reactor: Any = None) -> Any:
         built = service.makeService(options, reactor)
     except ConfigError as e:
         raise SystemExit(f"twistd dotwist: {e}") from None
+    if options.get("worker"):
+        from .cluster.workers import watchParent
+
+        built.reactor.callWhenRunning(watchParent, built.reactor)
     if built.lock is not None:
         try:
             built.lock.acquire()

@@ -1,43 +1,34 @@
-"""Calls between cluster nodes: the router that sends a stub's call to the object's owner, and the
-node-to-node channel it uses.
+"""Calls between cluster nodes: the router that sends a stub's call to the object's owner.
 
 Any node accepts any request. The Worker runs on the node that received it; when it (or an
 object) calls a Durable Object through a stub, :class:`ClusterRouter` (the registry's ``router``)
 asks the node where the object is served (:meth:`~dotwist.cluster.node.ClusterNode.acquire`):
 
 - here: the call runs in the local registry exactly as in one process;
-- on another node: the call is encoded as data (:mod:`dotwist.cluster.calls`) and POSTed to that
-  node's channel (HTTP/1.1 with persistent connections, treq on the calling side, a
-  ``twisted.web`` resource on the owner's internal endpoint), which runs it there and sends the
-  outcome back. If that node does not own the object (it moved), it says where it went, and the
-  caller tries again there, a bounded number of times.
+- on another node: the call is encoded as data (:mod:`dotwist.cluster.calls`) and sent to that
+  node on the node-to-node channel (:mod:`dotwist.cluster.wire`: one persistent, authenticated
+  connection per pair of nodes), which runs it there and sends the outcome back. If that node
+  does not own the object (it moved), it says where it went, and the caller tries again there, a
+  bounded number of times.
 
-The channel authenticates the calling node with the cluster's shared secret (a header compared in
-constant time). Every ``Response`` an object returns through the cluster carries the node that
-ran it and the owner's epoch (``dotwist-node``, ``dotwist-epoch`` headers).
-
-WebSocket upgrades answered by a remote object (``stub.fetch`` returning a 101 with a
-``webSocket``) are proxied by :mod:`dotwist.cluster.wsproxy`.
+Every ``Response`` an object returns through the cluster carries the node that ran it and the
+owner's epoch (``dotwist-node``, ``dotwist-epoch`` headers). A ``101`` with a ``webSocket`` from
+an object on another node is relayed on the same channel (:mod:`dotwist.cluster.wsproxy`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool, ResponseFailed
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from ..errors import DurableObjectError
 from ..fetch import Response
 from ..ids import DurableObjectId
-from .. import websocket
-from ..context import CURRENT
 from ..stubs import callFetch
 from .calls import (
     Call,
@@ -53,61 +44,49 @@ from .calls import (
 )
 from .node import ClusterNode, Owned, unavailable
 from .store import asDeferred
-from .wsproxy import WS_PATH, ParkedSockets, connectRelay
+from .wire import CallClient, Channel, WireBroken
+from .wsproxy import OwnerSockets, relay
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..registry import Namespace, ObjectRegistry
 
-__all__ = ["CALL_PATH", "ClusterRouter", "NodeClient", "NodeResource", "SECRET_HEADER"]
+__all__ = ["ClusterRouter", "NodeClient", "NodeUnreachable"]
 
 _log = Logger(namespace="dotwist.cluster")
 
-SECRET_HEADER = "Dotwist-Cluster-Secret"
-CALL_PATH = "/dotwist-cluster/call"
 NODE_HEADER = "dotwist-node"
 EPOCH_HEADER = "dotwist-epoch"
 
 
 class NodeClient:
-    """The calling side of the channel: one pool of persistent connections to the other nodes."""
+    """The calling side of the channel: one persistent connection to each other node
+    (``dotwist.cluster.wire``), many calls in flight on it."""
 
-    def __init__(self, reactor: Any, secret: str, *, timeout: float = 120.0, perHost: int = 32) -> None:
-        import treq
-
+    def __init__(self, reactor: Any, secret: str, *, timeout: float = 120.0) -> None:
         self.reactor = reactor
-        self.secret = secret
-        self.timeout = timeout
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = perHost
-        self.pool.retryAutomatically = False
-        self._treq = treq
+        self.wire = CallClient(reactor, secret, callTimeout=timeout)
 
-    async def call(self, address: str, body: bytes, method: Callable[..., Any]) -> tuple[Any, dict[str, Any]]:
-        """POST the call to ``address``; (result, reply). Raises the call's error, ``Moved``, or
-        ``NodeUnreachable``."""
-        treq = self._treq
+    @property
+    def secret(self) -> str:
+        return self.wire.secret
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        self.wire.secret = value
+
+    async def call(self, address: str, body: bytes, method: Callable[..., Any]) -> tuple[Any, dict[str, Any], Channel]:
+        """Send the call to ``address``; (result, reply, the channel it went on). Raises the
+        call's error, ``Moved``, or ``NodeUnreachable``."""
         try:
-            response = await treq.post(
-                f"http://{address}{CALL_PATH}",
-                data=body,
-                headers={SECRET_HEADER: self.secret, "Content-Type": "application/octet-stream"},
-                pool=self.pool,
-                reactor=self.reactor,
-                timeout=self.timeout,
-            )
-            data = await treq.content(response)
-        except (ConnectError, ConnectionClosed, ResponseFailed, OSError) as e:
+            channel, data = await Deferred.asFuture(self.wire.call(address, body), asyncio.get_running_loop())
+        except (WireBroken, ConnectError, ConnectionClosed, OSError) as e:
             raise NodeUnreachable(address, e) from None
-        except Exception as e:
-            if type(e).__name__ in ("CancelledError", "TimeoutError"):
-                raise NodeUnreachable(address, e) from None
-            raise
-        if response.code != 200:
-            raise unavailable(f"cluster node {address} refused the call: HTTP {response.code} {data[:200]!r}")
-        return decodeReply(data, method)
+        result, reply = decodeReply(data, method)
+        return result, reply, channel
 
     def close(self) -> Deferred[None]:
-        return self.pool.closeCachedConnections()  # type: ignore[no-any-return]
+        self.wire.close()
+        return succeed(None)
 
 
 class NodeUnreachable(Exception):
@@ -126,11 +105,18 @@ class ClusterRouter:
         self.registry = registry
         self.client = client
         self.maxHops = maxHops
-        #: ``101`` responses of objects here, waiting for the calling node to connect.
-        self.parked = ParkedSockets(node.reactor)
+        #: WebSockets of objects here whose clients reached other nodes.
+        self.ownerSockets = OwnerSockets()
         #: Calls sent to other nodes, and calls other nodes sent here.
         self.forwarded = 0
         self.served = 0
+        #: Where objects served by other nodes were last found, and when (monotonic seconds):
+        #: for half a lease after a call there succeeded, the next call goes there at once (a
+        #: node that no longer owns it says so, and the entry is corrected); after that the
+        #: owner is looked up again, so that an owner that stopped answering (paused, cut off)
+        #: is found out once its lease lapsed.
+        self.locations: dict[tuple[str, str], tuple[str, float]] = {}
+        self.maxLocations = 100_000
 
     # -- a stub's call ---------------------------------------------------------------------------
 
@@ -186,7 +172,14 @@ class ClusterRouter:
         node = self.node
         key = objectId.toString()
         loop = asyncio.get_running_loop()
+        where = (namespace.name, key)
         address: Optional[str] = None
+        known = self.locations.get(where)
+        if known is not None:
+            if time.monotonic() - known[1] < node.leaseSeconds / 2:
+                address = known[0]
+            else:
+                del self.locations[where]
         body: Optional[bytes] = None
         problem = "no node could take it"
         for hop in range(self.maxHops):
@@ -203,15 +196,18 @@ class ClusterRouter:
                 body = encodeCall(namespace.name, key, objectId.name, method, args)
             self.forwarded += 1
             try:
-                result, _ = await self.client.call(address, body, method)
+                result, _, channel = await self.client.call(address, body, method)
+                self._remember(where, address)
                 if isinstance(result, Upgrade):
-                    return await Deferred.asFuture(self._relay(address, result, args), loop)
+                    return relay(channel, bytes.fromhex(result.token), result.headers)
                 return result
             except Moved as moved:
                 problem = f"it moved ({moved})"
+                self.locations.pop(where, None)
                 address = moved.address if moved.address and moved.address != node.address else None
             except NodeUnreachable as e:
                 problem = str(e)
+                self.locations.pop(where, None)
                 address = None
                 if hop + 1 < self.maxHops:
                     # The owner may be gone: its lease has to lapse before another node takes
@@ -222,26 +218,20 @@ class ClusterRouter:
             "try again."
         )
 
-    def _relay(self, address: str, upgrade: Upgrade, args: tuple[Any, ...]) -> Deferred[Response]:
-        (request,) = args
-        offered = request.headers.get("sec-websocket-protocol") or ""
-        protocols = [p.strip() for p in offered.split(",") if p.strip()]
-        token = CURRENT.set(None)  # the relay belongs to no object, whoever asked for it
-        try:
-            return connectRelay(
-                self.node.reactor, address, upgrade.token, self.client.secret, upgrade.headers, protocols
-            )
-        finally:
-            CURRENT.reset(token)
+    def _remember(self, where: tuple[str, str], address: str) -> None:
+        locations = self.locations
+        if where not in locations and len(locations) >= self.maxLocations:
+            locations.clear()  # simple and bounded; entries are found again at one lookup each
+        locations[where] = (address, time.monotonic())
 
     # -- a call another node sent here -----------------------------------------------------------
 
-    def serve(self, body: bytes) -> Deferred[bytes]:
-        """Run a call another node sent; fires with the encoded reply."""
+    def serve(self, body: bytes, channel: Channel) -> Deferred[bytes]:
+        """Run a call another node sent on ``channel``; fires with the encoded reply."""
         self.served += 1
-        return asDeferred(self._serve(body))
+        return asDeferred(self._serve(body, channel))
 
-    async def _serve(self, body: bytes) -> bytes:
+    async def _serve(self, body: bytes, channel: Channel) -> bytes:
         try:
             call = decodeCall(body)
         except Exception as e:
@@ -267,7 +257,11 @@ class ClusterRouter:
                 self.runHere(namespace, objectId, owned, call.method, call.args, call.size), loop
             )
             if call.method is callFetch and isinstance(outcome, Response) and outcome.webSocket is not None:
-                return encodeUpgrade(self.parked.park(outcome), outcome)
+                limits = self.registry.limits
+                number = self.ownerSockets.attach(
+                    channel, outcome, limits.maxPendingBytes, limits.maxOutgoingMessageSize
+                )
+                return encodeUpgrade(number.hex(), outcome)
             return encodeReply(call, outcome, {"node": node.nodeId, "epoch": owned.epoch})
         except Exception as e:
             return encodeError(e)
@@ -283,69 +277,3 @@ class ClusterRouter:
         if objectId.toString() != call.objectId:
             raise DurableObjectError("the Durable Object ID does not match its name on this node")
         return namespace, objectId
-
-
-class NodeResource(Resource):
-    """The node's internal endpoint: ``POST /dotwist-cluster/call`` with the shared secret."""
-
-    isLeaf = True
-
-    def __init__(self, router: ClusterRouter, secret: str, webSockets: Any = None) -> None:
-        Resource.__init__(self)
-        self.router = router
-        self.secret = secret.encode("utf-8")
-        #: The server's WebSocket factory (``dotwist.server``): parked sockets are handed to it.
-        self.webSockets = webSockets
-
-    def _refused(self, request: Any) -> Optional[bytes]:
-        given = request.getHeader(SECRET_HEADER) or ""
-        if not hmac.compare_digest(given.encode("utf-8"), self.secret):
-            request.setResponseCode(403)
-            return b"wrong or missing cluster secret\n"
-        return None
-
-    def render_GET(self, request: Any) -> Any:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
-        path = request.path.decode("latin-1")
-        if not path.startswith(WS_PATH) or self.webSockets is None:
-            request.setResponseCode(404)
-            return b"not found\n"
-        response = self.router.parked.take(path[len(WS_PATH):])
-        if response is None or response.webSocket is None:
-            request.setResponseCode(404)
-            return b"no such WebSocket waiting\n"
-        if not websocket.claimForHandover(response.webSocket):
-            request.setResponseCode(409)
-            return b"WebSocket already handed over\n"
-        return self.webSockets.buildHandover(response).render(request)
-
-    def render_POST(self, request: Any) -> Any:
-        refused = self._refused(request)
-        if refused is not None:
-            return refused
-        if request.path != CALL_PATH.encode():
-            request.setResponseCode(404)
-            return b"not found\n"
-        body = request.content.read()
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda _: gone.append(True))
-
-        def reply(data: bytes) -> None:
-            if gone:
-                return
-            request.setHeader(b"Content-Type", b"application/octet-stream")
-            request.write(data)
-            request.finish()
-
-        def failed(failure: Any) -> None:
-            _log.failure("Serving a cluster call failed", failure)
-            if gone:
-                return
-            request.setResponseCode(500)
-            request.write(b"internal error\n")
-            request.finish()
-
-        self.router.serve(body).addCallbacks(reply, failed)
-        return NOT_DONE_YET

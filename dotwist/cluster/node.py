@@ -45,6 +45,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .. import websocket
 from ..errors import DurableObjectError
 from .errors import ClusterError, CoordinationUnavailable, LeaseLost
 from .lease import LeaseClock
@@ -191,7 +192,13 @@ class ClusterNode:
     async def _join(self) -> None:
         clock = self._newClock()
         sent = time.monotonic()
-        lease = await self.store.join(self.nodeId, self.address, self.leaseSeconds)
+        try:
+            lease = await asyncio.wait_for(
+                self.store.join(self.nodeId, self.address, self.leaseSeconds),
+                timeout=max(5.0, self.leaseSeconds),
+            )
+        except asyncio.TimeoutError:
+            raise CoordinationUnavailable("joining the cluster timed out") from None
         clock.renewed(sent)
         self.clock = clock
         self.lease = lease
@@ -217,7 +224,13 @@ class ClusterNode:
         assert lease is not None
         sent = time.monotonic()
         try:
-            await self.store.renew(lease)
+            # Bounded: a renewal stuck on a broken link must not keep the next one from being
+            # sent once the link is back.
+            await asyncio.wait_for(self.store.renew(lease), timeout=max(1.0, self.leaseSeconds))
+        except asyncio.TimeoutError:
+            raise CoordinationUnavailable(
+                f"renewing the lease took longer than {max(1.0, self.leaseSeconds):g} s"
+            ) from None
         except LeaseLost:
             if lease is self.lease:
                 self.clock.lost()
@@ -274,8 +287,10 @@ class ClusterNode:
         for namespace, objectId in list(self.owned):
             self.drop(namespace, objectId, why)
 
-    def drop(self, namespace: str, objectId: str, why: str) -> None:
-        """Stop serving one object: reset its instance (if live), forget its claim here."""
+    def drop(self, namespace: str, objectId: str, why: str, closeCode: int = 1012) -> None:
+        """Stop serving one object: reset its instance (if live), close its hibernatable
+        WebSockets (with ``closeCode``: the clients reconnect and reach the new owner), forget its
+        claim here."""
         self.owned.pop((namespace, objectId), None)
         registry = self.registry
         if registry is None:
@@ -284,6 +299,10 @@ class ClusterNode:
         actor = registry.liveActor(namespace, objectId)
         if actor is not None:
             actor.reset(unavailable(f"The Durable Object moved to another node ({why})."))
+        record = registry.records.pop((namespace, objectId), None)
+        if record is not None:
+            for ws in list(record.sockets):
+                websocket.closeByRuntime(ws, closeCode, "The Durable Object moved; reconnect")
 
     # -- where an object is served ---------------------------------------------------------------
 
@@ -441,7 +460,7 @@ class ClusterNode:
                     await replica.committed()
                 except Exception:
                     pass
-            self.drop(namespace, objectId, "the node is shutting down")
+            self.drop(namespace, objectId, "the node is shutting down", closeCode=1001)
             try:
                 if await self.store.release(lease, namespace, objectId, owned.epoch):
                     released += 1

@@ -18,12 +18,12 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succee
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.web.server import Site
 
-from .channel import ClusterRouter, NodeClient, NodeResource
+from .channel import ClusterRouter, NodeClient
 from .node import ClusterNode, safeNodeDirectory
 from .storage import ReplicatedBackend
 from .store import asDeferred, storeClass
+from .wire import WireServerFactory
 
 __all__ = ["NodeService", "defaultNodeId"]
 
@@ -70,7 +70,10 @@ class NodeService:
         self.listen = listen
         self.advertise = advertise
         self.secret = secret
-        self.store = storeClass()(conninfo, schema=schema, applicationName=f"dotwist {self.nodeId}")
+        self.store = storeClass()(
+            conninfo, schema=schema, applicationName=f"dotwist {self.nodeId}",
+            reconnectTimeout=max(2.0, leaseSeconds),
+        )
         self.node = ClusterNode(
             self.store, self.nodeId, leaseSeconds=leaseSeconds, reactor=reactor, alarmPoll=alarmPoll
         )
@@ -83,9 +86,6 @@ class NodeService:
             os.path.join(self.dataDir, "objects"), self.node.replicaOf, storageLimits, **options
         )
         self.router: Optional[ClusterRouter] = None
-        #: The server's WebSocket factory, for the sockets of objects here that other nodes
-        #: relay (set by the service).
-        self.webSockets: Any = None
         self.client: Optional[NodeClient] = None
         self._port: Optional[IListeningPort] = None
         #: Fires once the node has joined and its channel listens.
@@ -124,11 +124,9 @@ class NodeService:
         await self.store.open()
         secret = self.secret or os.environ.get("DOTWIST_CLUSTER_SECRET") or await self.store.sharedSecret()
         self.client.secret = secret
-        resource = NodeResource(self.router, secret, self.webSockets)
         endpoint = serverFromString(self.reactor, self.listen)
-        site = Site(resource)
-        site.noisy = False
-        port = await Deferred.asFuture(endpoint.listen(site), _loop())
+        factory = WireServerFactory(self.router.serve, secret)
+        port = await Deferred.asFuture(endpoint.listen(factory), _loop())
         self._port = port
         address = self.advertise or _addressOf(port, self.listen)
         await self.node.start(address)
@@ -139,6 +137,10 @@ class NodeService:
         """Release every object and leave the cluster (graceful shutdown)."""
         if not self.started.called or self.node.lease is None:
             return succeed(None)
+        if self.router is not None:
+            # The objects' sockets relayed to other nodes' clients: those nodes close them with
+            # 1001, as this node's own clients are.
+            self.router.ownerSockets.closeAll(1001, "Server shutting down")
         return self.node.handOff()
 
     def close(self) -> Deferred[Any]:

@@ -21,6 +21,7 @@ import asyncio
 from typing import Any, Awaitable, Callable, Optional, cast
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from ..storage.errors import ObjectOpenError
 from ..storage.sqlite import SqliteBackend, SqliteObjectStore
@@ -28,6 +29,8 @@ from .replica import ObjectReplica
 from .store import KEEP
 
 __all__ = ["ReplicatedBackend", "ReplicatedStore"]
+
+_log = Logger(namespace="dotwist.cluster")
 
 
 class ReplicatedStore(SqliteObjectStore):
@@ -50,7 +53,19 @@ class ReplicatedStore(SqliteObjectStore):
         if replica.checkpointDue:
             replica.checkpoint(self.runOwnStatement)
         d: Deferred[Any] = Deferred.fromFuture(future)
-        return d.addCallback(lambda _: None)
+        return d.addCallback(self._durable)
+
+    def _durable(self, _: object) -> None:
+        """A commit is durable: when the log has grown enough, and nothing is pending here or
+        on its way, store a snapshot (which lets the log up to it go)."""
+        replica = self.replica
+        if self.closed or self.hasPendingWrites or not replica.isIdle or not replica.snapshotDue:
+            return
+        try:
+            image = self.serializeDatabase()
+        except Exception:
+            return
+        _consume(replica.snapshot(image), f"The snapshot of {self.namespace}/{self.objectId}")
 
 
 class ReplicatedBackend(SqliteBackend):
@@ -86,6 +101,15 @@ class ReplicatedBackend(SqliteBackend):
         return store
 
 
-def _consume(future: "asyncio.Future[Any]") -> None:
-    """Nobody waits for this future; its failure reaches the next commit through the replica."""
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+def _consume(future: "asyncio.Future[Any]", what: str = "") -> None:
+    """Nobody waits for this future; a failure that matters reaches the next commit through the
+    replica (``what`` names it in the log)."""
+
+    def done(f: "asyncio.Future[Any]") -> None:
+        if f.cancelled():
+            return
+        error = f.exception()
+        if error is not None and what:
+            _log.warn("{what} failed: {error}", what=what, error=repr(error))
+
+    future.add_done_callback(done)

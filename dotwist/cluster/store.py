@@ -224,6 +224,10 @@ class CoordinationStore:
     use (one more round trip per operation): without it, a connection that broke while idle (say,
     PostgreSQL restarted) is found broken by the next operation, which for a commit means
     :class:`CommitOutcomeUnknown` and a reset of the object, although nothing was sent.
+    ``reconnectTimeout`` bounds how long the pool keeps retrying a connection that failed (with
+    a backoff that doubles each time) before it gives up on that attempt and starts afresh when
+    a connection is next needed: a node uses about its lease, so that it is connected again
+    within seconds of PostgreSQL coming back.
 
     Call :meth:`open` (it makes or checks the tables) before anything else, and :meth:`close` at
     the end; or use ``async with store:``.
@@ -357,6 +361,7 @@ class CoordinationStore:
         connectTimeout: float = 10.0,
         applicationName: str = "dotwist",
         checkConnections: bool = False,
+        reconnectTimeout: float = 300.0,
     ) -> None:
         if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
             raise ValueError(
@@ -379,6 +384,7 @@ class CoordinationStore:
                 timeout=connectTimeout,
                 kwargs={"autocommit": True, "application_name": applicationName},
                 check=AsyncConnectionPool.check_connection if checkConnections else None,
+                reconnect_timeout=reconnectTimeout,
                 open=False,
                 name=f"dotwist-{schema}",
             )

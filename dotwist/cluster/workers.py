@@ -12,7 +12,8 @@ Python runs one core per process; a cluster node is one process. With ``--worker
   come back at once on whichever node is asked first, once its lease lapsed), after 1 s, doubling
   up to 30 s while it keeps failing at once;
 - SIGTERM to the parent is passed to every worker, each hands its objects over as a single node
-  does, and the parent exits once all have.
+  does, and the parent exits once all have; a worker whose parent is gone (killed with -9) stops
+  the same way by itself.
 
 Requests for an object that another worker owns are relayed to it over the loopback channel,
 exactly as between machines.
@@ -34,7 +35,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-__all__ = ["ReusePortEndpoint", "WorkersService", "reusePortEndpoint", "workerArgs"]
+__all__ = ["ReusePortEndpoint", "WorkersService", "reusePortEndpoint", "watchParent", "workerArgs"]
 
 _log = Logger(namespace="dotwist.workers")
 
@@ -201,3 +202,23 @@ def installSigterm(reactor: Any, stop: Any) -> None:
         reactor.callFromThread(stop)
 
     signal.signal(signal.SIGTERM, onSigterm)
+
+
+def watchParent(reactor: Any, interval: float = 1.0) -> Any:
+    """In a worker: stop gracefully (hand the objects over) if the supervising parent is gone
+    (killed with -9, say), instead of serving on as an orphan nobody supervises."""
+    from twisted.internet.task import LoopingCall
+
+    parent = os.getppid()
+
+    def check() -> None:
+        if os.getppid() != parent:
+            _log.warn("The --workers parent (process {pid}) is gone; stopping", pid=parent)
+            loop.stop()
+            if reactor.running:
+                reactor.stop()
+
+    loop = LoopingCall(check)
+    loop.clock = reactor
+    loop.start(interval, now=False)
+    return loop

@@ -1,48 +1,42 @@
-"""WebSockets to an object on another node: the owner keeps the socket, the node the client
-reached relays it.
+"""WebSockets to an object on another node: the owner keeps the object's socket, the node the
+client reached relays it, message by message, on the node-to-node channel
+(``dotwist.cluster.wire``).
 
 When a Worker on node A calls ``stub.fetch(request)`` with ``Upgrade: websocket`` for an object
-owned by node B, the call goes to B like any other (``dotwist.cluster.channel``). If the object
-answers with a ``101`` and a ``webSocket``, B does not encode it: it *parks* the response under a
-random token (:class:`ParkedSockets`) and answers with the token and the response's headers. A then
-opens a WebSocket to B's internal endpoint (``GET /dotwist-cluster/ws/<token>``, with the cluster
-secret), which B hands over to the parked client end exactly as its public server hands a Worker's
-``101`` over to a client: so on B the object's socket is an ordinary one (``accept()``, or
-``ctx.acceptWebSocket`` with hibernation, auto-responses, tags, close codes).
+owned by node B, the call goes to B like any other. If the object answers with a ``101`` and a
+``webSocket``, B joins the response's client end to an :class:`OwnerSocket` (a connection, as
+``dotwist.websocket`` sees it, whose frames travel on the channel the call came on), numbers it,
+and answers with the number and the response's headers. On B the object's socket is an ordinary
+one: ``accept()``, or ``ctx.acceptWebSocket`` with hibernation, tags and auto-responses.
 
-On A, :func:`connectRelay` makes a local ``WebSocketPair``: its client end goes into the
-``Response`` the Worker gets (and returns to its client), its server end is relayed to B's socket,
-message by message (text stays text, binary stays binary) and close by close (code and reason,
-both ways). If B's connection is lost without a close (B died, the network broke), A closes the
-client's socket with ``1012`` (Service Restart): the client reconnects, and its next request
-reaches the object on its new owner.
+On A, :func:`relay` makes a local ``WebSocketPair``: its client end goes into the ``Response`` the
+Worker gets (and returns to its client), its server end is a :class:`CallerSocket` relaying to B:
+text stays text, binary stays binary, close codes and reasons go both ways. If the channel to B
+breaks (B died, the network broke), A closes the client's socket with ``1012`` (Service Restart):
+the client reconnects, and its next request reaches the object on its new owner. When B shuts
+down gracefully, it closes the sockets it holds with ``1001`` first.
 """
 
 from __future__ import annotations
 
-import secrets
-from typing import TYPE_CHECKING, Any, Optional, cast
+import struct
+from typing import Any, Optional
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 
 from .. import websocket
 from ..fetch import Headers, Response
-from ..websocket import WebSocketPair
+from ..websocket import WebSocket, WebSocketPair
+from .wire import Channel
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..websocket import WebSocket
-
-__all__ = ["ParkedSockets", "WS_PATH", "connectRelay"]
+__all__ = ["CallerSocket", "OwnerSocket", "OwnerSockets", "relay"]
 
 _log = Logger(namespace="dotwist.cluster")
 
-WS_PATH = "/dotwist-cluster/ws/"
-
-#: What A's client closes with when the owner's connection is lost without a close frame.
+#: What A's client is closed with when the owner's side is lost without a close.
 OWNER_GONE = 1012
+
+_CODE = struct.Struct(">H")
 
 _HANDSHAKE = frozenset(
     {"upgrade", "connection", "sec-websocket-accept", "sec-websocket-key", "sec-websocket-version",
@@ -50,134 +44,146 @@ _HANDSHAKE = frozenset(
 )
 
 
-class ParkedSockets:
-    """On the owner: ``101`` responses waiting for the calling node to connect (at most
-    ``timeout`` seconds; then the object's socket is closed as if the client left)."""
+def _closeFrame(code: Optional[int], reason: Optional[str]) -> bytes:
+    return _CODE.pack(1005 if code is None else code) + (reason or "").encode("utf-8")
 
-    def __init__(self, reactor: Any, timeout: float = 30.0) -> None:
-        self.reactor = reactor
-        self.timeout = timeout
-        self._parked: dict[str, tuple[Response, Any]] = {}
 
-    def park(self, response: Response) -> str:
-        token = secrets.token_urlsafe(24)
-        timer = self.reactor.callLater(self.timeout, self._expire, token)
-        self._parked[token] = (response, timer)
-        return token
+def _readClose(data: bytes) -> tuple[int, str]:
+    return _CODE.unpack(data[:2])[0], data[2:].decode("utf-8", "replace")
 
-    def take(self, token: str) -> Optional[Response]:
-        entry = self._parked.pop(token, None)
-        if entry is None:
-            return None
-        response, timer = entry
-        if timer.active():
-            timer.cancel()
-        return response
 
-    def _expire(self, token: str) -> None:
-        entry = self._parked.pop(token, None)
-        if entry is None:
+class OwnerSocket:
+    """On the owner: the connection a relayed client end is attached to."""
+
+    def __init__(self, sockets: "OwnerSockets", channel: Channel, clientEnd: WebSocket, earlyLimit: int, sendLimit: int) -> None:
+        self.sockets = sockets
+        self.channel = channel
+        self.clientEnd = clientEnd
+        self.number = channel.openSocket(self)
+        self.done = False
+        sockets.live.add(self)
+        websocket.attach(clientEnd, self, earlyLimit, sendLimit)
+
+    # the connection, as dotwist.websocket sees it
+    def wsSend(self, payload: bytes, isBinary: bool) -> None:
+        if not self.done:
+            self.channel.sendSocket(self.number, b"B" if isBinary else b"T", payload)
+
+    def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
+        if not self.done:
+            self.channel.sendSocket(self.number, b"C", _closeFrame(code, reason))
+
+    # frames from the caller's node
+    def frameReceived(self, op: bytes, data: bytes) -> None:
+        if self.done:
             return
-        clientEnd = entry[0].webSocket
-        if clientEnd is not None:
-            websocket.connectionClosed(clientEnd, False, 1006, "the calling node never connected")
+        if op == b"T":
+            websocket.received(self.clientEnd, data.decode("utf-8"))
+        elif op == b"B":
+            websocket.received(self.clientEnd, data)
+        elif op == b"C":
+            code, reason = _readClose(data)
+            self._ended(True, None if code == 1005 else code, reason)
+        elif op == b"L":
+            self._ended(False, 1006, data.decode("utf-8", "replace"))
 
-    def __len__(self) -> int:
-        return len(self._parked)
+    def channelLost(self) -> None:
+        self._ended(False, 1006, "the node relaying this WebSocket went away")
+
+    def _ended(self, wasClean: bool, code: Optional[int], reason: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.sockets.live.discard(self)
+        self.channel.closeSocket(self.number)
+        websocket.connectionClosed(self.clientEnd, wasClean, code, reason)
+
+    def goAway(self, code: int, reason: str) -> None:
+        """The owner shuts down: the caller's node closes its client with ``code``."""
+        self.wsClose(code, reason)
+        self._ended(True, code, reason)
 
 
-class _RelayProtocol(WebSocketClientProtocol):
-    """A's connection to the owner, relaying to and from the local server end."""
+class OwnerSockets:
+    """The relayed sockets a node holds for other nodes' clients."""
 
-    server: "WebSocket"
-    opened: Deferred[Any]
-    isOpen = False
+    def __init__(self) -> None:
+        self.live: set[OwnerSocket] = set()
 
-    def onOpen(self) -> None:
-        self.isOpen = True
-        self.opened.callback(self)
+    def attach(self, channel: Channel, response: Response, earlyLimit: int, sendLimit: int) -> bytes:
+        """Join the ``101`` response's client end to ``channel``; its socket number."""
+        assert response.webSocket is not None
+        if not websocket.claimForHandover(response.webSocket):
+            raise TypeError("The Durable Object returned a WebSocket that was already handed to a client")
+        return OwnerSocket(self, channel, response.webSocket, earlyLimit, sendLimit).number
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+    def closeAll(self, code: int, reason: str) -> int:
+        live = list(self.live)
+        for socket in live:
+            socket.goAway(code, reason)
+        return len(live)
+
+
+class CallerSocket:
+    """On the node the client reached: the server end of its pair, relayed to the owner."""
+
+    def __init__(self, channel: Channel, number: bytes, server: WebSocket) -> None:
+        self.channel = channel
+        self.number = number
+        self.server = server
+        self.done = False
+        server.accept()
+        server.addEventListener("message", self._message)
+        server.addEventListener("close", self._closed)
+        channel.adoptSocket(number, self)
+
+    def _message(self, event: Any) -> None:
+        data = event.data
+        if isinstance(data, str):
+            self.channel.sendSocket(self.number, b"T", data.encode("utf-8"))
+        else:
+            self.channel.sendSocket(self.number, b"B", bytes(data))
+
+    def _closed(self, event: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.channel.closeSocket(self.number)
+        if event.code == 1006:
+            self.channel.sendSocket(self.number, b"L", (event.reason or "").encode("utf-8"))
+        else:
+            self.channel.sendSocket(self.number, b"C", _closeFrame(event.code, event.reason))
+
+    def frameReceived(self, op: bytes, data: bytes) -> None:
         server = self.server
-        if server.readyState == websocket.OPEN:
-            server.send(payload if isBinary else payload.decode("utf-8"))
-
-    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        if not self.isOpen:
-            if not self.opened.called:
-                self.opened.errback(ConnectionError(f"the owner refused the WebSocket: {reason}"))
-            return
-        server = getattr(self, "server", None)
-        if server is None or server.readyState == websocket.CLOSED:
+        if server.readyState == websocket.CLOSED:
             return
         try:
-            if wasClean and code is not None and code not in (1005, 1006):
-                server.close(code, reason or "")
-            elif wasClean:
-                server.close()
-            else:
-                server.close(OWNER_GONE, "The Durable Object's node went away; reconnect")
+            if op == b"T":
+                if server.readyState == websocket.OPEN:
+                    server.send(data.decode("utf-8"))
+            elif op == b"B":
+                if server.readyState == websocket.OPEN:
+                    server.send(data)
+            elif op == b"C":
+                code, reason = _readClose(data)
+                if code in (1005, 1006):
+                    server.close()
+                else:
+                    server.close(code, reason)
         except Exception:
-            _log.failure("Relaying a close to the client failed")
+            _log.failure("Relaying to a client failed")
+
+    def channelLost(self) -> None:
+        self.done = True
+        if self.server.readyState != websocket.CLOSED:
+            self.server.close(OWNER_GONE, "The Durable Object's node went away; reconnect")
 
 
-def connectRelay(reactor: Any, address: str, token: str, secret: str, headers: Headers, protocols: list[str]) -> Deferred[Response]:
-    """Connect to the owner's parked socket; fires with the ``101`` for the Worker, whose client
-    end is relayed to it."""
-    from .channel import SECRET_HEADER
-
-    host, _, port = address.rpartition(":")
-    factory = WebSocketClientFactory(
-        f"ws://{address}{WS_PATH}{token}",
-        headers={SECRET_HEADER: secret},
-        protocols=protocols or None,
-    )
-    factory.setProtocolOptions(
-        maxMessagePayloadSize=0, maxFramePayloadSize=0, autoPingInterval=0, openHandshakeTimeout=30
-    )
-    factory.protocol = _RelayProtocol
-    opened: Deferred[Any] = Deferred()
-
-    def build(addr: Any) -> _RelayProtocol:
-        protocol = cast(_RelayProtocol, WebSocketClientFactory.buildProtocol(factory, addr))
-        protocol.opened = opened
-        return protocol
-
-    factory.buildProtocol = build  # type: ignore[method-assign]
-    endpoint = clientFromString(reactor, f"tcp:host={host}:port={port}:timeout=10")
-    connecting = endpoint.connect(factory)
-    def notConnected(failure: Any) -> None:
-        if not opened.called:
-            opened.errback(failure)
-
-    connecting.addErrback(notConnected)
-
-    def relay(protocol: _RelayProtocol) -> Response:
-        client, server = WebSocketPair()
-        protocol.server = server
-        server.accept()
-
-        def onMessage(event: Any) -> None:
-            data = event.data
-            if isinstance(data, str):
-                protocol.sendMessage(data.encode("utf-8"), isBinary=False)  # type: ignore[no-untyped-call]
-            else:
-                protocol.sendMessage(bytes(data), isBinary=True)  # type: ignore[no-untyped-call]
-
-        def onClose(event: Any) -> None:
-            if protocol.state != protocol.STATE_OPEN:
-                return
-            code = event.code
-            if code == 1006:
-                protocol.dropConnection(abort=True)
-            elif code == 1005:
-                protocol.sendClose()
-            else:
-                protocol.sendClose(code=code, reason=event.reason or None)
-
-        server.addEventListener("message", onMessage)
-        server.addEventListener("close", onClose)
-        kept = [(name, value) for name, value in headers.rawItems() if name.lower() not in _HANDSHAKE]
-        return Response(None, status=101, headers=kept, webSocket=client)
-
-    return opened.addCallback(relay)
+def relay(channel: Channel, number: bytes, headers: Headers) -> Response:
+    """The ``101`` for the Worker: a new pair whose server end relays to the owner's socket
+    ``number`` on ``channel``."""
+    client, server = WebSocketPair()
+    CallerSocket(channel, number, server)
+    kept = [(name, value) for name, value in headers.rawItems() if name.lower() not in _HANDSHAKE]
+    return Response(None, status=101, headers=kept, webSocket=client)

@@ -431,6 +431,17 @@ class SqliteObjectStore(BaseObjectStore):
         self._wakeUp()
         return self._engine.trusted(trustedSql(sql))
 
+    def serializeDatabase(self) -> bytes:
+        """The committed database as one image (SQLite's ``serialize()``); refused while writes
+        are pending."""
+        self._check()
+        if self._pending or self._savepoints:
+            raise InvalidArgumentError(
+                f"the storage of {self.namespace}/{self.objectId} has uncommitted writes"
+            )
+        self._wakeUp()
+        return self._engine.serialize()
+
     # -- lifetime -----------------------------------------------------------------------------
 
     def _isEmpty(self) -> bool:

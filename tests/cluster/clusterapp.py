@@ -2,6 +2,10 @@
 
     POST /append/<name>?v=V        append V to the object's list "vals" (answered once durable)
     GET  /read/<name>              the list
+    POST /blob/<name>?kb=K&v=V     store K KiB under "blob" and append V
+    POST /storage/<name>?n=N       key-value, SQL and transactions (one rolled back); the state
+    GET  /state/<name>             the state: every key-value pair and the SQL notes
+    POST /wipe/<name>              deleteAll(); the state
     POST /rpc-append/<name>?v=V    the same append, through an RPC method of the stub
     GET  /boom/<name>              the object's RPC method raises ValueError
     GET  /unavailable/<name>       the object's RPC method raises a retryable DurableObjectError
@@ -89,6 +93,37 @@ class Log(DurableObject):
         if action == "append":
             result = await self.append(query["v"])
             return Response(json.dumps({"vals": result["vals"]}))
+        if action == "blob":
+            await storage.put("blob", "x" * (int(query["kb"]) * 1024) + query["v"])
+            result = await self.append(query["v"])
+            return Response(json.dumps({"vals": result["vals"]}))
+        if action == "storage":
+            # Key-value, SQL, a transaction that rolls back and one that commits.
+            n = int(query["n"])
+            storage.sql.exec("CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT)")
+            storage.sql.exec("INSERT INTO notes (text) VALUES (?)", f"note {n}")
+            await storage.put({f"k:{n}": n, f"other:{n}": [n]})
+
+            def failing():
+                storage.sql.exec("INSERT INTO notes (text) VALUES ('rolled back')")
+                raise ValueError("roll back")
+
+            try:
+                storage.transactionSync(failing)
+            except ValueError:
+                pass
+
+            async def moving(txn):
+                await txn.put("moved", n)
+                await txn.delete(f"other:{n}")
+
+            await storage.transaction(moving)
+            return Response(json.dumps(await self._state()))
+        if action == "state":
+            return Response(json.dumps(await self._state()))
+        if action == "wipe":
+            await storage.deleteAll()
+            return Response(json.dumps(await self._state()))
         if action == "read":
             return Response(json.dumps({"vals": await storage.get("vals") or []}))
         if action == "alarm":
@@ -125,6 +160,14 @@ class Log(DurableObject):
         if action == "closed":
             return Response(json.dumps({"closed": await storage.get("closed")}))
         return Response(json.dumps({"error": "unknown action"}), status=404)
+
+    async def _state(self):
+        storage = self.ctx.storage
+        try:
+            notes = [r["text"] for r in storage.sql.exec("SELECT text FROM notes ORDER BY id").toArray()]
+        except Exception:
+            notes = None
+        return {"kv": {k: v for k, v in (await storage.list()).items()}, "notes": notes}
 
     async def webSocketMessage(self, ws, message):
         if message == "vals":

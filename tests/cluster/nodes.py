@@ -72,7 +72,7 @@ class Cluster:
 
     def __init__(
         self, pg: Pg, directory: Path, *, lease: float = 2.0, env: Optional[dict[str, str]] = None,
-        sharedSecret: bool = False,
+        sharedSecret: bool = False, app: str = "clusterapp",
     ) -> None:
         self.pg = pg
         self.directory = directory
@@ -84,6 +84,7 @@ class Cluster:
         self.secret = f"test-secret-{pg.schema}"
         #: Let the nodes make and share the secret in PostgreSQL instead of passing it.
         self.sharedSecret = sharedSecret
+        self.app = app
         #: Nodes stopped with SIGSTOP (and not continued yet).
         self.paused: set[str] = set()
 
@@ -102,7 +103,7 @@ class Cluster:
         logPath = self.directory / f"{name}.log"
         args = [
             str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "dotwist",
-            "--app", "clusterapp", "--listen", f"tcp:{port}:interface=127.0.0.1",
+            "--app", self.app, "--listen", f"tcp:{port}:interface=127.0.0.1",
             "--cluster", conninfo, "--cluster-schema", self.pg.schema,
             "--node-listen", f"tcp:{internal}:interface=127.0.0.1",
             *([] if self.sharedSecret else ["--cluster-secret", self.secret]),
@@ -223,3 +224,30 @@ def preferred(names: list[str], objectName: str) -> str:
     from dotwist.cluster.rendezvous import preferredNode
 
     return preferredNode(sorted(names), "Log", objectIdOf(objectName))
+
+
+def wireCall(port: int, secret: str, body: bytes, timeout: float = 15.0) -> bytes:
+    """One call on a node's internal channel, as another node sends it (dotwist.cluster.wire):
+    the hello frame with the secret, a call frame, and its reply frame."""
+    import socket
+    import struct
+
+    def frame(data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + data
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(frame(b"DWC1" + secret.encode()) + frame(b"C" + struct.pack(">Q", 1) + body))
+        buffer = b""
+        while True:
+            if len(buffer) >= 4:
+                (length,) = struct.unpack(">I", buffer[:4])
+                if len(buffer) >= 4 + length:
+                    reply = buffer[4 : 4 + length]
+                    if reply[:1] == b"R":
+                        return reply[9:]
+                    buffer = buffer[4 + length :]
+                    continue
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("the node closed the channel")
+            buffer += chunk

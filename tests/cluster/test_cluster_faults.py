@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import pytest
 from clustersupport import Pg
-from nodes import Cluster, objectIdOf, preferred, waitFor
+from nodes import Cluster, objectIdOf, preferred, waitFor, wireCall
 from pgproxy import PgLinkProxy
 
 LEASE = 1.5
@@ -172,13 +172,12 @@ def _ownerOf(cluster: Cluster, obj: str) -> Optional[str]:
 
 
 def scenarioRace(cluster: Cluster, record: Record, count: int = 100) -> None:
-    """Two nodes asked at the same moment to take the same never-used objects (through their
-    internal endpoints, as another node would: each tries to claim it itself), 100 objects at
-    once, each with one append through each node."""
+    """Two nodes asked at the same moment to take the same never-used objects (on their internal
+    channels, as another node would ask: each tries to claim it itself), 100 objects at once,
+    each with one append through each node."""
     from dotwist.cluster.calls import Moved, decodeReply, encodeCall
     from dotwist.fetch import Request
     from dotwist.stubs import callFetch
-    import http.client
 
     def internal(node: str) -> int:
         return int(cluster.nodeListen[node])
@@ -188,15 +187,10 @@ def scenarioRace(cluster: Cluster, record: Record, count: int = 100) -> None:
         body = encodeCall("Log", objectIdOf(obj), obj, callFetch, (request,))
         port = internal(node)
         for _ in range(4):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
             try:
-                conn.request("POST", "/dotwist-cluster/call", body=body,
-                             headers={"Dotwist-Cluster-Secret": cluster.secret})
-                data = conn.getresponse().read()
+                data = wireCall(port, cluster.secret, body)
             except OSError:
                 return
-            finally:
-                conn.close()
             try:
                 response, reply = decodeReply(data, callFetch)
             except Moved as moved:
@@ -332,6 +326,12 @@ def test_a_nodes_link_to_postgresql_cut(cluster: Cluster) -> None:
             owned = [o for o in objs if _ownerOf(cluster, o) == "a"]
             proxy.cut()
             cutAt = record.count()
+            waitFor(
+                lambda: cluster.sql(
+                    "SELECT 1 FROM {s}.node WHERE node_id = 'a' AND lease_until < now() - interval '3 seconds'"
+                ) != [],
+                "a's lease to have lapsed for 2 leases", deadline=30,
+            )
             waitFor(lambda: record.count() > cutAt + 12, "writes while a is cut off", deadline=30)
             proxy.restore()
             (incarnation,) = cluster.sql("SELECT incarnation FROM {s}.node WHERE node_id = 'a'")[0]

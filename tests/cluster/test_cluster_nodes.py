@@ -349,6 +349,138 @@ def test_workers_share_one_port_and_are_supervised(pg: Pg, tmp_path: Path) -> No
         assert states["wk-w0.2"] == "left" and states["wk-w1.1"] == "left", states
     finally:
         if parent.poll() is None:
+            parent.kill()  # the workers notice their parent is gone, and stop
+            parent.wait()
+        cluster.close()
+
+
+def test_workers_stop_when_their_parent_is_killed(pg: Pg, tmp_path: Path) -> None:
+    """kill -9 of the --workers parent: each worker notices and stops gracefully (it leaves the
+    cluster), so no orphan keeps serving."""
+    import os
+    import signal
+
+    from nodes import HERE, TESTS, _freePort
+
+    args = [
+        str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", "dotwist", "--app", "clusterapp",
+        "--listen", f"tcp:{_freePort()}:interface=127.0.0.1", "--cluster", pg.conninfo,
+        "--cluster-schema", pg.schema, "--node-id", "orph", "--lease", "2",
+        "--data-dir", str(tmp_path / "data"), "--workers", "2",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(TESTS)])}
+    with open(tmp_path / "workers.log", "wb") as out:
+        parent = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    cluster = Cluster(pg, tmp_path)
+    workers: list[int] = []
+    try:
+        def states() -> dict[str, str]:
+            try:
+                return dict(cluster.sql("SELECT node_id, state FROM {s}.node"))
+            except Exception:
+                return {}
+
+        waitFor(lambda: states() == {"orph-w0.1": "alive", "orph-w1.1": "alive"}, "two workers", deadline=30)
+        workers = [int(p) for p in subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(parent.pid)], capture_output=True, text=True
+        ).stdout.split()]
+        assert len(workers) == 2
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        waitFor(lambda: set(states().values()) == {"left"}, "both workers to leave", deadline=30)
+        waitFor(lambda: not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers),
+                "both workers to exit", deadline=30)
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if parent.poll() is None:
             parent.kill()
             parent.wait()
         cluster.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
+def test_an_owner_takes_snapshots_and_the_next_owner_loads_from_one(cluster: Cluster) -> None:
+    """Writes that ship several times the database's size make the owner store a snapshot (the
+    log before it is let go); after the owner's death the next owner rebuilds the object from the
+    snapshot and the log after it, with every write."""
+    cluster.start("a", "b")
+    obj = next(f"s{i}" for i in range(50) if preferred(["a", "b"], f"s{i}") == "b")
+    oid = objectIdOf(obj)
+    for i in range(12):
+        reply = cluster.request("a", "POST", f"/blob/{obj}?kb=300&v={i}")
+        assert reply.ok and reply.data["node"] == "b"
+    waitFor(lambda: cluster.sql("SELECT seq FROM {s}.snapshot WHERE object_id = %s", oid) != [], "a snapshot")
+    (snapshotSeq,) = cluster.sql("SELECT seq FROM {s}.snapshot WHERE object_id = %s", oid)[0]
+    (logSeq,) = cluster.sql("SELECT log_seq FROM {s}.owner WHERE object_id = %s", oid)[0]
+    kept = [r[0] for r in cluster.sql("SELECT seq FROM {s}.log WHERE object_id = %s ORDER BY seq", oid)]
+    assert snapshotSeq > 1 and kept == list(range(snapshotSeq + 1, logSeq + 1))
+    cluster.kill("b")
+    waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").ok, "the object on node a")
+    reply = cluster.request("a", "GET", f"/read/{obj}")
+    assert reply.data["node"] == "a" and reply.data["vals"] == [str(i) for i in range(12)]
+
+
+def test_the_chat_example_with_members_of_one_room_on_two_nodes(pg: Pg, tmp_path: Path) -> None:
+    """dotwist.examples.chat on two nodes: alice joins the lobby through one node, bob through
+    the other (so one of them reaches the room through the relay); each sees the other join and
+    both messages, and a newcomer through either node gets the history."""
+    import json
+
+    from rawclient import RawWebSocket
+
+    cluster = Cluster(pg, tmp_path, app="dotwist.examples.chat")
+    try:
+        cluster.start("a", "b")
+
+        def join(node: str, name: str) -> tuple[RawWebSocket, dict]:
+            ws = RawWebSocket(cluster.nodes[node].port, f"/api/room/lobby/websocket?name={name}")
+            assert ws.status == 101
+            return ws, json.loads(ws.receive()[1])
+
+        alice, welcome = join("a", "alice")
+        assert welcome["members"] == ["alice"]
+        bob, welcome = join("b", "bob")
+        assert welcome["members"] == ["alice", "bob"]
+        assert json.loads(alice.receive()[1])["type"] == "join"
+        alice.send(json.dumps({"type": "message", "text": "hi from a"}).encode())
+        bob.send(json.dumps({"type": "message", "text": "hi from b"}).encode())
+        for ws in (alice, bob):
+            got = [json.loads(ws.receive()[1]) for _ in range(2)]
+            assert sorted((m["name"], m["text"]) for m in got) == [("alice", "hi from a"), ("bob", "hi from b")]
+        for node in ("a", "b"):
+            carol, welcome = join(node, f"carol{node}")
+            assert sorted(m["text"] for m in welcome["history"]) == ["hi from a", "hi from b"]
+            carol.close()
+        alice.close()
+        bob.close()
+    finally:
+        cluster.close()
+
+
+def test_the_storage_api_on_an_object_owned_by_another_node_survives_its_death(cluster: Cluster) -> None:
+    """Through node a, an object on node b writes key-value pairs, SQL rows and two
+    transactions (one rolled back, one committed); after b is killed, the object on node a has
+    exactly that state; deleteAll() there empties it."""
+    cluster.start("a", "b")
+    obj = next(f"st{i}" for i in range(50) if preferred(["a", "b"], f"st{i}") == "b")
+    for n in range(3):
+        reply = cluster.request("a", "POST", f"/storage/{obj}?n={n}")
+        assert reply.ok and reply.data["node"] == "b", reply
+    expected = {"kv": {"k:0": 0, "k:1": 1, "k:2": 2, "moved": 2}, "notes": ["note 0", "note 1", "note 2"]}
+    assert {k: reply.data[k] for k in ("kv", "notes")} == expected
+    cluster.kill("b")
+    waitFor(lambda: cluster.request("a", "GET", f"/state/{obj}").ok, "the object on node a", deadline=20)
+    reply = cluster.request("a", "GET", f"/state/{obj}")
+    assert reply.data["node"] == "a" and {k: reply.data[k] for k in ("kv", "notes")} == expected
+    wiped = cluster.request("a", "POST", f"/wipe/{obj}")
+    assert wiped.data["kv"] == {} and wiped.data["notes"] is None
