@@ -14,7 +14,7 @@ becomes an HTTP response in one place, ``errorResponse``.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, cast
+from typing import Any, Optional, Union, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -425,30 +425,46 @@ class Front:
         return Request.fromWire(url, method, headers, body or None)
 
     @app.route("/", branch=True)
-    async def handle(self, request: IRequest) -> Any:
+    def handle(self, request: IRequest) -> Union[bytes, Deferred[Any]]:
+        # A plain function over Deferreds, not a coroutine: Klein would wrap a coroutine in
+        # ensureDeferred, and a request whose Worker answers in the same turn (most do) would pay
+        # for two coroutines' plumbing instead of none. Klein cancels the Deferred returned here
+        # when the client goes away; the cancellation reaches the Worker's invocation.
         if self.draining:
             request.setResponseCode(503)
             request.setHeader(b"connection", b"close")
             request.setHeader(b"retry-after", b"1")
             return b"The server is shutting down."
-        incoming: Optional[Request] = None
-        self.inFlight += 1
         try:
             incoming = self._toRequest(request)
-            response = await self._runtime.fetch(incoming)
-            if response.webSocket is not None:
-                return self._handover(request, response)
         except Exception as e:
-            method, url = (incoming.method, incoming.url) if incoming is not None else ("", "")
-            return errorResponse(request, e, method, url)
-        finally:
-            self.inFlight -= 1
+            return errorResponse(request, e)
+        self.inFlight += 1
+        answer: Deferred[Any] = self._runtime.fetch(incoming)
+        return answer.addCallbacks(
+            self._respond, self._failed, callbackArgs=(request, incoming), errbackArgs=(request, incoming)
+        )
+
+    def _respond(
+        self, response: Response, request: IRequest, incoming: Request
+    ) -> Union[bytes, WebSocketHandover]:
+        self.inFlight -= 1
+        if response.webSocket is not None:
+            try:
+                return self._handover(request, response)
+            except Exception as e:
+                return errorResponse(request, e, incoming.method, incoming.url)
         request.setResponseCode(response.status, response.statusText.encode("latin-1", "replace"))
         for name, value in response.headers.rawItems():
             request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         body = response.body or b""
         request.setHeader(b"content-length", b"%d" % len(body))
         return body
+
+    def _failed(self, failure: Failure, request: IRequest, incoming: Request) -> bytes:
+        self.inFlight -= 1
+        error = failure.value if failure.value is not None else Exception(failure.getErrorMessage())
+        return errorResponse(request, error, incoming.method, incoming.url)
 
     def _handover(self, request: IRequest, response: Response) -> WebSocketHandover:
         assert response.webSocket is not None
