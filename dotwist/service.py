@@ -729,8 +729,9 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
             maxOpenDatabases=runtimeLimits.maxOpenDatabases if runtimeLimits is not None else None,
             reactor=reactor,
         )
-        # The cluster's data is in PostgreSQL: migrations are planned, not applied to files.
-        idKeys = clusterIdKeys(config) if config is not None else None
+        # The cluster's data is in PostgreSQL: the migrations are applied there (before the node
+        # joins), not to a data directory.
+        idKeys = clusterIdKeys(config, options) if config is not None else None
         storage: StorageBackend = cluster.storage
         alarmIndex: AlarmIndex = MemoryAlarmIndex()
     else:
@@ -801,12 +802,14 @@ def migrateFor(config: Any, options: Options) -> dict[str, str]:
     return {name: record.idKey for name, record in plan.classes.items()}
 
 
-def clusterIdKeys(config: Any) -> dict[str, str]:
-    """The ID key of each class of a Wrangler file's migrations, for a cluster node (planned
-    against no stored state: a cluster's objects are in PostgreSQL, not in a data directory)."""
-    from .migrations import StoredState, planMigrations
+def clusterIdKeys(config: Any, options: Options) -> dict[str, str]:
+    """Apply the Wrangler file's migrations to the cluster's data in PostgreSQL
+    (``dotwist.cluster.migrate``); return the ID key of each class."""
+    from .cluster.migrate import migrateCluster
 
-    plan = planMigrations(config.migrations, config.boundClasses, StoredState())
+    plan = migrateCluster(
+        options["cluster"], options["cluster-schema"], config.migrations, config.boundClasses
+    )
     return {name: record.idKey for name, record in plan.classes.items()}
 
 
