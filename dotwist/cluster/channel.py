@@ -106,7 +106,7 @@ class ClusterRouter:
         self.client = client
         self.maxHops = maxHops
         #: WebSockets of objects here whose clients reached other nodes.
-        self.ownerSockets = OwnerSockets()
+        self.ownerSockets = OwnerSockets(node.reactor, registry.limits.closeHandshakeTimeout)
         #: Calls sent to other nodes, and calls other nodes sent here.
         self.forwarded = 0
         self.served = 0

@@ -484,3 +484,33 @@ def test_the_storage_api_on_an_object_owned_by_another_node_survives_its_death(c
     assert reply.data["node"] == "a" and {k: reply.data[k] for k in ("kv", "notes")} == expected
     wiped = cluster.request("a", "POST", f"/wipe/{obj}")
     assert wiped.data["kv"] == {} and wiped.data["notes"] is None
+
+
+def test_the_objects_own_reply_to_a_close_crosses_the_relay(cluster: Cluster) -> None:
+    """With web_socket_manual_reply_to_close (Cloudflare before 2026-04-07), the reply to a
+    client's close frame is the object's own close(code, reason). Through node a, to objects on
+    node b (relayed) and on node a (local) alike: the client's close 4000 "bye" reaches the object
+    (its close event sees CLOSING), and the object's close(4000, "app says") is what the client
+    gets back; a hibernatable socket's webSocketClose answers the same way."""
+    import struct
+
+    from rawclient import RawWebSocket
+
+    cluster.start("a", "b", extra=("--compatibility-flag", "web_socket_manual_reply_to_close"))
+    port = cluster.nodes["a"].port
+    remote = next(f"cr{i}" for i in range(50) if preferred(["a", "b"], f"cr{i}") == "b")
+    local = next(f"cl{i}" for i in range(50) if preferred(["a", "b"], f"cl{i}") == "a")
+    for obj, owner in ((remote, "b"), (local, "a")):
+        assert cluster.request("a", "POST", f"/append/{obj}?v=1").data["node"] == owner
+        for path, code, reply in (("ws", 4000, "app says"), ("hws", 4002, "hibernatable says")):
+            ws = RawWebSocket(port, f"/{path}/{obj}")
+            assert ws.status == 101
+            ws.send(b"hi")
+            assert ws.receive() == (1, b"hi")
+            ws.send(struct.pack("!H", code) + b"bye", opcode=8)
+            assert _closeCode(ws.receive()) == (code, reply), (obj, path)
+            ws.close()
+            waitFor(
+                lambda: cluster.request("a", "GET", f"/closed/{obj}").data.get("closed") == [code, "bye"],
+                f"the object on {owner} to see the client's close ({path})",
+            )

@@ -41,7 +41,7 @@ TOKEN = "suite-admin-token"
 #: Long enough that the requests made right after the owner's death see its lease still held.
 LEASE = 10.0
 #: Every target evicts an idle object after this long (the eviction case waits for it).
-EVICT_AFTER = "3"
+EVICT_AFTER = "5"
 COMMON = ("--evict-after", EVICT_AFTER, "--admin-token", TOKEN)
 
 
