@@ -51,12 +51,16 @@ CASES = {
     "constructor-state": ["incr", "incr", "incr"],
     "output-gate": ["write", "read"],
     "eviction": ["write", "wait:evicted", "read"],
+    "alarm-retry": ["set", "until:retried"],
+    "wait-until": ["run", "until:written"],
     "exception": ["boom", "after"],
     "rpc-exception": ["run", "after"],
+    "abort": ["run", "after"],
+    "constructor-error": ["first", "second"],
 }
 
 #: Cases whose steps the Worker runs as an RPC call (``stub.step(case, step)``), not a fetch.
-RPC_CASES = {"rpc-values", "rpc-exception"}
+RPC_CASES = {"rpc-values", "rpc-exception", "abort", "constructor-error"}
 
 NODE = "DOTWIST_TEST_NODE"
 
@@ -124,8 +128,9 @@ class Default(WorkerEntrypoint):
                 observed = _plain(observed)
             except Exception as e:
                 # What the caller of an RPC method sees of the object's exception.
-                observed = {"caught": _error(e), "remote": getattr(e, "remote", None),
-                            "ranOn": None}
+                observed = {"caught": _error(e), "ranOn": None,
+                            **{flag: getattr(e, flag, None)
+                               for flag in ("remote", "retryable", "overloaded", "durableObjectReset")}}
             observed["worker"] = worker
             return Response(json.dumps(observed), headers={"content-type": "application/json"})
         if case == "bcw-constructor" and step != "dump":
@@ -157,6 +162,11 @@ class Suite(DurableObject):
             await ctx.storage.put("boots", boots)
             # Long enough for the calls sent at once (bcw-constructor) to be waiting at the gate.
             await asyncio.sleep(0.05)
+            if (ctx.id.name or "").startswith("constructor-error") and boots == 1:
+                # "boots" was committed at the end of the first turn; this write, in the turn
+                # that raises, goes with the reset.
+                await ctx.storage.put("ctorFailed", boots)
+                raise RuntimeError("the constructor fails the first time")
             self.boots = boots
             self.log.append("init end")
 
@@ -183,10 +193,14 @@ class Suite(DurableObject):
         observed["ranOn"] = os.environ.get(NODE)
         return observed
 
-    async def alarm(self):
-        ran = await self.ctx.storage.get("alarmRan") or []
-        ran.append(os.environ.get(NODE))
-        await self.ctx.storage.put("alarmRan", ran)
+    async def alarm(self, alarmInfo=None):
+        storage = self.ctx.storage
+        if await storage.get("alarmFailsOnce") and not alarmInfo.isRetry:
+            await storage.put("alarmFailed", alarmInfo.retryCount)
+            raise RuntimeError("the alarm handler fails its first run")
+        ran = await storage.get("alarmRan") or []
+        ran.append([os.environ.get(NODE), alarmInfo.retryCount, alarmInfo.isRetry])
+        await storage.put("alarmRan", ran)
 
     async def dump(self):
         """What survives: the key-value pairs (the constructor's counter aside), the SQL tables
@@ -442,6 +456,43 @@ class Suite(DurableObject):
             return {"scheduled": await s.getAlarm() is not None, "ran": await s.get("alarmRan")}
         ran = await s.get("alarmRan")
         return {"done": ran is not None, "ran": ran, "alarmAfter": await s.getAlarm()}
+
+    async def case_alarm_retry(self, step, query):
+        s = self.ctx.storage
+        if step == "set":
+            import time
+
+            await s.put("alarmFailsOnce", True)
+            await s.setAlarm(time.time() * 1000 + 100)
+            return {"scheduled": await s.getAlarm() is not None}
+        ran = await s.get("alarmRan")
+        return {"done": ran is not None, "ran": ran, "failed": await s.get("alarmFailed"),
+                "alarmAfter": await s.getAlarm()}
+
+    async def case_wait_until(self, step, query):
+        s = self.ctx.storage
+        if step == "run":
+            async def later():
+                await asyncio.sleep(0.2)  # the work goes on after the answer left
+                await s.put("later", "written by waitUntil")
+
+            self.ctx.waitUntil(later())
+            return {"answered": True, "later": await s.get("later")}
+        later = await s.get("later")
+        return {"done": later is not None, "later": later}
+
+    async def rpc_abort(self, step):
+        s = self.ctx.storage
+        if step == "run":
+            await s.put("beforeAbort", self.calls)
+            self.memory = "lost with the instance"
+            self.ctx.abort("stop here")
+        return {"calls": self.calls, "boots": self.boots, "memory": getattr(self, "memory", None),
+                "beforeAbort": await s.get("beforeAbort")}
+
+    async def rpc_constructor_error(self, step):
+        s = self.ctx.storage
+        return {"calls": self.calls, "boots": self.boots, "ctorFailed": await s.get("ctorFailed")}
 
     async def case_bcw_constructor(self, step, query):
         self.log.append(query)

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from clustersupport import Pg
@@ -514,3 +515,41 @@ def test_the_objects_own_reply_to_a_close_crosses_the_relay(cluster: Cluster) ->
                 lambda: cluster.request("a", "GET", f"/closed/{obj}").data.get("closed") == [code, "bye"],
                 f"the object on {owner} to see the client's close ({path})",
             )
+
+
+def test_a_call_cut_short_because_its_owner_lost_the_object_is_503(cluster: Cluster) -> None:
+    """A call through node a runs in the object on node b and waits (on a server that does not
+    answer); node b's lease is ended in PostgreSQL, so b drops its objects and resets them. The
+    call fails as a move, not as a failure of the object's code: the client gets 503 with
+    Retry-After. The write the call made before it waited is kept, wherever the object is next."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    cluster.start("a", "b")
+    obj = next(f"cut{i}" for i in range(50) if preferred(["a", "b"], f"cut{i}") == "b")
+    assert cluster.request("a", "POST", f"/append/{obj}?v=0").data["node"] == "b"
+    with socket.socket() as gate, ThreadPoolExecutor(1) as pool:
+        gate.bind(("127.0.0.1", 0))
+        gate.listen(8)  # accepts connections (the kernel does), never answers
+        url = f"http://127.0.0.1:{gate.getsockname()[1]}/"
+
+        def held() -> tuple[int, Optional[str], bytes]:
+            import http.client
+
+            conn = http.client.HTTPConnection("127.0.0.1", cluster.nodes["a"].port, timeout=60)
+            try:
+                conn.request("POST", f"/hold/{obj}?v=1&url={url}")
+                response = conn.getresponse()
+                return response.status, response.getheader("retry-after"), response.read()
+            finally:
+                conn.close()
+
+        future = pool.submit(held)
+        waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").data.get("vals") == ["0", "1"],
+                "the held call to make its first write")
+        assert not future.done()
+        cluster.sql("UPDATE {s}.node SET lease_until = now() - interval '1 second' WHERE node_id = 'b'")
+        status, retryAfter, body = future.result(timeout=60)
+    assert (status, retryAfter) == (503, "1"), body
+    waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").ok, "the object to be served again", deadline=30)
+    assert cluster.request("a", "GET", f"/read/{obj}").data["vals"] == ["0", "1"]
