@@ -452,7 +452,7 @@ class Suite(DurableObject):
         if step == "set":
             import time
 
-            await s.setAlarm(time.time() * 1000 + 300)
+            await s.setAlarm(time.time() * 1000 + 1000)
             return {"scheduled": await s.getAlarm() is not None, "ran": await s.get("alarmRan")}
         ran = await s.get("alarmRan")
         return {"done": ran is not None, "ran": ran, "alarmAfter": await s.getAlarm()}
@@ -463,7 +463,7 @@ class Suite(DurableObject):
             import time
 
             await s.put("alarmFailsOnce", True)
-            await s.setAlarm(time.time() * 1000 + 100)
+            await s.setAlarm(time.time() * 1000 + 500)
             return {"scheduled": await s.getAlarm() is not None}
         ran = await s.get("alarmRan")
         return {"done": ran is not None, "ran": ran, "failed": await s.get("alarmFailed"),
