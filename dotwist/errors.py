@@ -56,6 +56,8 @@ class DurableObjectUnavailable(DurableObjectError):
         durableObjectReset: bool = False,
         retryAfter: int = 1,
     ) -> None:
+        # ``retryable`` is taken (errors are rebuilt from their flags between nodes) but is
+        # always True.
         super().__init__(
             message, remote=remote, retryable=True, overloaded=overloaded, durableObjectReset=durableObjectReset
         )

@@ -160,9 +160,13 @@ def _simpleArgs(error: BaseException) -> Optional[list[Any]]:
     """The exception's arguments if they are plain values (so that ``KeyError("k")``, whose
     message is ``"'k'"``, is rebuilt as itself); else None."""
     args = error.args
-    if all(a is None or isinstance(a, (str, int, float, bytes)) for a in args):
-        return list(args)
-    return None
+    if not all(a is None or isinstance(a, (str, int, float, bytes)) for a in args):
+        return None
+    try:
+        codec.encode(list(args), maxSize=_MAX_SIZE)
+    except Exception:  # a value the codec refuses (an int too large, a lone surrogate): the message only
+        return None
+    return list(args)
 
 
 def encodeUpgrade(token: str, response: Response) -> bytes:
