@@ -5,6 +5,8 @@ codes). Names follow what Cloudflare's runtime throws where it has a name for it
 misuse, ``RangeError`` for limits), so that error handling reads the same as in Cloudflare's docs.
 """
 
+from typing import Optional
+
 
 class RangeError(ValueError):
     """A value is outside the range the runtime accepts (a limit was exceeded)."""
@@ -33,6 +35,46 @@ class DurableObjectError(Exception):
         self.retryable = retryable
         self.overloaded = overloaded
         self.durableObjectReset = durableObjectReset
+
+
+class DurableObjectUnavailable(DurableObjectError):
+    """The object cannot be reached for a moment, through no fault of its code: in a cluster, it
+    is moving between nodes (its owner died and its lease has not lapsed yet, its ownership is
+    being claimed, its node stopped answering for it) or the coordination database cannot be
+    reached. Always ``retryable``; ``retryAfter`` is the number of seconds worth waiting before
+    trying again. A Worker that lets it propagate answers ``503`` with ``Retry-After``, never a
+    ``500``: nothing is wrong with the application's code.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote: bool = False,
+        retryable: bool = True,
+        overloaded: bool = False,
+        durableObjectReset: bool = False,
+        retryAfter: int = 1,
+    ) -> None:
+        # ``retryable`` is taken (errors are rebuilt from their flags between nodes) but is
+        # always True.
+        super().__init__(
+            message, remote=remote, retryable=True, overloaded=overloaded, durableObjectReset=durableObjectReset
+        )
+        self.retryAfter = retryAfter
+
+
+def unavailableIn(error: BaseException) -> Optional[DurableObjectUnavailable]:
+    """The :class:`DurableObjectUnavailable` that ``error`` is, or that caused it (an object reset
+    because its node stopped serving it fails its pending calls with an error caused by one)."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DurableObjectUnavailable):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
 
 
 class DurableObjectAbort(BaseException):

@@ -32,7 +32,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from . import logs, websocket
 from ._autobahn import FastMessages
-from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError
+from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError, unavailableIn
 from ._http import DotwistChannel, LimitedSite, requestUrl
 from .fetch import Headers, Request, Response
 from .worker import Runtime
@@ -364,6 +364,17 @@ def _errorStatus(request: IRequest, error: BaseException, method: str, url: str)
     if isinstance(error, DurableObjectError) and error.overloaded:
         request.setHeader(b"retry-after", b"1")
         return 503, str(error).encode("utf-8")
+    unavailable = unavailableIn(error)
+    if unavailable is not None:
+        # The object is moving between cluster nodes (or the cluster cannot place it now): a
+        # clear, retryable answer, not a 500 that reads as a bug in the application. The
+        # details (node addresses among them) go to the log, not to the client.
+        _log.warn(
+            "Durable Object unavailable for {method} {url}: {error}", error=str(unavailable),
+            method=method, url=url,
+        )
+        request.setHeader(b"retry-after", b"%d" % max(1, unavailable.retryAfter))
+        return 503, b"The Durable Object is unavailable for a moment (it is moving between nodes); try again."
     if isinstance(error, CancelledError):
         # The client went away before the answer: there is nobody to tell, nothing to log.
         return 499, b"Client closed request"

@@ -13,7 +13,13 @@ from twisted.logger import globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
 
 from dotwist import App, DurableObject, Response, WebSocketPair, WorkerEntrypoint
-from dotwist.errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError
+from dotwist.errors import (
+    BadRequest,
+    DurableObjectError,
+    DurableObjectUnavailable,
+    RequestTooLarge,
+    WorkerResponseError,
+)
 from dotwist.server import errorResponse, makeSite
 from dotwist.testing import liveActor, makeRuntime
 
@@ -163,6 +169,11 @@ def test_a_request_twisted_web_cannot_parse_is_400_before_the_worker():
     assert status == 400
 
 
+def _causedBy(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause
+    return error
+
+
 @pytest.mark.parametrize(
     "error,status,header",
     [
@@ -170,13 +181,19 @@ def test_a_request_twisted_web_cannot_parse_is_400_before_the_worker():
         (RequestTooLarge("too big"), 413, None),
         (DurableObjectError("busy", overloaded=True), 503, (b"retry-after", [b"1"])),
         (DurableObjectError("reset", durableObjectReset=True), 500, None),
+        (DurableObjectUnavailable("moving between nodes"), 503, (b"retry-after", [b"1"])),
+        (DurableObjectUnavailable("moving", remote=True, retryAfter=5), 503, (b"retry-after", [b"5"])),
+        (_causedBy(DurableObjectError("reset", durableObjectReset=True), DurableObjectUnavailable("moved")),
+         503, (b"retry-after", [b"1"])),
+        (DurableObjectError("not now", retryable=True), 500, None),
         (WorkerResponseError("bad socket"), 500, None),
         (ValueError("bug"), 500, None),
     ],
 )
 def test_error_response_maps_each_error_type(error, status, header):
     """errorResponse, the one mapping: each typed error gets its status, a text body and its
-    length."""
+    length. An object that is moving between cluster nodes (DurableObjectUnavailable, or a reset
+    it caused) is 503 with Retry-After; another retryable error is the application's: 500."""
     request = DummyRequest([b""])
     body = errorResponse(request, error)
     assert request.responseCode == status

@@ -149,10 +149,24 @@ def encodeError(error: BaseException) -> bytes:
                 "message": str(error),
                 "flags": {flag: bool(getattr(error, flag, False)) for flag in _FLAGS},
                 "stack": stack,
+                "args": _simpleArgs(error),
             }
         },
         maxSize=_MAX_SIZE,
     )
+
+
+def _simpleArgs(error: BaseException) -> Optional[list[Any]]:
+    """The exception's arguments if they are plain values (so that ``KeyError("k")``, whose
+    message is ``"'k'"``, is rebuilt as itself); else None."""
+    args = error.args
+    if not all(a is None or isinstance(a, (str, int, float, bytes)) for a in args):
+        return None
+    try:
+        codec.encode(list(args), maxSize=_MAX_SIZE)
+    except Exception:  # a value the codec refuses (an int too large, a lone surrogate): the message only
+        return None
+    return list(args)
 
 
 def encodeUpgrade(token: str, response: Response) -> bytes:
@@ -201,12 +215,7 @@ def _rebuildError(info: dict[str, Any]) -> BaseException:
         except Exception:
             error = DurableObjectError(message, **flags)
     elif isinstance(cls, type) and issubclass(cls, BaseException):
-        try:
-            error = cls(message)
-            if str(error) != message:
-                raise TypeError()
-        except Exception:
-            error = rpc.RemoteError(cls.__name__, message)
+        error = _construct(cls, info.get("args"), message) or rpc.RemoteError(cls.__name__, message)
     else:
         error = rpc.RemoteError(str(info["type"]), message)
     for flag, value in flags.items():
@@ -219,3 +228,15 @@ def _rebuildError(info: dict[str, Any]) -> BaseException:
     except AttributeError:
         pass
     return error
+
+
+def _construct(cls: type[BaseException], args: Optional[list[Any]], message: str) -> Optional[BaseException]:
+    """``cls(*args)``, else ``cls(message)``: the first whose message is the original one."""
+    for attempt in ([args] if args is not None else []) + [[message]]:
+        try:
+            error = cls(*attempt)
+        except Exception:
+            continue
+        if str(error) == message:
+            return error
+    return None

@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.logger import Logger
 
-from ..errors import DurableObjectError
+from ..errors import DurableObjectError, DurableObjectUnavailable, unavailableIn
 from ..fetch import Response
 from ..ids import DurableObjectId
 from ..stubs import callFetch
@@ -106,7 +106,7 @@ class ClusterRouter:
         self.client = client
         self.maxHops = maxHops
         #: WebSockets of objects here whose clients reached other nodes.
-        self.ownerSockets = OwnerSockets()
+        self.ownerSockets = OwnerSockets(node.reactor, registry.limits.closeHandshakeTimeout)
         #: Calls sent to other nodes, and calls other nodes sent here.
         self.forwarded = 0
         self.served = 0
@@ -144,12 +144,15 @@ class ClusterRouter:
     ) -> Deferred[Any]:
         """Run the call in this node's instance of the object; its outcome is given only if the
         node still owns the object when it is ready."""
+        node = self.node
+        key = (namespace.name, objectId.toString())
         try:
             actor = self.registry.actorFor(namespace, objectId)
         except Exception:
+            if node.owned.get(key) is not owned or not node.serving():
+                # The node stopped serving it in between (its lease clock ran out).
+                return fail(unavailable("The Durable Object moved to another node; try again."))
             return fail()
-        node = self.node
-        key = (namespace.name, objectId.toString())
 
         def stamp(result: Any) -> Any:
             if node.owned.get(key) is not owned or not node.serving():
@@ -246,7 +249,7 @@ class ClusterRouter:
         try:
             address = await Deferred.asFuture(node.acquire(namespace.name, key, forwarded=True), loop)
         except Exception as e:
-            return encodeError(e)
+            return encodeError(_moving(e))
         if address is not None:
             return encodeMoved(address)
         owned = node.ownedHere(namespace.name, key)
@@ -264,7 +267,7 @@ class ClusterRouter:
                 return encodeUpgrade(number.hex(), outcome)
             return encodeReply(call, outcome, {"node": node.nodeId, "epoch": owned.epoch})
         except Exception as e:
-            return encodeError(e)
+            return encodeError(_moving(e))
 
     def _target(self, call: Call) -> tuple["Namespace", DurableObjectId]:
         namespace = self.registry.namespaces.get(call.namespace)
@@ -277,3 +280,18 @@ class ClusterRouter:
         if objectId.toString() != call.objectId:
             raise DurableObjectError("the Durable Object ID does not match its name on this node")
         return namespace, objectId
+
+
+def _moving(error: BaseException) -> BaseException:
+    """The error to send back for a call: as it is, unless the object's move caused it (a call
+    cut short because this node stopped serving the object resets it with an error caused by a
+    :class:`DurableObjectUnavailable`); then a ``DurableObjectUnavailable`` with its flags, since
+    the cause does not cross between nodes and the caller must see a retryable move, not a
+    failure of the object's code."""
+    moving = unavailableIn(error)
+    if moving is None or moving is error:
+        return error
+    flags = error if isinstance(error, DurableObjectError) else moving
+    return DurableObjectUnavailable(
+        str(error), remote=flags.remote, durableObjectReset=flags.durableObjectReset, retryAfter=moving.retryAfter
+    )

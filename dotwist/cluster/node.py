@@ -46,7 +46,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .. import websocket
-from ..errors import DurableObjectError
+from ..errors import DurableObjectError, DurableObjectUnavailable
 from .errors import ClusterError, CoordinationUnavailable, LeaseLost
 from .lease import LeaseClock
 from .rendezvous import preferredNode
@@ -79,8 +79,10 @@ def safeNodeDirectory(nodeId: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", nodeId) or "_"
 
 
-def unavailable(message: str) -> DurableObjectError:
-    return DurableObjectError(message, retryable=True, overloaded=False)
+def unavailable(message: str) -> DurableObjectUnavailable:
+    """The error of a call that cannot reach its object now because the object is moving (or the
+    cluster cannot place it): retryable, and a ``503`` with ``Retry-After`` from the Worker."""
+    return DurableObjectUnavailable(message)
 
 
 class ClusterNode:

@@ -11,7 +11,12 @@ one: ``accept()``, or ``ctx.acceptWebSocket`` with hibernation, tags and auto-re
 
 On A, :func:`relay` makes a local ``WebSocketPair``: its client end goes into the ``Response`` the
 Worker gets (and returns to its client), its server end is a :class:`CallerSocket` relaying to B:
-text stays text, binary stays binary, close codes and reasons go both ways. If the channel to B
+text stays text, binary stays binary, close codes and reasons go both ways. When the runtime leaves
+the reply to a client's close frame to the application (compatibility dates before 2026-04-07,
+``web_socket_manual_reply_to_close``), A sends the client's close to B as a close that awaits a
+reply (``Q``): on B the object's close event sees ``readyState`` CLOSING, and its own
+``close(code, reason)`` travels back as the reply A sends its client (an object that never answers
+is given up on after ``closeHandshakeTimeout`` on both nodes, as in one process). If the channel to B
 breaks (B died, the network broke), A closes the client's socket with ``1012`` (Service Restart):
 the client reconnects, and its next request reaches the object on its new owner. When B shuts
 down gracefully, it closes the sockets it holds with ``1001`` first.
@@ -61,6 +66,9 @@ class OwnerSocket:
         self.clientEnd = clientEnd
         self.number = channel.openSocket(self)
         self.done = False
+        #: The client's close frame was handed to the object, whose close() is the reply.
+        self.replyPending = False
+        self._replyTimer: Any = None
         sockets.live.add(self)
         websocket.attach(clientEnd, self, earlyLimit, sendLimit)
 
@@ -72,6 +80,9 @@ class OwnerSocket:
     def wsClose(self, code: Optional[int], reason: Optional[str]) -> None:
         if not self.done:
             self.channel.sendSocket(self.number, b"C", _closeFrame(code, reason))
+            if self.replyPending:
+                # The object answered the client's close: the closing handshake is over.
+                self._ended(True, code, reason or "")
 
     # frames from the caller's node
     def frameReceived(self, op: bytes, data: bytes) -> None:
@@ -84,8 +95,27 @@ class OwnerSocket:
         elif op == b"C":
             code, reason = _readClose(data)
             self._ended(True, None if code == 1005 else code, reason)
+        elif op == b"Q":
+            # The client's close frame, whose reply is the object's own close() (compatibility
+            # dates before 2026-04-07): the object's close event sees readyState CLOSING.
+            if self.replyPending:
+                return
+            code, reason = _readClose(data)
+            self.replyPending = True
+            timeout = self.sockets.closeTimeout
+            if self.sockets.reactor is not None and timeout > 0:
+                self._replyTimer = self.sockets.reactor.callLater(timeout, self._noReply)
+            websocket.closeReceived(self.clientEnd, None if code == 1005 else code, reason or None)
         elif op == b"L":
             self._ended(False, 1006, data.decode("utf-8", "replace"))
+
+    def _noReply(self) -> None:
+        """The object did not answer the client's close in time: the relaying node is told (it
+        has dropped its client by now, after the same timeout), and the socket is let go."""
+        self._replyTimer = None
+        if self.replyPending and not self.done:
+            self.channel.sendSocket(self.number, b"C", _closeFrame(1006, None))
+            self._ended(False, 1006, "")
 
     def channelLost(self) -> None:
         self._ended(False, 1006, "the node relaying this WebSocket went away")
@@ -94,6 +124,10 @@ class OwnerSocket:
         if self.done:
             return
         self.done = True
+        self.replyPending = False
+        if self._replyTimer is not None and self._replyTimer.active():
+            self._replyTimer.cancel()
+        self._replyTimer = None
         self.sockets.live.discard(self)
         self.channel.closeSocket(self.number)
         websocket.connectionClosed(self.clientEnd, wasClean, code, reason)
@@ -107,8 +141,12 @@ class OwnerSocket:
 class OwnerSockets:
     """The relayed sockets a node holds for other nodes' clients."""
 
-    def __init__(self) -> None:
+    def __init__(self, reactor: Any = None, closeTimeout: float = 0.0) -> None:
         self.live: set[OwnerSocket] = set()
+        #: How long an object has to answer a client's close frame (``Limits.closeHandshakeTimeout``)
+        #: when the reply is left to it; no limit without a reactor.
+        self.reactor = reactor
+        self.closeTimeout = closeTimeout
 
     def attach(self, channel: Channel, response: Response, earlyLimit: int, sendLimit: int) -> bytes:
         """Join the ``101`` response's client end to ``channel``; its socket number."""
@@ -132,6 +170,8 @@ class CallerSocket:
         self.number = number
         self.server = server
         self.done = False
+        #: The client's close frame went to the owner, whose reply this end sends when it comes.
+        self.awaitingReply = False
         server.accept()
         server.addEventListener("message", self._message)
         server.addEventListener("close", self._closed)
@@ -145,7 +185,13 @@ class CallerSocket:
             self.channel.sendSocket(self.number, b"B", bytes(data))
 
     def _closed(self, event: Any) -> None:
-        if self.done:
+        if self.done or self.awaitingReply:
+            return
+        if self.server.readyState == websocket.CLOSING:
+            # The runtime left the reply to the client's close frame to the application (before
+            # 2026-04-07): the object on the owner answers it; the socket stays relayed until then.
+            self.awaitingReply = True
+            self.channel.sendSocket(self.number, b"Q", _closeFrame(event.code, event.reason))
             return
         self.done = True
         self.channel.closeSocket(self.number)
@@ -158,15 +204,21 @@ class CallerSocket:
         server = self.server
         if server.readyState == websocket.CLOSED:
             return
+        # While the client's close waits for the object's reply, the object may still send.
+        sending = server.readyState == websocket.OPEN or self.awaitingReply
         try:
             if op == b"T":
-                if server.readyState == websocket.OPEN:
+                if sending:
                     server.send(data.decode("utf-8"))
             elif op == b"B":
-                if server.readyState == websocket.OPEN:
+                if sending:
                     server.send(data)
             elif op == b"C":
                 code, reason = _readClose(data)
+                if self.awaitingReply:
+                    self.awaitingReply = False
+                    self.done = True
+                    self.channel.closeSocket(self.number)
                 if code in (1005, 1006):
                     server.close()
                 else:

@@ -12,9 +12,12 @@
     POST /alarm/<name>?in=MS       set the alarm MS from now; alarm() appends "alarm" to "vals"
     POST /hold/<name>?v=V&url=U    append V, then wait for GET U (a gate the test opens), then
                                    append V + "-after"
-    GET  /ws/<name>                a plain WebSocket: echo, "count" answers the number of messages
+    GET  /ws/<name>                a plain WebSocket: echo, "count" answers the number of messages;
+                                   when the reply to a client's close is the application's
+                                   (web_socket_manual_reply_to_close), it answers "app says"
     GET  /hws/<name>               a hibernatable WebSocket: echo, "vals" answers the list,
-                                   anything starting with "put:" appends the rest to "vals"
+                                   anything starting with "put:" appends the rest to "vals";
+                                   answers a client's close with "hibernatable says" (as above)
 
 Every answer from the object is JSON with the node that ran it and the owner's epoch (from the
 ``dotwist-node``/``dotwist-epoch`` headers the cluster sets on its responses; the RPC answers
@@ -28,7 +31,7 @@ import os
 import time
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from dotwist import App, DurableObject, DurableObjectError, Response, WebSocketPair, WorkerEntrypoint
+from dotwist import App, DurableObject, DurableObjectError, Response, WebSocket, WebSocketPair, WorkerEntrypoint
 
 
 def _query(request):
@@ -150,8 +153,14 @@ class Log(DurableObject):
                 else:
                     server.send(event.data)
 
+            def onClose(event):
+                if server.readyState == WebSocket.READY_STATE_CLOSING:
+                    # The reply to the client's close is the application's (before 2026-04-07).
+                    server.close(event.code if event.code != 1005 else 1000, "app says")
+                return self.ctx.storage.put("closed", [event.code, event.reason])
+
             server.addEventListener("message", onMessage)
-            server.addEventListener("close", lambda event: self.ctx.storage.put("closed", [event.code, event.reason]))
+            server.addEventListener("close", onClose)
             return Response(None, status=101, webSocket=client)
         if action == "hws":
             client, server = WebSocketPair()
@@ -181,6 +190,8 @@ class Log(DurableObject):
             ws.send(message)
 
     async def webSocketClose(self, ws, code, reason, wasClean):
+        if ws.readyState == WebSocket.READY_STATE_CLOSING:
+            ws.close(code if code != 1005 else 1000, "hibernatable says")
         await self.ctx.storage.put("closed", [code, reason])
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from clustersupport import Pg
@@ -484,3 +485,71 @@ def test_the_storage_api_on_an_object_owned_by_another_node_survives_its_death(c
     assert reply.data["node"] == "a" and {k: reply.data[k] for k in ("kv", "notes")} == expected
     wiped = cluster.request("a", "POST", f"/wipe/{obj}")
     assert wiped.data["kv"] == {} and wiped.data["notes"] is None
+
+
+def test_the_objects_own_reply_to_a_close_crosses_the_relay(cluster: Cluster) -> None:
+    """With web_socket_manual_reply_to_close (Cloudflare before 2026-04-07), the reply to a
+    client's close frame is the object's own close(code, reason). Through node a, to objects on
+    node b (relayed) and on node a (local) alike: the client's close 4000 "bye" reaches the object
+    (its close event sees CLOSING), and the object's close(4000, "app says") is what the client
+    gets back; a hibernatable socket's webSocketClose answers the same way."""
+    import struct
+
+    from rawclient import RawWebSocket
+
+    cluster.start("a", "b", extra=("--compatibility-flag", "web_socket_manual_reply_to_close"))
+    port = cluster.nodes["a"].port
+    remote = next(f"cr{i}" for i in range(50) if preferred(["a", "b"], f"cr{i}") == "b")
+    local = next(f"cl{i}" for i in range(50) if preferred(["a", "b"], f"cl{i}") == "a")
+    for obj, owner in ((remote, "b"), (local, "a")):
+        assert cluster.request("a", "POST", f"/append/{obj}?v=1").data["node"] == owner
+        for path, code, reply in (("ws", 4000, "app says"), ("hws", 4002, "hibernatable says")):
+            ws = RawWebSocket(port, f"/{path}/{obj}")
+            assert ws.status == 101
+            ws.send(b"hi")
+            assert ws.receive() == (1, b"hi")
+            ws.send(struct.pack("!H", code) + b"bye", opcode=8)
+            assert _closeCode(ws.receive()) == (code, reply), (obj, path)
+            ws.close()
+            waitFor(
+                lambda: cluster.request("a", "GET", f"/closed/{obj}").data.get("closed") == [code, "bye"],
+                f"the object on {owner} to see the client's close ({path})",
+            )
+
+
+def test_a_call_cut_short_because_its_owner_lost_the_object_is_503(cluster: Cluster) -> None:
+    """A call through node a runs in the object on node b and waits (on a server that does not
+    answer); node b's lease is ended in PostgreSQL, so b drops its objects and resets them. The
+    call fails as a move, not as a failure of the object's code: the client gets 503 with
+    Retry-After. The write the call made before it waited is kept, wherever the object is next."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    cluster.start("a", "b")
+    obj = next(f"cut{i}" for i in range(50) if preferred(["a", "b"], f"cut{i}") == "b")
+    assert cluster.request("a", "POST", f"/append/{obj}?v=0").data["node"] == "b"
+    with socket.socket() as gate, ThreadPoolExecutor(1) as pool:
+        gate.bind(("127.0.0.1", 0))
+        gate.listen(8)  # accepts connections (the kernel does), never answers
+        url = f"http://127.0.0.1:{gate.getsockname()[1]}/"
+
+        def held() -> tuple[int, Optional[str], bytes]:
+            import http.client
+
+            conn = http.client.HTTPConnection("127.0.0.1", cluster.nodes["a"].port, timeout=60)
+            try:
+                conn.request("POST", f"/hold/{obj}?v=1&url={url}")
+                response = conn.getresponse()
+                return response.status, response.getheader("retry-after"), response.read()
+            finally:
+                conn.close()
+
+        future = pool.submit(held)
+        waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").data.get("vals") == ["0", "1"],
+                "the held call to make its first write")
+        assert not future.done()
+        cluster.sql("UPDATE {s}.node SET lease_until = now() - interval '1 second' WHERE node_id = 'b'")
+        status, retryAfter, body = future.result(timeout=60)
+    assert (status, retryAfter) == (503, "1"), body
+    waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").ok, "the object to be served again", deadline=30)
+    assert cluster.request("a", "GET", f"/read/{obj}").data["vals"] == ["0", "1"]
