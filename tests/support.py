@@ -88,11 +88,31 @@ async def connectWS(
     return protocol
 
 
+_given: set[int] = set()
+
+
 def freePort() -> int:
-    """A port that was free a moment ago (for subprocesses, which must be told a port)."""
-    with socket.socket() as s:
+    """A port that was free a moment ago (for subprocesses, which must be told a port).
+
+    Taken at random below the kernel's ephemeral range (32768 and up on Linux), so that no
+    outgoing connection of any process (load generators, wstest, PostgreSQL clients) can take
+    it between now and the subprocess's listen, and never the same one twice in this process."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    with socket.socket() as s:  # the low range is crowded: let the kernel pick
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 async def turns(n: int = 3) -> None:

@@ -44,13 +44,13 @@ from .calls import (
 )
 from .node import ClusterNode, Owned, unavailable
 from .store import asDeferred
-from .wire import CallClient, Channel, WireBroken
+from .wire import CallClient, CallOutcomeUnknown, Channel, WireBroken
 from .wsproxy import OwnerSockets, relay
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..registry import Namespace, ObjectRegistry
 
-__all__ = ["ClusterRouter", "NodeClient", "NodeUnreachable"]
+__all__ = ["CallLost", "ClusterRouter", "NodeClient", "NodeUnreachable"]
 
 _log = Logger(namespace="dotwist.cluster")
 
@@ -76,9 +76,12 @@ class NodeClient:
 
     async def call(self, address: str, body: bytes, method: Callable[..., Any]) -> tuple[Any, dict[str, Any], Channel]:
         """Send the call to ``address``; (result, reply, the channel it went on). Raises the
-        call's error, ``Moved``, or ``NodeUnreachable``."""
+        call's error, ``Moved``, ``NodeUnreachable`` (not sent) or ``CallLost`` (sent, outcome
+        unknown)."""
         try:
             channel, data = await Deferred.asFuture(self.wire.call(address, body), asyncio.get_running_loop())
+        except CallOutcomeUnknown as e:
+            raise CallLost(address, e) from None
         except (WireBroken, ConnectError, ConnectionClosed, OSError) as e:
             raise NodeUnreachable(address, e) from None
         result, reply = decodeReply(data, method)
@@ -90,10 +93,19 @@ class NodeClient:
 
 
 class NodeUnreachable(Exception):
-    """The node at ``address`` could not be reached, or the connection broke mid-call."""
+    """The node at ``address`` could not be reached: the call was not sent."""
 
     def __init__(self, address: str, cause: BaseException) -> None:
         super().__init__(f"cluster node {address} is unreachable: {cause}")
+        self.address = address
+
+
+class CallLost(Exception):
+    """The call was sent to ``address`` and its connection broke (or its time ran out) before
+    the reply: it may have run there, whole or in part."""
+
+    def __init__(self, address: str, cause: BaseException) -> None:
+        super().__init__(f"lost the call to cluster node {address}: {cause}")
         self.address = address
 
 
@@ -208,6 +220,15 @@ class ClusterRouter:
                 problem = f"it moved ({moved})"
                 self.locations.pop(where, None)
                 address = moved.address if moved.address and moved.address != node.address else None
+            except CallLost:
+                # The owner may have run the call (and committed its writes) before the
+                # connection broke: sending it again could run it twice. As on Cloudflare, the
+                # caller gets a retryable error and decides.
+                self.locations.pop(where, None)
+                raise unavailable(
+                    "The connection to the Durable Object's node broke before its answer; the call "
+                    "may or may not have run. Try again if that is safe."
+                ) from None
             except NodeUnreachable as e:
                 problem = str(e)
                 self.locations.pop(where, None)

@@ -47,6 +47,11 @@ class WireBroken(Exception):
     """The connection to another node broke (or could not be made) with calls in flight."""
 
 
+class CallOutcomeUnknown(WireBroken):
+    """A call was sent, and its connection broke (or its time ran out) before the reply: the
+    other node may have run it, whole or in part. Never sent again by itself."""
+
+
 class SocketEnd(Protocol):
     """One side of a WebSocket relayed on a channel."""
 
@@ -192,7 +197,9 @@ class _ClientSide(Channel):
     def _timedOut(self, callId: bytes) -> None:
         d = self.pending.pop(callId, None)
         if d is not None:
-            d.errback(WireBroken(f"node {self.address} did not answer within {self.client.callTimeout:g} s"))
+            d.errback(CallOutcomeUnknown(
+                f"node {self.address} did not answer within {self.client.callTimeout:g} s"
+            ))
 
     def stringReceived(self, data: bytes) -> None:
         kind = data[:1]
@@ -208,7 +215,7 @@ class _ClientSide(Channel):
         pending, self.pending = self.pending, {}
         why = reason.getErrorMessage() if reason is not None else ""
         for d in pending.values():
-            d.errback(WireBroken(f"the connection to node {self.address} broke: {why}"))
+            d.errback(CallOutcomeUnknown(f"the connection to node {self.address} broke: {why}"))
         Channel.connectionLost(self, reason)
 
 

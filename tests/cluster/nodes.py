@@ -25,11 +25,9 @@ TESTS = HERE.parent
 
 
 def _freePort() -> int:
-    import socket
+    from support import freePort
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return freePort()
 
 
 @dataclass
