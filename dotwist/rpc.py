@@ -14,7 +14,7 @@ import decimal
 import inspect
 import traceback
 import uuid
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .errors import DurableObjectError
 from .storage import codec
@@ -166,3 +166,154 @@ def encodeResult(name: str, result: Any) -> Any:
 
 def decodeResult(payload: Any) -> Any:
     return payload.value if isinstance(payload, Shared) else codec.decode(payload)
+
+
+# -- the local fast path: copies made in memory ---------------------------------------------------
+#
+# A call to an object in this process needs no bytes: arguments and results only have to cross as
+# copies that behave as the codec's round trip would. ``clone`` makes that copy directly for the
+# common values (exact builtin containers of immutable leaves); anything it is not sure of (a
+# subclass, bytearray, a time zone other than a fixed offset, deep nesting, a cycle, a huge value)
+# goes through the codec itself, so the outcome, or the error, is the codec's.
+
+_LEAVES = frozenset(
+    {
+        type(None), bool, int, float, str, bytes, datetime.date, datetime.timedelta,
+        decimal.Decimal, uuid.UUID,
+    }
+)
+_TIMES = frozenset({datetime.datetime, datetime.time})
+_FIXED_ZONE = datetime.timezone
+#: Containers deeper than this, or values larger than this (estimated), take the codec's way,
+#: which refuses cycles and values over its limits with its own errors.
+_CLONE_DEPTH = 64
+_CLONE_SIZE = codec.DEFAULT_MAX_SIZE // 8
+
+
+class _NotClonable(Exception):
+    pass
+
+
+def _clone(value: Any, depth: int, total: list[int]) -> Any:
+    kind = type(value)
+    if kind in _LEAVES:
+        total[0] += len(value) if (kind is str or kind is bytes) else 8
+        return value
+    if depth <= 0 or total[0] > _CLONE_SIZE:
+        raise _NotClonable
+    depth -= 1
+    leaves = _LEAVES
+    if kind is list:
+        out: list[Any] = []
+        append = out.append
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                total[0] += len(item)
+                append(item)
+            elif kind in leaves:
+                total[0] += len(item) if kind is bytes else 8
+                append(item)
+            else:
+                append(_clone(item, depth, total))
+        return out
+    if kind is dict:
+        copy: dict[Any, Any] = {}
+        for key, item in value.items():
+            if type(key) is str:
+                total[0] += len(key)
+            else:
+                key = _clone(key, depth, total)
+            kind = type(item)
+            if kind is str:
+                total[0] += len(item)
+            elif kind in leaves:
+                total[0] += len(item) if kind is bytes else 8
+            else:
+                item = _clone(item, depth, total)
+            copy[key] = item
+        return copy
+    if kind is tuple:
+        items = [_clone(item, depth, total) for item in value]
+        for a, b in zip(items, value):
+            if a is not b:
+                return tuple(items)
+        return value  # made only of immutable values: indistinguishable from a copy
+    if kind is set:
+        return {_clone(item, depth, total) for item in value}
+    if kind is frozenset:
+        return frozenset([_clone(item, depth, total) for item in value])
+    if kind in _TIMES:
+        zone = value.tzinfo
+        if zone is None or type(zone) is _FIXED_ZONE:
+            total[0] += 8
+            return value
+    raise _NotClonable
+
+
+def clone(value: Any) -> tuple[Any, int]:
+    """A copy of ``value`` as the codec's round trip gives it (lists, dicts and sets new, the
+    immutable values in them shared), and its size as pending bytes count it. Raises what
+    ``codec.encode`` raises for a value it refuses."""
+    total = [0]
+    try:
+        copy = _clone(value, _CLONE_DEPTH, total)
+    except _NotClonable:
+        data = codec.encode(value)
+        return codec.decode(data), len(data)
+    except RecursionError:  # pragma: no cover - the depth bound keeps well inside the stack
+        data = codec.encode(value)
+        return codec.decode(data), len(data)
+    return copy, total[0]
+
+
+def cloneCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], int]:
+    """The arguments of a call as the object gets them (copies), and their size; ``TypeError``
+    if they cannot be sent."""
+    try:
+        if kwargs:
+            (args, kwargs), size = clone((args, kwargs))
+        else:
+            args, size = clone(args)
+    except codec_errors() as e:
+        raise TypeError(f"RPC arguments cannot be sent: {e}") from None
+    return args, kwargs, size
+
+
+def cloneResult(name: str, result: Any) -> Any:
+    """The result of method ``name`` as the caller gets it (a copy); ``TypeError`` if it cannot
+    be returned."""
+    kind = type(result)
+    if kind in _LEAVES:
+        return result
+    try:
+        return clone(result)[0]
+    except codec_errors() as e:
+        raise TypeError(f'The result of "{name}" cannot be returned through RPC: {e}') from None
+
+
+def methodOf(instance: Any, name: str) -> Callable[..., Any]:
+    """The bound method a call of ``name`` runs; ``TypeError`` if there is none to call."""
+    method = getattr(type(instance), name, None)
+    if method is None or not callable(method) or name.startswith("_") or name in RESERVED:
+        raise TypeError(f'The RPC receiver does not implement the method "{name}".')
+    bound: Callable[..., Any] = getattr(instance, name)
+    return bound
+
+
+def remote(error: BaseException) -> BaseException:
+    """What the caller gets for an exception a method raised: a copy (``copyError``) flagged
+    remote; a ``BaseException`` that is not an ``Exception`` passes as it is."""
+    if isinstance(error, Exception):
+        return copyError(error, remote=True)
+    return error
+
+
+async def finishCopy(name: str, awaitable: Any) -> Any:
+    """Await what a method returned (an awaitable that is not a coroutine) and give the caller's
+    copy of its result, errors copied as ``remote`` does."""
+    try:
+        result = await awaitable
+    except Exception as e:
+        raise copyError(e, remote=True) from None
+    return cloneResult(name, result)

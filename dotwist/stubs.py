@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
 from . import rpc
-from .context import currentActor
+from .context import CURRENT, currentActor
 from .fetch import Request, Response
 from .ids import DurableObjectId
 from .relaxed import trim
@@ -93,12 +93,27 @@ class _RpcMethod:
         self._name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        stub = self._stub
+        name = self._name
+        if stub._brokenBy is None and name not in rpc.RESERVED and CURRENT.get() is None:
+            # From a Worker to an object in memory here, which can take the call now: it runs at
+            # once (Actor.callNow), with no message to route and no reply to carry back through
+            # a caller's gates.
+            namespace = stub._namespace
+            if namespace.registry.router is None:
+                actor = namespace.actors.get(stub.id.toString())
+                if actor is not None:
+                    d = actor.callNow(name, args, kwargs)
+                    if d is not None:
+                        if not d.called or isinstance(d.result, Failure):
+                            d.addErrback(stub._maybeBreak)
+                        return d
         try:
-            rpc.checkCallable(self._name)
+            rpc.checkCallable(name)
             payload = rpc.encodeCall(args, kwargs)
         except TypeError:
             return fail()
-        d = self._stub._send(rpc.invoke, self._name, payload, size=rpc.payloadSize(payload))
+        d = stub._send(rpc.invoke, name, payload, size=rpc.payloadSize(payload))
         return d.addCallback(rpc.decodeResult)
 
     def __repr__(self) -> str:
