@@ -195,54 +195,61 @@ class _NotClonable(Exception):
 
 
 def _clone(value: Any, depth: int, total: list[int]) -> Any:
+    """A copy of ``value``; its size (8 bytes an item, and the length of each string and bytes)
+    is added to ``total[0]``. Raises ``_NotClonable`` for what the codec must decide."""
     kind = type(value)
-    if kind in _LEAVES:
+    leaves = _LEAVES
+    if kind in leaves:
         total[0] += len(value) if (kind is str or kind is bytes) else 8
         return value
     if depth <= 0 or total[0] > _CLONE_SIZE:
         raise _NotClonable
     depth -= 1
-    leaves = _LEAVES
     if kind is list:
         out: list[Any] = []
         append = out.append
+        size = len(value) << 3
         for item in value:
             kind = type(item)
             if kind is str:
-                total[0] += len(item)
+                size += len(item)
                 append(item)
             elif kind in leaves:
-                total[0] += len(item) if kind is bytes else 8
+                if kind is bytes:
+                    size += len(item)
                 append(item)
             else:
                 append(_clone(item, depth, total))
+        total[0] += size
         return out
     if kind is dict:
         copy: dict[Any, Any] = {}
+        size = len(value) << 3
         for key, item in value.items():
-            if type(key) is str:
-                total[0] += len(key)
-            else:
+            kind = type(key)
+            if kind is str:
+                size += len(key)
+            elif kind not in leaves:
                 key = _clone(key, depth, total)
             kind = type(item)
             if kind is str:
-                total[0] += len(item)
+                size += len(item)
             elif kind in leaves:
-                total[0] += len(item) if kind is bytes else 8
+                if kind is bytes:
+                    size += len(item)
             else:
                 item = _clone(item, depth, total)
             copy[key] = item
+        total[0] += size
         return copy
     if kind is tuple:
-        items = [_clone(item, depth, total) for item in value]
-        for a, b in zip(items, value):
-            if a is not b:
-                return tuple(items)
-        return value  # made only of immutable values: indistinguishable from a copy
+        return _cloneTuple(value, depth, total)
     if kind is set:
-        return {_clone(item, depth, total) for item in value}
+        total[0] += len(value) << 3
+        return {item if type(item) in leaves else _clone(item, depth, total) for item in value}
     if kind is frozenset:
-        return frozenset([_clone(item, depth, total) for item in value])
+        total[0] += len(value) << 3
+        return frozenset([item if type(item) in leaves else _clone(item, depth, total) for item in value])
     if kind in _TIMES:
         zone = value.tzinfo
         if zone is None or type(zone) is _FIXED_ZONE:
@@ -251,17 +258,40 @@ def _clone(value: Any, depth: int, total: list[int]) -> Any:
     raise _NotClonable
 
 
+def _cloneTuple(value: tuple[Any, ...], depth: int, total: list[int]) -> tuple[Any, ...]:
+    leaves = _LEAVES
+    size = len(value) << 3
+    for index, item in enumerate(value):
+        kind = type(item)
+        if kind is str or kind is bytes:
+            size += len(item)
+        elif kind not in leaves:
+            break
+    else:
+        total[0] += size
+        return value  # made only of immutable values: indistinguishable from a copy
+    total[0] += size
+    copies = list(value[:index])
+    for item in value[index:]:
+        kind = type(item)
+        if kind is str or kind is bytes:
+            total[0] += len(item)
+            copies.append(item)
+        elif kind in leaves:
+            copies.append(item)
+        else:
+            copies.append(_clone(item, depth, total))
+    return tuple(copies)
+
+
 def clone(value: Any) -> tuple[Any, int]:
     """A copy of ``value`` as the codec's round trip gives it (lists, dicts and sets new, the
-    immutable values in them shared), and its size as pending bytes count it. Raises what
-    ``codec.encode`` raises for a value it refuses."""
+    immutable values in them shared), and its size as pending bytes count it (about the size
+    of its encoding). Raises what ``codec.encode`` raises for a value it refuses."""
     total = [0]
     try:
         copy = _clone(value, _CLONE_DEPTH, total)
-    except _NotClonable:
-        data = codec.encode(value)
-        return codec.decode(data), len(data)
-    except RecursionError:  # pragma: no cover - the depth bound keeps well inside the stack
+    except (_NotClonable, RecursionError):
         data = codec.encode(value)
         return codec.decode(data), len(data)
     return copy, total[0]
@@ -270,6 +300,18 @@ def clone(value: Any) -> tuple[Any, int]:
 def cloneCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], int]:
     """The arguments of a call as the object gets them (copies), and their size; ``TypeError``
     if they cannot be sent."""
+    if not kwargs:
+        size = 0
+        for item in args:  # the common case: a few immutable values, nothing to copy
+            kind = type(item)
+            if kind is str or kind is bytes:
+                size += len(item) + 8
+            elif kind in _LEAVES:
+                size += 8
+            else:
+                break
+        else:
+            return args, kwargs, size
     try:
         if kwargs:
             (args, kwargs), size = clone((args, kwargs))
