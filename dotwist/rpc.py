@@ -188,6 +188,9 @@ _FIXED_ZONE = datetime.timezone
 #: which refuses cycles and values over its limits with its own errors.
 _CLONE_DEPTH = 64
 _CLONE_SIZE = codec.DEFAULT_MAX_SIZE // 8
+_COPY_ITEMS = 1 << 22
+#: The codec's own limit, which decides in the end.
+_CODEC_MAX_SIZE = codec.DEFAULT_MAX_SIZE
 
 
 class _NotClonable(Exception):
@@ -258,6 +261,47 @@ def _clone(value: Any, depth: int, total: list[int]) -> Any:
     raise _NotClonable
 
 
+def _copy(value: Any, depth: int, items: list[int]) -> Any:
+    """``_clone`` for results: no size to count, only the items copied (``items[0]``), so that
+    a value whose shared references would make its copy explode goes to the codec, which
+    refuses it past its size limit."""
+    kind = type(value)
+    leaves = _LEAVES
+    if kind in leaves:
+        return value
+    if depth <= 0 or items[0] > _COPY_ITEMS:
+        raise _NotClonable
+    depth -= 1
+    if kind is list:
+        items[0] += len(value)
+        return [item if type(item) in leaves else _copy(item, depth, items) for item in value]
+    if kind is dict:
+        items[0] += len(value)
+        copy: dict[Any, Any] = {}
+        for key, item in value.items():
+            if type(key) not in leaves:
+                key = _copy(key, depth, items)
+            copy[key] = item if type(item) in leaves else _copy(item, depth, items)
+        return copy
+    if kind is tuple:
+        for item in value:
+            if type(item) not in leaves:
+                items[0] += len(value)
+                return tuple([_copy(item, depth, items) for item in value])
+        return value
+    if kind is set:
+        items[0] += len(value)
+        return {item if type(item) in leaves else _copy(item, depth, items) for item in value}
+    if kind is frozenset:
+        items[0] += len(value)
+        return frozenset([item if type(item) in leaves else _copy(item, depth, items) for item in value])
+    if kind in _TIMES:
+        zone = value.tzinfo
+        if zone is None or type(zone) is _FIXED_ZONE:
+            return value
+    raise _NotClonable
+
+
 def _cloneTuple(value: tuple[Any, ...], depth: int, total: list[int]) -> tuple[Any, ...]:
     leaves = _LEAVES
     size = len(value) << 3
@@ -292,7 +336,7 @@ def clone(value: Any) -> tuple[Any, int]:
     try:
         copy = _clone(value, _CLONE_DEPTH, total)
     except (_NotClonable, RecursionError):
-        data = codec.encode(value)
+        data = codec.encode(value, maxSize=_CODEC_MAX_SIZE)
         return codec.decode(data), len(data)
     return copy, total[0]
 
@@ -325,11 +369,13 @@ def cloneCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any,
 def cloneResult(name: str, result: Any) -> Any:
     """The result of method ``name`` as the caller gets it (a copy); ``TypeError`` if it cannot
     be returned."""
-    kind = type(result)
-    if kind in _LEAVES:
+    if type(result) in _LEAVES:
         return result
     try:
-        return clone(result)[0]
+        try:
+            return _copy(result, _CLONE_DEPTH, [0])
+        except (_NotClonable, RecursionError):
+            return codec.decode(codec.encode(result, maxSize=_CODEC_MAX_SIZE))
     except codec_errors() as e:
         raise TypeError(f'The result of "{name}" cannot be returned through RPC: {e}') from None
 

@@ -395,3 +395,44 @@ def test_the_fast_path_under_the_asyncio_runner(clock: Any, monkeypatch: pytest.
     assert result(d) == [[1], "caller's"]
     assert result(stub.setVar()) == "the object's" and VAR.get() == "caller's"
     assert actor.pendingCalls == 0 and actor.running == 0
+
+
+def test_a_value_whose_copy_would_explode_is_refused_as_by_the_codec(
+    clock: Any, onlyFast: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shared references can make a small value's copy enormous (each level holds the one below
+    twice): it is refused with the codec's size error, as an argument and as a result, instead of
+    being copied until memory runs out. (The limits are lowered here, so that this takes
+    milliseconds; the codec's own limit is 256 MiB.)"""
+    from dotwist import rpc
+
+    monkeypatch.setattr(rpc, "_CLONE_SIZE", 100_000)
+    monkeypatch.setattr(rpc, "_COPY_ITEMS", 10_000)
+    monkeypatch.setattr(rpc, "_CODEC_MAX_SIZE", 100_000)
+    stub, actor = onlyFast(runtimeFor(clock))
+    value: Any = []
+    for _ in range(18):  # 2**18 lists once copied: past every limit above, yet copyable
+        value = [value, value]
+    with pytest.raises(TypeError, match="cannot be sent.*larger than"):
+        result(stub.echo(value))
+    actor.instance.kept = value
+    with pytest.raises(TypeError, match="cannot be returned.*larger than"):
+        result(stub.keep(1))
+
+
+def test_a_dropped_stub_is_freed_at_once(clock: Any) -> None:
+    """A stub whose methods were used is freed when dropped, by reference counting (no cycle for
+    the garbage collector to find)."""
+    import gc
+    import weakref
+
+    runtime = runtimeFor(clock)
+    stub = runtime.env.NS.getByName("w")
+    assert result(stub.echo(1)) == 1 and stub.echo is stub.echo
+    ref = weakref.ref(stub)
+    gc.disable()
+    try:
+        del stub
+        assert ref() is None
+    finally:
+        gc.enable()
