@@ -198,27 +198,22 @@ class _NotClonable(Exception):
 
 
 def _clone(value: Any, depth: int, total: list[int]) -> Any:
-    """A copy of ``value``; its size (8 bytes an item, and the length of each string and bytes)
-    is added to ``total[0]``. Raises ``_NotClonable`` for what the codec must decide."""
-    kind = type(value)
-    leaves = _LEAVES
-    if kind in leaves:
-        total[0] += len(value) if (kind is str or kind is bytes) else 8
-        return value
+    """A copy of ``value``, which is not one of ``_LEAVES``; its size (8 bytes an item, and the
+    length of each string and bytes) is added to ``total[0]``. Raises ``_NotClonable`` for what
+    the codec must decide."""
     if depth <= 0 or total[0] > _CLONE_SIZE:
         raise _NotClonable
     depth -= 1
+    kind = type(value)
+    leaves = _LEAVES
     if kind is list:
         out: list[Any] = []
         append = out.append
         size = len(value) << 3
         for item in value:
             kind = type(item)
-            if kind is str:
-                size += len(item)
-                append(item)
-            elif kind in leaves:
-                if kind is bytes:
+            if kind in leaves:
+                if kind is str or kind is bytes:
                     size += len(item)
                 append(item)
             else:
@@ -235,10 +230,8 @@ def _clone(value: Any, depth: int, total: list[int]) -> Any:
             elif kind not in leaves:
                 key = _clone(key, depth, total)
             kind = type(item)
-            if kind is str:
-                size += len(item)
-            elif kind in leaves:
-                if kind is bytes:
+            if kind in leaves:
+                if kind is str or kind is bytes:
                     size += len(item)
             else:
                 item = _clone(item, depth, total)
@@ -246,13 +239,24 @@ def _clone(value: Any, depth: int, total: list[int]) -> Any:
         total[0] += size
         return copy
     if kind is tuple:
-        return _cloneTuple(value, depth, total)
-    if kind is set:
+        size = len(value) << 3
+        copied = False
+        items = []
+        for item in value:
+            kind = type(item)
+            if kind in leaves:
+                if kind is str or kind is bytes:
+                    size += len(item)
+            else:
+                item = _clone(item, depth, total)
+                copied = True
+            items.append(item)
+        total[0] += size
+        return tuple(items) if copied else value  # immutable all through: as good as a copy
+    if kind is set or kind is frozenset:
         total[0] += len(value) << 3
-        return {item if type(item) in leaves else _clone(item, depth, total) for item in value}
-    if kind is frozenset:
-        total[0] += len(value) << 3
-        return frozenset([item if type(item) in leaves else _clone(item, depth, total) for item in value])
+        items = [item if type(item) in leaves else _clone(item, depth, total) for item in value]
+        return set(items) if kind is set else frozenset(items)
     if kind in _TIMES:
         zone = value.tzinfo
         if zone is None or type(zone) is _FIXED_ZONE:
@@ -265,13 +269,11 @@ def _copy(value: Any, depth: int, items: list[int]) -> Any:
     """``_clone`` for results: no size to count, only the items copied (``items[0]``), so that
     a value whose shared references would make its copy explode goes to the codec, which
     refuses it past its size limit."""
-    kind = type(value)
-    leaves = _LEAVES
-    if kind in leaves:
-        return value
     if depth <= 0 or items[0] > _COPY_ITEMS:
         raise _NotClonable
     depth -= 1
+    kind = type(value)
+    leaves = _LEAVES
     if kind is list:
         items[0] += len(value)
         return [item if type(item) in leaves else _copy(item, depth, items) for item in value]
@@ -287,14 +289,12 @@ def _copy(value: Any, depth: int, items: list[int]) -> Any:
         for item in value:
             if type(item) not in leaves:
                 items[0] += len(value)
-                return tuple([_copy(item, depth, items) for item in value])
+                return tuple([item if type(item) in leaves else _copy(item, depth, items) for item in value])
         return value
-    if kind is set:
+    if kind is set or kind is frozenset:
         items[0] += len(value)
-        return {item if type(item) in leaves else _copy(item, depth, items) for item in value}
-    if kind is frozenset:
-        items[0] += len(value)
-        return frozenset([item if type(item) in leaves else _copy(item, depth, items) for item in value])
+        copies = [item if type(item) in leaves else _copy(item, depth, items) for item in value]
+        return set(copies) if kind is set else frozenset(copies)
     if kind in _TIMES:
         zone = value.tzinfo
         if zone is None or type(zone) is _FIXED_ZONE:
@@ -302,36 +302,13 @@ def _copy(value: Any, depth: int, items: list[int]) -> Any:
     raise _NotClonable
 
 
-def _cloneTuple(value: tuple[Any, ...], depth: int, total: list[int]) -> tuple[Any, ...]:
-    leaves = _LEAVES
-    size = len(value) << 3
-    for index, item in enumerate(value):
-        kind = type(item)
-        if kind is str or kind is bytes:
-            size += len(item)
-        elif kind not in leaves:
-            break
-    else:
-        total[0] += size
-        return value  # made only of immutable values: indistinguishable from a copy
-    total[0] += size
-    copies = list(value[:index])
-    for item in value[index:]:
-        kind = type(item)
-        if kind is str or kind is bytes:
-            total[0] += len(item)
-            copies.append(item)
-        elif kind in leaves:
-            copies.append(item)
-        else:
-            copies.append(_clone(item, depth, total))
-    return tuple(copies)
-
-
 def clone(value: Any) -> tuple[Any, int]:
     """A copy of ``value`` as the codec's round trip gives it (lists, dicts and sets new, the
     immutable values in them shared), and its size as pending bytes count it (about the size
     of its encoding). Raises what ``codec.encode`` raises for a value it refuses."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return value, (len(value) if (kind is str or kind is bytes) else 8)
     total = [0]
     try:
         copy = _clone(value, _CLONE_DEPTH, total)
@@ -344,26 +321,47 @@ def clone(value: Any) -> tuple[Any, int]:
 def cloneCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], int]:
     """The arguments of a call as the object gets them (copies), and their size; ``TypeError``
     if they cannot be sent."""
-    if not kwargs:
-        size = 0
-        for item in args:  # the common case: a few immutable values, nothing to copy
-            kind = type(item)
-            if kind is str or kind is bytes:
-                size += len(item) + 8
-            elif kind in _LEAVES:
-                size += 8
-            else:
-                break
+    leaves = _LEAVES
+    size = 0
+    plain = True
+    for item in args:
+        kind = type(item)
+        if kind is str or kind is bytes:
+            size += len(item) + 8
+        elif kind in leaves:
+            size += 8
         else:
-            return args, kwargs, size
+            plain = False
+    if plain and not kwargs:
+        return args, kwargs, size  # immutable values only: nothing to copy
+    total = [size]
     try:
-        if kwargs:
-            (args, kwargs), size = clone((args, kwargs))
-        else:
-            args, size = clone(args)
+        try:
+            copies = args
+            if not plain:
+                copies = tuple(
+                    [item if type(item) in leaves else _clone(item, _CLONE_DEPTH, total) for item in args]
+                )
+            named = kwargs
+            if kwargs:
+                named = {}
+                for key, item in kwargs.items():
+                    kind = type(item)
+                    if kind is str or kind is bytes:
+                        total[0] += len(key) + len(item) + 8
+                    elif kind in leaves:
+                        total[0] += len(key) + 8
+                    else:
+                        total[0] += len(key)
+                        item = _clone(item, _CLONE_DEPTH, total)
+                    named[key] = item
+        except (_NotClonable, RecursionError):
+            data = codec.encode((args, kwargs), maxSize=_CODEC_MAX_SIZE)
+            copies, named = codec.decode(data)
+            return copies, named, len(data)
     except codec_errors() as e:
         raise TypeError(f"RPC arguments cannot be sent: {e}") from None
-    return args, kwargs, size
+    return copies, named, total[0]
 
 
 def cloneResult(name: str, result: Any) -> Any:
