@@ -236,10 +236,22 @@ class _Driven:
         try:
             yielded = coro.send(value) if error is None else coro.throw(error)
         except StopIteration as stop:
-            self.runner.check(coro, clock() - began, 0.0)
+            # Finished: only the blocked-loop warning can apply (inline: the common case).
+            spent = clock() - began
+            runner = self.runner
+            warn = runner.blockedLoopWarning
+            if warn is not None and spent > warn:
+                runner.check(coro, spent, 0.0)
             self.finished = True
-            self._settle(stop.value)
-            self._started()
+            result = self.result
+            if result is None:
+                self.outcome = stop.value
+            else:
+                result.callback(stop.value)
+            started = self.started
+            if started is not None:
+                self.started = None
+                started()
             return
         except BaseException as e:
             self.runner.check(coro, clock() - began, 0.0)

@@ -186,6 +186,8 @@ class Actor:
         self._sockets: dict["WebSocket", Callable[[int, str], None]] = {}
         self._waitUntil: dict[Deferred[Any], float] = {}
         self._tasks: set["asyncio.Future[Any]"] = set()
+        #: Names ``callNow`` found callable through RPC on this incarnation's class.
+        self._methods: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Actor {self.namespace.name} {self.key} {self.lifecycle.value}>"
@@ -364,7 +366,11 @@ class Actor:
         token = CURRENT.set(self)
         try:
             try:
-                method = rpc.methodOf(self.instance, name)
+                if name in self._methods:
+                    method = getattr(self.instance, name)
+                else:
+                    method = rpc.methodOf(self.instance, name)
+                    self._methods.add(name)
             except TypeError:
                 pending = fail()
             else:
