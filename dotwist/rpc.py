@@ -207,35 +207,36 @@ def _clone(value: Any, depth: int, total: list[int]) -> Any:
     kind = type(value)
     leaves = _LEAVES
     if kind is list:
-        out: list[Any] = []
-        append = out.append
+        out = value.copy()  # then the items that are not immutable are replaced by copies
         size = len(value) << 3
+        index = 0
         for item in value:
             kind = type(item)
-            if kind in leaves:
-                if kind is str or kind is bytes:
-                    size += len(item)
-                append(item)
-            else:
-                append(_clone(item, depth, total))
+            if kind is str:
+                size += len(item)
+            elif kind not in leaves:
+                out[index] = _clone(item, depth, total)
+            elif kind is bytes:
+                size += len(item)
+            index += 1
         total[0] += size
         return out
     if kind is dict:
-        copy: dict[Any, Any] = {}
+        copy = value.copy()
         size = len(value) << 3
         for key, item in value.items():
             kind = type(key)
             if kind is str:
                 size += len(key)
             elif kind not in leaves:
-                key = _clone(key, depth, total)
+                return _cloneDict(value, depth, total)  # a key to copy: build the dict anew
             kind = type(item)
-            if kind in leaves:
-                if kind is str or kind is bytes:
-                    size += len(item)
-            else:
-                item = _clone(item, depth, total)
-            copy[key] = item
+            if kind is str:
+                size += len(item)
+            elif kind not in leaves:
+                copy[key] = _clone(item, depth, total)
+            elif kind is bytes:
+                size += len(item)
         total[0] += size
         return copy
     if kind is tuple:
@@ -265,6 +266,29 @@ def _clone(value: Any, depth: int, total: list[int]) -> Any:
     raise _NotClonable
 
 
+def _cloneDict(value: dict[Any, Any], depth: int, total: list[int]) -> dict[Any, Any]:
+    """``_clone`` of a dict with keys to copy (tuples, frozensets)."""
+    leaves = _LEAVES
+    copy: dict[Any, Any] = {}
+    size = len(value) << 3
+    for key, item in value.items():
+        kind = type(key)
+        if kind in leaves:
+            if kind is str or kind is bytes:
+                size += len(key)
+        else:
+            key = _clone(key, depth, total)
+        kind = type(item)
+        if kind in leaves:
+            if kind is str or kind is bytes:
+                size += len(item)
+        else:
+            item = _clone(item, depth, total)
+        copy[key] = item
+    total[0] += size
+    return copy
+
+
 def _copy(value: Any, depth: int, items: list[int]) -> Any:
     """``_clone`` for results: no size to count, only the items copied (``items[0]``), so that
     a value whose shared references would make its copy explode goes to the codec, which
@@ -279,11 +303,16 @@ def _copy(value: Any, depth: int, items: list[int]) -> Any:
         return [item if type(item) in leaves else _copy(item, depth, items) for item in value]
     if kind is dict:
         items[0] += len(value)
-        copy: dict[Any, Any] = {}
+        copy = value.copy()  # then the values that are not immutable are replaced by copies
         for key, item in value.items():
             if type(key) not in leaves:
-                key = _copy(key, depth, items)
-            copy[key] = item if type(item) in leaves else _copy(item, depth, items)
+                return {
+                    (k if type(k) in leaves else _copy(k, depth, items)):
+                    (v if type(v) in leaves else _copy(v, depth, items))
+                    for k, v in value.items()
+                }
+            if type(item) not in leaves:
+                copy[key] = _copy(item, depth, items)
         return copy
     if kind is tuple:
         for item in value:
