@@ -2,7 +2,11 @@
 
 Arguments and results cross by value, through the same codec as storage (so the same types are
 accepted, and code behaves the same when the object lives in another process); errors cross as
-copies that keep their type and message and carry Cloudflare's flags. Names the runtime calls
+copies that keep their type and message and carry Cloudflare's flags. A call that runs at once in
+this process (``Actor.callNow``) needs no bytes: ``cloneCall`` and ``cloneResult`` copy in memory,
+with exactly the outcome of the codec's round trip (what they are not sure of goes through the
+codec). Calls that are queued, or go to another node (``dotwist.cluster.calls``), take ``invoke``
+with the payload of ``encodeCall``. Names the runtime calls
 itself (``fetch``, ``alarm``, the ``webSocket*`` handlers) and names starting with ``_`` are not
 callable through a stub.
 """
