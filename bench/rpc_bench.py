@@ -1,28 +1,50 @@
-"""RPC calls/s to Durable Objects, against stub.fetch, measured in one run.
+"""RPC calls/s to Durable Objects, against stub.fetch, interleaved in one process.
 
-    .venv/bin/python bench/rpc_bench.py [--quick]
+    .venv/bin/python bench/rpc_bench.py [--quick] [--rounds N] [--calls N] [--runner twisted|asyncio|both]
 
 In-process: a Runtime on a task.Clock with memory storage, no network, so this measures the
-object layer (stub, gate, queue, codec copy of arguments and result) and nothing else. Each figure
-is the median of 3 runs (1 with --quick). "one object" sends every call to one object; "1,000
-objects" spreads them round robin. Writes bench/results/rpc.json.
+object layer (stub, gate, queue, copies of arguments and result, the runner) and nothing else.
+Three sides, called from outside any object (as a Worker calls):
+
+- ``rpc``: ``await stub.increment(1)``, an int in and out;
+- ``rpc-data``: ``await stub.update({"n": 1, "tags": [...], "meta": {...}})``, a dict holding a
+  list and a dict in, a dict holding a list out (both copied, as RPC passes by value; one
+  prepared argument, copied at every call);
+- ``fetch``: ``await stub.fetch(request)`` with one prepared ``Request``, the object answering
+  ``Response(str(n))``.
+
+The sides are interleaved: every round runs each side once, for each target ("one object": every
+call to one object; "1,000 objects": round robin), in an order that rotates from round to round.
+The ratios are taken within a round (so a machine shared with other work moves both sides
+together) and the median over the rounds is reported, with calls/s (median) and CPU time per
+call (``time.process_time``, median). With ``--runner both`` (the default) this is done under
+Twisted's coroutine driver (what tests and non-asyncio reactors use) and under the asyncio runner
+(what the server uses under the asyncio reactor), on a loop driven by the same clock.
+
+Writes bench/results/rpc.json.
 """
 
 from __future__ import annotations
 
+import argparse
+import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from twisted.internet.task import Clock
 
 from dotwist import App, DurableObject, Request, Response, WorkerEntrypoint
-from dotwist.storage import MemoryBackend
-from dotwist.worker import Runtime
+from dotwist.testing import makeRuntime
+
+SIDES = ("rpc", "rpc-data", "fetch")
+TARGETS = (1, 1000)
 
 
 class Worker(WorkerEntrypoint):
@@ -39,56 +61,134 @@ class Counter(DurableObject):
         self.value += amount
         return self.value
 
+    async def update(self, entry):
+        self.value += entry["n"]
+        return {"value": self.value, "tags": entry["tags"], "seen": len(entry["meta"])}
+
     async def fetch(self, request):
         self.value += 1
         return Response(str(self.value))
 
 
-def fired(d):
-    box = []
+def fired(d: Any) -> Any:
+    box: list[Any] = []
     d.addBoth(box.append)
     if not box or hasattr(box[0], "raiseException"):
         raise RuntimeError(f"call did not complete synchronously: {box}")
     return box[0]
 
 
-def run(kind: str, objects: int, calls: int) -> float:
-    runtime = Runtime(App(Worker, durableObjects={"NS": Counter}), Clock(), storage=MemoryBackend())
+def setup(runner: str, objects: int) -> list[Any]:
+    clock = Clock()
+    runtime = makeRuntime(App(Worker, durableObjects={"NS": Counter}), clock=clock, asyncio=runner == "asyncio")
     ns = runtime.env.NS
     stubs = [ns.getByName(f"o{i}") for i in range(objects)]
-    request = Request("http://bench/")
     for stub in stubs:  # construct every object before timing
         fired(stub.increment(0))
-    start = time.perf_counter()
-    if kind == "rpc":
-        for i in range(calls):
-            fired(stubs[i % objects].increment(1))
+    return stubs
+
+
+def loop(side: str, stubs: list[Any], calls: int) -> Callable[[], None]:
+    objects = len(stubs)
+    if side == "rpc":
+        def run() -> None:
+            for i in range(calls):
+                fired(stubs[i % objects].increment(1))
+    elif side == "rpc-data":
+        entry = {"n": 1, "tags": ["a", "b", "c"], "meta": {"by": "bench", "round": 1}}
+
+        def run() -> None:  # one prepared argument, as fetch has one prepared request
+            for i in range(calls):
+                fired(stubs[i % objects].update(entry))
     else:
-        for i in range(calls):
-            fired(stubs[i % objects].fetch(request))
-    return calls / (time.perf_counter() - start)
+        request = Request("http://bench/")
+
+        def run() -> None:
+            for i in range(calls):
+                fired(stubs[i % objects].fetch(request))
+    return run
+
+
+def measure(runner: str, side: str, objects: int, calls: int) -> tuple[float, float]:
+    """(calls/s, CPU µs per call) of one run."""
+    stubs = setup(runner, objects)
+    run = loop(side, stubs, calls)
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return calls / wall, cpu / calls * 1e6
+
+
+def bench(runner: str, rounds: int, calls: int) -> list[dict[str, Any]]:
+    samples: dict[tuple[int, str], list[tuple[float, float]]] = {(o, s): [] for o in TARGETS for s in SIDES}
+    for r in range(rounds):
+        order = SIDES[r % len(SIDES):] + SIDES[:r % len(SIDES)]
+        for objects in TARGETS:
+            for side in order:
+                samples[(objects, side)].append(measure(runner, side, objects, calls))
+    rows = []
+    for objects in TARGETS:
+        row: dict[str, Any] = {"runner": runner, "objects": objects}
+        for side in SIDES:
+            runs = samples[(objects, side)]
+            row[side] = {
+                "callsPerSecond": statistics.median(rate for rate, _ in runs),
+                "cpuMicrosecondsPerCall": statistics.median(cpu for _, cpu in runs),
+                "rounds": [round(rate) for rate, _ in runs],
+            }
+        fetch = samples[(objects, "fetch")]
+        for side in ("rpc", "rpc-data"):
+            ratios = [a[0] / b[0] for a, b in zip(samples[(objects, side)], fetch)]
+            row[f"{side}/fetch"] = statistics.median(ratios)
+            row[f"{side}/fetch range"] = [min(ratios), max(ratios)]
+            cpus = [b[1] / a[1] for a, b in zip(samples[(objects, side)], fetch)]
+            row[f"{side}/fetch by CPU"] = statistics.median(cpus)
+        rows.append(row)
+    return rows
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except Exception:
+        return "unknown"
 
 
 def main() -> None:
-    quick = "--quick" in sys.argv
-    repeats, calls = (1, 20_000) if quick else (3, 100_000)
-    rows = []
-    for objects in (1, 1000):
-        figures = {}
-        for kind in ("rpc", "fetch"):
-            figures[kind] = statistics.median(run(kind, objects, calls) for _ in range(repeats))
-        rows.append({"objects": objects, "rpcPerSecond": figures["rpc"], "fetchPerSecond": figures["fetch"],
-                     "ratio": figures["rpc"] / figures["fetch"]})
-    print("| target | RPC calls/s | stub.fetch calls/s | RPC / fetch |")
-    print("|---|---|---|---|")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 10,000 calls")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--calls", type=int, default=None)
+    parser.add_argument("--runner", choices=("twisted", "asyncio", "both"), default="both")
+    options = parser.parse_args()
+    rounds = options.rounds or (3 if options.quick else 7)
+    calls = options.calls or (10_000 if options.quick else 30_000)
+    runners = ("twisted", "asyncio") if options.runner == "both" else (options.runner,)
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    rows = [row for runner in runners for row in bench(runner, rounds, calls)]
+    print(f"{started}, commit {commit()}, {rounds} rounds of {calls:,} calls per side, load {load:.1f}")
+    print("| runner | target | RPC calls/s (CPU µs) | RPC lists/dicts calls/s (CPU µs) | stub.fetch calls/s (CPU µs) "
+          "| RPC / fetch | RPC lists/dicts / fetch |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         label = "one object" if row["objects"] == 1 else f"{row['objects']:,} objects"
-        print(f"| {label} | {row['rpcPerSecond']:,.0f} | {row['fetchPerSecond']:,.0f} | {row['ratio']:.2f} |")
+        cells = [f"{row[s]['callsPerSecond']:,.0f} ({row[s]['cpuMicrosecondsPerCall']:.1f})" for s in SIDES]
+        ratios = [
+            f"{row[f'{s}/fetch']:.2f}× ({row[f'{s}/fetch range'][0]:.2f}–{row[f'{s}/fetch range'][1]:.2f})"
+            for s in ("rpc", "rpc-data")
+        ]
+        print(f"| {row['runner']} | {label} | " + " | ".join(cells + ratios) + " |")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
     (out / "rpc.json").write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(), "cpus": os.cpu_count(),
-        "python": sys.version.split()[0], "calls": calls, "repeats": repeats, "rows": rows,
+        "date": started, "commit": commit(), "machine": platform.platform(), "cpus": os.cpu_count(),
+        "load": load, "python": sys.version.split()[0], "calls": calls, "rounds": rounds,
+        "interleaved": True, "rows": rows,
     }, indent=2))
 
 

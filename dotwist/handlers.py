@@ -68,6 +68,12 @@ class Runner(Protocol):
         """Run ``coro``; with ``gate``, keep it locked until the coroutine's first step ends."""
         ...
 
+    def runFirst(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> tuple[bool, Any]:
+        """As ``start``, without a ``Deferred`` for a coroutine that returns in its first step:
+        ``(True, value)`` if it did, else ``(False, deferred)`` (which fires with its outcome,
+        an exception raised in the first step included)."""
+        ...
+
 
 class CpuTimeLimitExceeded(DurableObjectError):
     """A handler used more CPU time than the limit (Cloudflare: "exceeded CPU time limit")."""
@@ -79,6 +85,18 @@ class DeferredRunner:
 
     def start(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> Deferred[Any]:
         return Deferred.fromCoroutine(coro)
+
+    def runFirst(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> tuple[bool, Any]:
+        # The first step as Deferred.fromCoroutine takes it (in a copy of the current context);
+        # a coroutine that waits is handed to Twisted from where it stands.
+        context = contextvars.copy_context()
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration as stop:
+            return True, stop.value
+        except BaseException:
+            return False, fail()
+        return False, Deferred.fromCoroutine(_resumed(coro, yielded, context))
 
 
 class AsyncioRunner:
@@ -111,25 +129,37 @@ class AsyncioRunner:
         return loop
 
     def start(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> Deferred[Any]:
+        done, outcome = self.runFirst(coro, gate)
+        if done:
+            return succeed(outcome)
+        result: Deferred[Any] = outcome
+        return result
+
+    def runFirst(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> tuple[bool, Any]:
         loop = self.loop()
-        result: Deferred[Any] = Deferred()
         started = None
         if gate is not None:
             gate.lock()
             started = gate.unlock
-        driven = _Driven(coro, result, started, self, contextvars.copy_context())
+        driven = _Driven(coro, None, started, self, contextvars.copy_context())
         task, slot = self._task(loop)
         self._eager += 1
         try:
             _firstStep(driven, task, loop)
         finally:
             self._eager -= 1
-        if not driven.finished:
-            # It waits for something: this task is its own from now on.
-            slot.driven = driven
-            self._spare = None
-            _adopt(task)
-        return result
+        if driven.finished:
+            outcome = driven.outcome
+            if isinstance(outcome, Failure):
+                return False, fail(outcome)
+            return True, outcome
+        # It waits for something: this task is its own from now on.
+        result: Deferred[Any] = Deferred()
+        driven.result = result
+        slot.driven = driven
+        self._spare = None
+        _adopt(task)
+        return False, result
 
     def _task(self, loop: asyncio.AbstractEventLoop) -> tuple["asyncio.Task[None]", "_Slot"]:
         """The task the next handler's first step runs in: the spare one if it is free."""
@@ -177,12 +207,12 @@ class _Driven:
     Deferreds it awaits handed to asyncio as futures (``_wait``), ``started()`` once its first step
     ends, and ``result`` fired with its outcome."""
 
-    __slots__ = ("coro", "result", "started", "runner", "context", "busy", "pending", "finished")
+    __slots__ = ("coro", "result", "started", "runner", "context", "busy", "pending", "finished", "outcome")
 
     def __init__(
         self,
         coro: Coroutine[Any, Any, Any],
-        result: Deferred[Any],
+        result: Optional[Deferred[Any]],
         started: Optional[Callable[[], None]],
         runner: AsyncioRunner,
         context: contextvars.Context,
@@ -196,6 +226,8 @@ class _Driven:
         self.busy = 0.0
         self.pending: Any = None
         self.finished = False
+        #: How it ended, while ``result`` is None (a handler that finished in its first step).
+        self.outcome: Any = None
 
     def step(self, value: Any, error: Optional[BaseException]) -> None:
         """Run the coroutine to its next ``await`` (or its end)."""
@@ -204,15 +236,27 @@ class _Driven:
         try:
             yielded = coro.send(value) if error is None else coro.throw(error)
         except StopIteration as stop:
-            self.runner.check(coro, clock() - began, 0.0)
+            # Finished: only the blocked-loop warning can apply (inline: the common case).
+            spent = clock() - began
+            runner = self.runner
+            warn = runner.blockedLoopWarning
+            if warn is not None and spent > warn:
+                runner.check(coro, spent, 0.0)
             self.finished = True
-            self.result.callback(stop.value)
-            self._started()
+            result = self.result
+            if result is None:
+                self.outcome = stop.value
+            else:
+                result.callback(stop.value)
+            started = self.started
+            if started is not None:
+                self.started = None
+                started()
             return
         except BaseException as e:
             self.runner.check(coro, clock() - began, 0.0)
             self.finished = True
-            self.result.errback(Failure(e))
+            self._settle(Failure(e))
             self._started()
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -225,9 +269,18 @@ class _Driven:
             coro.close()
             self.finished = True
             _log.error("{error}", error=str(exceeded))
-            self.result.errback(Failure(exceeded))
+            self._settle(Failure(exceeded))
             return
         self.pending = yielded
+
+    def _settle(self, outcome: Any) -> None:
+        result = self.result
+        if result is None:
+            self.outcome = outcome
+        elif isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
 
     def _started(self) -> None:
         started, self.started = self.started, None
@@ -264,6 +317,33 @@ def _firstStep(driven: _Driven, task: "asyncio.Task[None]", loop: asyncio.Abstra
             _enter_task(loop, outer)
         if running is not loop:
             asyncio.events._set_running_loop(running)
+
+
+@types.coroutine
+def _resumed(
+    coro: Coroutine[Any, Any, T], yielded: Any, context: contextvars.Context
+) -> Generator[Any, Any, T]:
+    """``coro``, whose first step ran already and yielded ``yielded``, for Twisted to drive on:
+    what Twisted sends or throws in goes on to the coroutine (in its own ``context``)."""
+    run = context.run
+    while True:
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as e:
+            try:
+                yielded = run(coro.throw, e)
+            except StopIteration as stop:
+                done: T = stop.value
+                return done
+            continue
+        try:
+            yielded = run(coro.send, value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
 
 @types.coroutine

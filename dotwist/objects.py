@@ -16,7 +16,9 @@ their owners registered.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import weakref
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -32,6 +34,7 @@ from .hibernation import HibernationRecord, WebSocketRequestResponsePair
 from .ids import DurableObjectId
 from .lifecycle import ObjectLifecycle, transition
 from .relaxed import trim
+from . import rpc
 from .rpc import invoke as _rpcInvoke
 from .stats import NamespaceStats
 
@@ -183,6 +186,8 @@ class Actor:
         self._sockets: dict["WebSocket", Callable[[int, str], None]] = {}
         self._waitUntil: dict[Deferred[Any], float] = {}
         self._tasks: set["asyncio.Future[Any]"] = set()
+        #: Names ``callNow`` found callable through RPC on this incarnation's class.
+        self._methods: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Actor {self.namespace.name} {self.key} {self.lifecycle.value}>"
@@ -324,6 +329,88 @@ class Actor:
 
         result.addBoth(settled)
         self.deliver(self._startCall, method, args, result)
+        return result
+
+    def callNow(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Optional[Deferred[Any]]:
+        """An RPC call ``name(*args, **kwargs)`` from outside any object (a Worker), run now if
+        the object can take it now: live, its input gate open with nothing waiting, and under its
+        bound on pending calls. Returns None if it cannot (the caller then sends the call the
+        general way, ``call``, which queues it or refuses it).
+
+        This is ``call(rpc.invoke, ...)`` without the layers a call that runs at once does not
+        need: the arguments and the result are copied in memory (``rpc.clone``) instead of
+        encoded, and a method that returns in its first step gives its result without a chain of
+        ``Deferred`` callbacks. What the caller sees is the same: copies both ways, errors copied
+        with their type and message, a result held by the output gate until the writes before it
+        are durable, a reset's error if the object was reset while the call ran.
+        """
+        gate = self.inputGate
+        if self.lifecycle is not _LIVE or gate.locked or gate.waiting:
+            return None
+        limits = self.registry.limits
+        if self.pendingCalls >= limits.maxPendingCalls:
+            return None
+        try:
+            args, kwargs, size = rpc.cloneCall(args, kwargs)
+        except TypeError:
+            return fail()
+        if self.pendingBytes + size > limits.maxPendingBytes:
+            return None
+        self.stats.events["rpc"] += 1
+        self.pendingCalls += 1
+        self.pendingBytes += size
+        self.running += 1
+        self.lastActive = self._clock.seconds()
+        pending: Optional[Deferred[Any]] = None
+        outcome: Any = None
+        token = CURRENT.set(self)
+        try:
+            try:
+                if name in self._methods:
+                    method = getattr(self.instance, name)
+                else:
+                    method = rpc.methodOf(self.instance, name)
+                    self._methods.add(name)
+            except TypeError:
+                pending = fail()
+            else:
+                try:
+                    outcome = method(*args, **kwargs)
+                except BaseException as e:
+                    pending = fail(rpc.remote(e))
+                else:
+                    if type(outcome) is CoroutineType:
+                        done, outcome = self.registry.runner.runFirst(outcome, gate)
+                        if not done:
+                            pending = outcome.addCallbacks(
+                                _copyResult, _remoteFailure, callbackArgs=(name,)
+                            )
+                    elif inspect.isawaitable(outcome):
+                        pending = asDeferred(rpc.finishCopy(name, outcome), self.registry.runner, gate)
+        finally:
+            CURRENT.reset(token)
+        if pending is None:
+            try:
+                outcome = rpc.cloneResult(name, outcome)
+            except TypeError:
+                pending = fail()
+            else:
+                if self.brokenBy is None and not self.outputGate.held:
+                    # Done, and nothing holds the reply: the common case, with no callbacks.
+                    self.running -= 1
+                    self.pendingCalls -= 1
+                    self.pendingBytes -= size
+                    return succeed(outcome)
+                pending = succeed(outcome)
+        result: Deferred[Any] = Deferred()
+
+        def settled(outcome: object) -> object:
+            self.pendingCalls -= 1
+            self.pendingBytes -= size
+            return outcome
+
+        result.addBoth(settled)
+        pending.addBoth(self._reply, result, _rpcInvoke)
         return result
 
     def _startCall(self, method: Callable[..., Any], args: tuple[Any, ...], result: Deferred[Any]) -> None:
@@ -576,6 +663,22 @@ class Actor:
         if self._session is None:
             return succeed(None)
         return self._session.flush()
+
+
+_LIVE = ObjectLifecycle.LIVE
+
+
+def _copyResult(result: Any, name: str) -> Any:
+    return rpc.cloneResult(name, result)
+
+
+def _remoteFailure(failure: Failure) -> Failure:
+    """A method's failure as its caller gets it (``rpc.remote``); the runtime's own
+    ``CpuTimeLimitExceeded`` passes as it is."""
+    error = failure.value
+    if error is None or isinstance(error, CpuTimeLimitExceeded):
+        return failure
+    return Failure(rpc.remote(error))
 
 
 def _describe(error: BaseException) -> str:

@@ -2,7 +2,11 @@
 
 Arguments and results cross by value, through the same codec as storage (so the same types are
 accepted, and code behaves the same when the object lives in another process); errors cross as
-copies that keep their type and message and carry Cloudflare's flags. Names the runtime calls
+copies that keep their type and message and carry Cloudflare's flags. A call that runs at once in
+this process (``Actor.callNow``) needs no bytes: ``cloneCall`` and ``cloneResult`` copy in memory,
+with exactly the outcome of the codec's round trip (what they are not sure of goes through the
+codec). Calls that are queued, or go to another node (``dotwist.cluster.calls``), take ``invoke``
+with the payload of ``encodeCall``. Names the runtime calls
 itself (``fetch``, ``alarm``, the ``webSocket*`` handlers) and names starting with ``_`` are not
 callable through a stub.
 """
@@ -14,7 +18,7 @@ import decimal
 import inspect
 import traceback
 import uuid
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .errors import DurableObjectError
 from .storage import codec
@@ -166,3 +170,269 @@ def encodeResult(name: str, result: Any) -> Any:
 
 def decodeResult(payload: Any) -> Any:
     return payload.value if isinstance(payload, Shared) else codec.decode(payload)
+
+
+# -- the local fast path: copies made in memory ---------------------------------------------------
+#
+# A call to an object in this process needs no bytes: arguments and results only have to cross as
+# copies that behave as the codec's round trip would. ``clone`` makes that copy directly for the
+# common values (exact builtin containers of immutable leaves); anything it is not sure of (a
+# subclass, bytearray, a time zone other than a fixed offset, deep nesting, a cycle, a huge value)
+# goes through the codec itself, so the outcome, or the error, is the codec's.
+
+_LEAVES = frozenset(
+    {
+        type(None), bool, int, float, str, bytes, datetime.date, datetime.timedelta,
+        decimal.Decimal, uuid.UUID,
+    }
+)
+_TIMES = frozenset({datetime.datetime, datetime.time})
+_FIXED_ZONE = datetime.timezone
+#: Containers deeper than this, or values larger than this (estimated), take the codec's way,
+#: which refuses cycles and values over its limits with its own errors.
+_CLONE_DEPTH = 64
+_CLONE_SIZE = codec.DEFAULT_MAX_SIZE // 8
+_COPY_ITEMS = 1 << 22
+#: The codec's own limit, which decides in the end.
+_CODEC_MAX_SIZE = codec.DEFAULT_MAX_SIZE
+
+
+class _NotClonable(Exception):
+    pass
+
+
+def _clone(value: Any, depth: int, total: list[int]) -> Any:
+    """A copy of ``value``, which is not one of ``_LEAVES``; its size (8 bytes an item, and the
+    length of each string and bytes) is added to ``total[0]``. Raises ``_NotClonable`` for what
+    the codec must decide."""
+    if depth <= 0 or total[0] > _CLONE_SIZE:
+        raise _NotClonable
+    depth -= 1
+    kind = type(value)
+    leaves = _LEAVES
+    if kind is list:
+        out = value.copy()  # then the items that are not immutable are replaced by copies
+        size = len(value) << 3
+        index = 0
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                size += len(item)
+            elif kind not in leaves:
+                out[index] = _clone(item, depth, total)
+            elif kind is bytes:
+                size += len(item)
+            index += 1
+        total[0] += size
+        return out
+    if kind is dict:
+        copy = value.copy()
+        size = len(value) << 3
+        for key, item in value.items():
+            kind = type(key)
+            if kind is str:
+                size += len(key)
+            elif kind not in leaves:
+                return _cloneDict(value, depth, total)  # a key to copy: build the dict anew
+            kind = type(item)
+            if kind is str:
+                size += len(item)
+            elif kind not in leaves:
+                copy[key] = _clone(item, depth, total)
+            elif kind is bytes:
+                size += len(item)
+        total[0] += size
+        return copy
+    if kind is tuple:
+        size = len(value) << 3
+        copied = False
+        items = []
+        for item in value:
+            kind = type(item)
+            if kind in leaves:
+                if kind is str or kind is bytes:
+                    size += len(item)
+            else:
+                item = _clone(item, depth, total)
+                copied = True
+            items.append(item)
+        total[0] += size
+        return tuple(items) if copied else value  # immutable all through: as good as a copy
+    if kind is set or kind is frozenset:
+        total[0] += len(value) << 3
+        items = [item if type(item) in leaves else _clone(item, depth, total) for item in value]
+        return set(items) if kind is set else frozenset(items)
+    if kind in _TIMES:
+        zone = value.tzinfo
+        if zone is None or type(zone) is _FIXED_ZONE:
+            total[0] += 8
+            return value
+    raise _NotClonable
+
+
+def _cloneDict(value: dict[Any, Any], depth: int, total: list[int]) -> dict[Any, Any]:
+    """``_clone`` of a dict with keys to copy (tuples, frozensets)."""
+    leaves = _LEAVES
+    copy: dict[Any, Any] = {}
+    size = len(value) << 3
+    for key, item in value.items():
+        kind = type(key)
+        if kind in leaves:
+            if kind is str or kind is bytes:
+                size += len(key)
+        else:
+            key = _clone(key, depth, total)
+        kind = type(item)
+        if kind in leaves:
+            if kind is str or kind is bytes:
+                size += len(item)
+        else:
+            item = _clone(item, depth, total)
+        copy[key] = item
+    total[0] += size
+    return copy
+
+
+def _copy(value: Any, depth: int, items: list[int]) -> Any:
+    """``_clone`` for results: no size to count, only the items copied (``items[0]``), so that
+    a value whose shared references would make its copy explode goes to the codec, which
+    refuses it past its size limit."""
+    if depth <= 0 or items[0] > _COPY_ITEMS:
+        raise _NotClonable
+    depth -= 1
+    kind = type(value)
+    leaves = _LEAVES
+    if kind is list:
+        items[0] += len(value)
+        return [item if type(item) in leaves else _copy(item, depth, items) for item in value]
+    if kind is dict:
+        items[0] += len(value)
+        copy = value.copy()  # then the values that are not immutable are replaced by copies
+        for key, item in value.items():
+            if type(key) not in leaves:
+                return {
+                    (k if type(k) in leaves else _copy(k, depth, items)):
+                    (v if type(v) in leaves else _copy(v, depth, items))
+                    for k, v in value.items()
+                }
+            if type(item) not in leaves:
+                copy[key] = _copy(item, depth, items)
+        return copy
+    if kind is tuple:
+        for item in value:
+            if type(item) not in leaves:
+                items[0] += len(value)
+                return tuple([item if type(item) in leaves else _copy(item, depth, items) for item in value])
+        return value
+    if kind is set or kind is frozenset:
+        items[0] += len(value)
+        copies = [item if type(item) in leaves else _copy(item, depth, items) for item in value]
+        return set(copies) if kind is set else frozenset(copies)
+    if kind in _TIMES:
+        zone = value.tzinfo
+        if zone is None or type(zone) is _FIXED_ZONE:
+            return value
+    raise _NotClonable
+
+
+def clone(value: Any) -> tuple[Any, int]:
+    """A copy of ``value`` as the codec's round trip gives it (lists, dicts and sets new, the
+    immutable values in them shared), and its size as pending bytes count it (about the size
+    of its encoding). Raises what ``codec.encode`` raises for a value it refuses."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return value, (len(value) if (kind is str or kind is bytes) else 8)
+    total = [0]
+    try:
+        copy = _clone(value, _CLONE_DEPTH, total)
+    except (_NotClonable, RecursionError):
+        data = codec.encode(value, maxSize=_CODEC_MAX_SIZE)
+        return codec.decode(data), len(data)
+    return copy, total[0]
+
+
+def cloneCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], int]:
+    """The arguments of a call as the object gets them (copies), and their size; ``TypeError``
+    if they cannot be sent."""
+    leaves = _LEAVES
+    size = 0
+    plain = True
+    for item in args:
+        kind = type(item)
+        if kind is str or kind is bytes:
+            size += len(item) + 8
+        elif kind in leaves:
+            size += 8
+        else:
+            plain = False
+    if plain and not kwargs:
+        return args, kwargs, size  # immutable values only: nothing to copy
+    total = [size]
+    try:
+        try:
+            copies = args
+            if not plain:
+                copies = tuple(
+                    [item if type(item) in leaves else _clone(item, _CLONE_DEPTH, total) for item in args]
+                )
+            named = kwargs
+            if kwargs:
+                named = {}
+                for key, item in kwargs.items():
+                    kind = type(item)
+                    if kind is str or kind is bytes:
+                        total[0] += len(key) + len(item) + 8
+                    elif kind in leaves:
+                        total[0] += len(key) + 8
+                    else:
+                        total[0] += len(key)
+                        item = _clone(item, _CLONE_DEPTH, total)
+                    named[key] = item
+        except (_NotClonable, RecursionError):
+            data = codec.encode((args, kwargs), maxSize=_CODEC_MAX_SIZE)
+            copies, named = codec.decode(data)
+            return copies, named, len(data)
+    except codec_errors() as e:
+        raise TypeError(f"RPC arguments cannot be sent: {e}") from None
+    return copies, named, total[0]
+
+
+def cloneResult(name: str, result: Any) -> Any:
+    """The result of method ``name`` as the caller gets it (a copy); ``TypeError`` if it cannot
+    be returned."""
+    if type(result) in _LEAVES:
+        return result
+    try:
+        try:
+            return _copy(result, _CLONE_DEPTH, [0])
+        except (_NotClonable, RecursionError):
+            return codec.decode(codec.encode(result, maxSize=_CODEC_MAX_SIZE))
+    except codec_errors() as e:
+        raise TypeError(f'The result of "{name}" cannot be returned through RPC: {e}') from None
+
+
+def methodOf(instance: Any, name: str) -> Callable[..., Any]:
+    """The bound method a call of ``name`` runs; ``TypeError`` if there is none to call."""
+    method = getattr(type(instance), name, None)
+    if method is None or not callable(method) or name.startswith("_") or name in RESERVED:
+        raise TypeError(f'The RPC receiver does not implement the method "{name}".')
+    bound: Callable[..., Any] = getattr(instance, name)
+    return bound
+
+
+def remote(error: BaseException) -> BaseException:
+    """What the caller gets for an exception a method raised: a copy (``copyError``) flagged
+    remote; a ``BaseException`` that is not an ``Exception`` passes as it is."""
+    if isinstance(error, Exception):
+        return copyError(error, remote=True)
+    return error
+
+
+async def finishCopy(name: str, awaitable: Any) -> Any:
+    """Await what a method returned (an awaitable that is not a coroutine) and give the caller's
+    copy of its result, errors copied as ``remote`` does."""
+    try:
+        result = await awaitable
+    except Exception as e:
+        raise copyError(e, remote=True) from None
+    return cloneResult(name, result)

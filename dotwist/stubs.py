@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
 from . import rpc
-from .context import currentActor
+from .context import CURRENT, currentActor
 from .fetch import Request, Response
 from .ids import DurableObjectId
 from .relaxed import trim
@@ -36,33 +36,7 @@ class DurableObjectStub:
         self._namespace = namespace
         self.id = objectId
         self.name = objectId.name
-        self._brokenBy: Optional[BaseException] = None
-
-    def _send(self, method: Callable[..., Any], *args: Any, size: int = 0) -> Deferred[Any]:
-        if self._brokenBy is not None:
-            return fail(self._brokenBy)
-        namespace = self._namespace
-
-        def send() -> Deferred[Any]:
-            # The target is found when the call leaves: a call held at the caller's output gate
-            # reaches the incarnation live then (a new one if the old left memory meanwhile).
-            router = namespace.registry.router
-            if router is not None:
-                return router.send(namespace, self.id, method, args, size)
-            try:
-                target = namespace.registry.actorFor(namespace, self.id)
-            except Exception:
-                return fail()
-            return target.call(method, *args, size=size)
-
-        caller = currentActor()
-        d = send() if caller is None else caller.outgoing(send)
-        return d.addErrback(self._maybeBreak)
-
-    def _maybeBreak(self, failure: Failure) -> Failure:
-        if getattr(failure.value, "durableObjectReset", False):
-            self._brokenBy = failure.value
-        return failure
+        self._line = _Line(namespace, objectId)
 
     def fetch(
         self, input: Any, init: Optional[Mapping[str, Any]] = None, **kwargs: Any
@@ -72,37 +46,99 @@ class DurableObjectStub:
             request = input
         else:
             request = Request(input, init, **kwargs)
-        return self._send(callFetch, request, size=len(request.body or b""))
+        return self._line.send(callFetch, request, size=len(request.body or b""))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return _RpcMethod(self, name)
+        method = _RpcMethod(self._line, name)
+        # Kept, so that the next ``stub.name`` is found at once. The method refers to the stub's
+        # line, not to the stub: no reference cycle, a dropped stub is freed at once.
+        self.__dict__[name] = method
+        return method
 
     def __repr__(self) -> str:
-        return f"<DurableObjectStub {self._namespace.name} {self.id.toString()}>"
+        return self._line.describe()
+
+
+class _Line:
+    """What a stub's calls go through: its target, and whether it is broken (shared by the stub
+    and its methods)."""
+
+    __slots__ = ("namespace", "id", "key", "brokenBy")
+
+    def __init__(self, namespace: "Namespace", objectId: DurableObjectId) -> None:
+        self.namespace = namespace
+        self.id = objectId
+        self.key = objectId.toString()
+        self.brokenBy: Optional[BaseException] = None
+
+    def describe(self) -> str:
+        return f"<DurableObjectStub {self.namespace.name} {self.key}>"
+
+    def send(self, method: Callable[..., Any], *args: Any, size: int = 0) -> Deferred[Any]:
+        if self.brokenBy is not None:
+            return fail(self.brokenBy)
+        namespace = self.namespace
+        objectId = self.id
+
+        def send() -> Deferred[Any]:
+            # The target is found when the call leaves: a call held at the caller's output gate
+            # reaches the incarnation live then (a new one if the old left memory meanwhile).
+            router = namespace.registry.router
+            if router is not None:
+                return router.send(namespace, objectId, method, args, size)
+            try:
+                target = namespace.registry.actorFor(namespace, objectId)
+            except Exception:
+                return fail()
+            return target.call(method, *args, size=size)
+
+        caller = currentActor()
+        d = send() if caller is None else caller.outgoing(send)
+        return d.addErrback(self.maybeBreak)
+
+    def maybeBreak(self, failure: Failure) -> Failure:
+        if getattr(failure.value, "durableObjectReset", False):
+            self.brokenBy = failure.value
+        return failure
 
 
 class _RpcMethod:
     """``stub.name``: calling it sends the call to the object."""
 
-    __slots__ = ("_stub", "_name")
+    __slots__ = ("_line", "_name")
 
-    def __init__(self, stub: DurableObjectStub, name: str) -> None:
-        self._stub = stub
+    def __init__(self, line: _Line, name: str) -> None:
+        self._line = line
         self._name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        line = self._line
+        name = self._name
+        if line.brokenBy is None and name not in rpc.RESERVED and CURRENT.get() is None:
+            # From a Worker to an object in memory here, which can take the call now: it runs at
+            # once (Actor.callNow), with no message to route and no reply to carry back through
+            # a caller's gates.
+            namespace = line.namespace
+            if namespace.registry.router is None:
+                actor = namespace.actors.get(line.key)
+                if actor is not None:
+                    d = actor.callNow(name, args, kwargs)
+                    if d is not None:
+                        if not d.called or isinstance(d.result, Failure):
+                            d.addErrback(line.maybeBreak)
+                        return d
         try:
-            rpc.checkCallable(self._name)
+            rpc.checkCallable(name)
             payload = rpc.encodeCall(args, kwargs)
         except TypeError:
             return fail()
-        d = self._stub._send(rpc.invoke, self._name, payload, size=rpc.payloadSize(payload))
+        d = line.send(rpc.invoke, name, payload, size=rpc.payloadSize(payload))
         return d.addCallback(rpc.decodeResult)
 
     def __repr__(self) -> str:
-        return f"<RPC method {self._name} of {self._stub!r}>"
+        return f"<RPC method {self._name} of {self._line.describe()}>"
 
 
 def callFetch(instance: Any, request: Request) -> Any:
