@@ -553,3 +553,71 @@ def test_a_call_cut_short_because_its_owner_lost_the_object_is_503(cluster: Clus
     assert (status, retryAfter) == (503, "1"), body
     waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").ok, "the object to be served again", deadline=30)
     assert cluster.request("a", "GET", f"/read/{obj}").data["vals"] == ["0", "1"]
+
+
+def test_a_call_whose_owner_dies_while_running_it_is_not_run_again(cluster: Cluster) -> None:
+    """A call through node a runs in the object on node b, writes, and waits on a server the test
+    holds; b is killed with -9, then the server answers everything. The call may have run (it
+    did: its write is durable), so node a must not send it to the next owner, which would run it
+    a second time (write "1" again, then answer): the client gets 503 with Retry-After, and the
+    object, back on a, holds the write once."""
+    import socket
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    cluster.start("a", "b")
+    obj = next(f"twice{i}" for i in range(50) if preferred(["a", "b"], f"twice{i}") == "b")
+    assert cluster.request("a", "POST", f"/append/{obj}?v=0").data["node"] == "b"
+    release = threading.Event()
+    with socket.socket() as gate, ThreadPoolExecutor(2) as pool:
+        gate.bind(("127.0.0.1", 0))
+        gate.listen(8)
+        gate.settimeout(1.0)
+        url = f"http://127.0.0.1:{gate.getsockname()[1]}/"
+
+        def serveGate() -> None:
+            # Holds every connection until released, then answers each with 200.
+            held: list[socket.socket] = []
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                try:
+                    conn, _ = gate.accept()
+                    held.append(conn)
+                except OSError:
+                    pass
+                if release.is_set():
+                    for conn in held:
+                        try:
+                            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                        except OSError:
+                            pass
+                        conn.close()
+                    held.clear()
+                    if deadline - time.monotonic() > 20:
+                        deadline = time.monotonic() + 20  # keep answering late comers a while
+
+        def held() -> tuple[int, Optional[str], bytes]:
+            import http.client
+
+            conn = http.client.HTTPConnection("127.0.0.1", cluster.nodes["a"].port, timeout=60)
+            try:
+                conn.request("POST", f"/hold/{obj}?v=1&url={url}")
+                response = conn.getresponse()
+                return response.status, response.getheader("retry-after"), response.read()
+            finally:
+                conn.close()
+
+        pool.submit(serveGate)
+        future = pool.submit(held)
+        waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").data.get("vals") == ["0", "1"],
+                "the held call to make its first write")
+        assert not future.done()
+        cluster.kill("b")
+        # Its lease lapses at once (as if the kill had been a lease ago): the object is free to
+        # be taken, so a call sent again would run at once on the next owner.
+        cluster.sql("UPDATE {s}.node SET lease_until = now() - interval '1 second' WHERE node_id = 'b'")
+        release.set()
+        status, retryAfter, body = future.result(timeout=60)
+    assert (status, retryAfter) == (503, "1"), body
+    waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").ok, "the object to be served again", deadline=30)
+    assert cluster.request("a", "GET", f"/read/{obj}").data["vals"] == ["0", "1"]
