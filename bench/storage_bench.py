@@ -3,12 +3,13 @@
 Run from the repository root::
 
     .venv/bin/python bench/storage_bench.py            # full run, about 2-3 minutes
-    .venv/bin/python bench/storage_bench.py --quick    # smaller counts, 1 repeat (~20 s)
+    .venv/bin/python bench/storage_bench.py --quick    # smaller counts, 3 repeats (~30 s)
 
 Options: ``--objects N`` (objects in the spread scenario), ``--out PATH`` (default
 ``bench/results/storage.json``), ``--tmp DIR`` (where the temporary data directory goes; default
-``$TMPDIR``), ``--plain-clock`` (see "The clock" below). It prints a markdown table (progress on
-stderr) and writes the JSON, every single run included.
+``$TMPDIR``), ``--plain-clock`` (see "The clock" below), ``--max-open-databases N`` (see "Open
+databases" below). It prints a markdown table (progress on stderr) and writes the JSON, every
+single run included.
 
 What it measures, in one process, on the local disk (a temporary directory, removed at the end):
 
@@ -66,9 +67,21 @@ Timing: ``time.perf_counter`` around the work only (keys, URLs, stubs and files 
 The disk of a shared machine changes speed several times over within a minute, so the two sides
 are interleaved in blocks (50 hot writes, 500 reads, 100 objects, ...; which side goes first
 rotates) and each side's time is summed over its blocks: both see the same weather. Every figure is
-run 3 times (``--quick``: once) and the median is reported; the ratio is dotwist/sqlite3 of the
-medians (above 1: dotwist is faster). Compare within a row: rows run minutes apart, and the disk
-may be ten times faster or slower by then.
+run 3 times (``--quick`` too, with smaller counts); each run gives a ratio dotwist/sqlite3 (above 1:
+dotwist is faster) from the two sides' times in that run, and the table reports the median of those
+ratios (the "each run" column lists them) beside the median rate of each side. (Before 2026-12-03
+22:00 UTC the ratio was that of the two medians, and ``--quick`` ran once.) Compare within a row:
+rows run minutes apart, and the disk may be ten times faster or slower by then.
+
+Open databases: a ``SqliteBackend`` keeps at most ``maxOpenDatabases`` databases open (2,048 by
+default, and at most a quarter of the open-file limit); past it, it closes the least recently used
+idle one, which checkpoints and deletes its WAL, and the next use opens it again and starts a new
+WAL: about five more fsyncs per write in a round robin over more objects than the bound. The plain
+side keeps every database open, so by default the spread scenario gives dotwist the same:
+``maxOpenDatabases`` = the number of objects (the open-file limit allowing), and the bench checks
+that every dotwist database is still open after the writes. ``--max-open-databases N`` sets the
+bound instead, to measure that closing and reopening; the output says how many connections were
+closed and opened again.
 
 File descriptors: each open object holds two (its database and its WAL), so the spread scenario
 needs 4 per object (both sides are open at once, to interleave them). The RLIMIT_NOFILE soft limit
@@ -122,7 +135,7 @@ BATCH = 100  # writes per turn in the coalescing scenario
 NAMESPACE = "BenchObject"  # the class name, which names the namespace directory
 
 FULL = dict(hotWrites=2000, hotReads=20000, objects=10000, newObjects=100, batches=10, repeats=3)
-QUICK = dict(hotWrites=300, hotReads=3000, objects=1000, newObjects=30, batches=3, repeats=1)
+QUICK = dict(hotWrites=300, hotReads=3000, objects=999, newObjects=30, batches=3, repeats=3)
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -241,10 +254,13 @@ SQL_GET = "SELECT value FROM _cf_KV WHERE key = ?"
 class Dotwist:
     """A runtime over its own data directory."""
 
-    def __init__(self, dataDir: str, plainClock: bool) -> None:
+    def __init__(self, dataDir: str, plainClock: bool, maxOpenDatabases: int | None = None) -> None:
         self.dataDir = dataDir
         self.clock = Clock() if plainClock else BenchClock()
-        self.backend = SqliteBackend(dataDir)
+        if maxOpenDatabases is None:
+            self.backend = SqliteBackend(dataDir)
+        else:
+            self.backend = SqliteBackend(dataDir, maxOpenDatabases=maxOpenDatabases)
         self.runtime = Runtime(APP, self.clock, storage=self.backend)
         self.ns = self.runtime.env.NS
 
@@ -339,6 +355,7 @@ class Results:
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
+        self.spreadDatabases: dict[str, int] = {}
 
     def add(self, name: str, unit: str, ops: int, seconds: dict[str, float]) -> None:
         if name not in self.rows:
@@ -350,6 +367,10 @@ class Results:
             self.rows[name].setdefault(side, []).append(rate)
             line += f" {side} {rate:9,.0f}"
         ratio = seconds["sqlite3"] / seconds["dotwist"]
+        ratios = self.rows[name].setdefault("ratios", {})
+        for side, spent in seconds.items():
+            if side != "sqlite3":
+                ratios.setdefault(side, []).append(seconds["sqlite3"] / spent)
         extra = "".join(
             f", {side} {seconds['sqlite3'] / spent:.2f}" for side, spent in seconds.items()
             if side not in ("dotwist", "sqlite3")
@@ -363,19 +384,24 @@ class Results:
         out = []
         for name in self.order:
             row = dict(self.rows[name])
+            ratios = row.pop("ratios")
             d = statistics.median(row["dotwist"])
             s = statistics.median(row["sqlite3"])
-            row.update(dotwistMedian=d, sqlite3Median=s, ratio=d / s)
+            row.update(
+                dotwistMedian=d, sqlite3Median=s, ratio=statistics.median(ratios["dotwist"]),
+                ratios=ratios["dotwist"], ratioOfMedians=d / s,
+            )
             if SEPARATE in row:
                 row["separateMedian"] = statistics.median(row[SEPARATE])
             out.append(row)
             for side in row:
-                if side in ("dotwist", "sqlite3", SEPARATE) or not isinstance(row[side], list):
+                if side in ("dotwist", "sqlite3", SEPARATE, "ratios") or not isinstance(row[side], list):
                     continue
                 e = statistics.median(row[side])
                 out.append({"scenario": f"{name} [{side}]", "ops": row["ops"], "unit": row["unit"],
                             side: row[side], "sqlite3": row["sqlite3"], "dotwistMedian": e,
-                            "sqlite3Median": s, "ratio": e / s})
+                            "sqlite3Median": s, "ratio": statistics.median(ratios[side]),
+                            "ratios": ratios[side], "ratioOfMedians": e / s})
         return out
 
 
@@ -538,11 +564,15 @@ def makeTemplate(tmp: str) -> str:
     return path
 
 
-def spread(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> tuple[Any, ...]:
-    """Many objects, one write (then one read) each, round robin. Returns what it leaves open."""
+def spread(
+    tmp: str, p: dict[str, int], results: Results, plainClock: bool, maxOpen: int | None = None
+) -> tuple[Any, ...]:
+    """Many objects, one write (then one read) each, round robin. Returns what it leaves open.
+    ``maxOpen``: dotwist's ``maxOpenDatabases`` (None: every object's database stays open, as
+    the plain side's)."""
     template = makeTemplate(tmp)
     n = p["objects"]
-    dw = Dotwist(os.path.join(tmp, "spread-dotwist"), plainClock)
+    dw = Dotwist(os.path.join(tmp, "spread-dotwist"), plainClock, n if maxOpen is None else maxOpen)
     stubs = [dw.stub(f"obj{i}") for i in range(n)]
     sqlDir = os.path.join(tmp, "spread-sqlite3")
     os.makedirs(os.path.join(dw.dataDir, NAMESPACE))
@@ -577,6 +607,11 @@ def spread(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> t
     opened = dw.backend.openObjectCount
     if opened != n or len(conns) != n:
         raise BenchError(f"{opened} dotwist and {len(conns)} sqlite3 objects open, expected {n}")
+    if maxOpen is None and dw.backend.openDatabaseCount != n:
+        raise BenchError(
+            f"{dw.backend.openDatabaseCount} of dotwist's {n} databases are open (the bound is "
+            f"{dw.backend.openDatabaseBound}), expected all of them, as on the plain side"
+        )
 
     # Then one more write per object, every object open.
     def dotwistWrite(lo: int, hi: int) -> None:
@@ -614,6 +649,16 @@ def spread(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> t
         extra[COLD] = dotwistReadCold
     for r in range(p["repeats"]):
         race(results, "spread read", "reads/s", 0, n, block * 10, dotwistRead, sqliteRead, extra=extra)
+    backend = dw.backend
+    sys.stderr.write(
+        f"  dotwist: {backend.openDatabaseCount} of {n} databases open at the end (bound "
+        f"{backend.openDatabaseBound}); connections closed to stay within it: "
+        f"{backend.closedIdle}, opened again: {backend.reopened}\n"
+    )
+    results.spreadDatabases = {
+        "bound": backend.openDatabaseBound, "closedIdle": backend.closedIdle,
+        "reopened": backend.reopened,
+    }
     return dw, conns
 
 
@@ -655,13 +700,14 @@ def newObjects(tmp: str, p: dict[str, int], results: Results, plainClock: bool) 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| scenario | ops per run | dotwist | plain sqlite3 | dotwist/sqlite3 |",
-        "|---|---:|---:|---:|---:|",
+        "| scenario | ops per run | dotwist | plain sqlite3 | dotwist/sqlite3 | each run |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for row in rows:
+        runs = " ".join(f"{r:.2f}" for r in row["ratios"])
         lines.append(
             f"| {row['scenario']} | {row['ops']:,} | {row['dotwistMedian']:,.0f} {row['unit']} "
-            f"| {row['sqlite3Median']:,.0f} {row['unit']} | {row['ratio']:.2f} |"
+            f"| {row['sqlite3Median']:,.0f} {row['unit']} | {row['ratio']:.2f} | {runs} |"
         )
     return "\n".join(lines)
 
@@ -674,6 +720,11 @@ def main(argv: list[str] | None = None) -> None:
         "--out", default=os.path.join(HERE, "results", "storage.json"), help="where to write JSON"
     )
     parser.add_argument("--plain-clock", action="store_true", help="use task.Clock itself")
+    parser.add_argument(
+        "--max-open-databases", type=int, default=None,
+        help="dotwist's maxOpenDatabases in the spread scenario (default: every object's database "
+        "stays open, as on the plain side)",
+    )
     parser.add_argument("--tmp", default=None, help="parent of the temporary data directory")
     args = parser.parse_args(argv)
     p = dict(QUICK if args.quick else FULL)
@@ -698,6 +749,7 @@ def main(argv: list[str] | None = None) -> None:
         + (["--quick"] if args.quick else [])
         + ([f"--objects {args.objects}"] if args.objects is not None else [])
         + (["--plain-clock"] if args.plain_clock else [])
+        + ([f"--max-open-databases {args.max_open_databases}"] if args.max_open_databases else [])
     )
     info = machine()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -714,7 +766,7 @@ def main(argv: list[str] | None = None) -> None:
         hot(tmp, p, results, args.plain_clock)
         newObjects(tmp, p, results, args.plain_clock)
         gc.collect()
-        leftovers = spread(tmp, p, results, args.plain_clock)
+        leftovers = spread(tmp, p, results, args.plain_clock, args.max_open_databases)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -747,6 +799,7 @@ def main(argv: list[str] | None = None) -> None:
         "parameters": {
             **p, "valueChars": len(VALUE), "batch": BATCH, "note": note,
             "clock": "task.Clock" if args.plain_clock else "BenchClock",
+            "spreadDatabases": results.spreadDatabases,
         },
         "results": rows,
         "coalescing": {
