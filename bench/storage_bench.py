@@ -71,7 +71,11 @@ are interleaved in blocks (50 hot writes, 500 reads, 100 objects, ...; which sid
 rotates) and each side's time is summed over its blocks: both see the same weather. Every figure is
 run 3 times (``--quick`` too, with smaller counts); each run gives a ratio dotwist/sqlite3 (above 1:
 dotwist is faster) from the two sides' times in that run, and the table reports the median of those
-ratios (the "each run" column lists them) beside the median rate of each side. (Before 2026-12-03
+ratios (the "each run" column lists them) beside the median rate of each side. The "blocks"
+column is a second estimate that the weather between blocks cannot move: the median, over every
+block of every run, of the ratio of the two sides' times in that block (they ran back to back,
+within milliseconds), with the number of blocks. When the two estimates disagree, the machine
+changed speed during the run. (Before 2026-12-03
 22:00 UTC the ratio was that of the two medians, and ``--quick`` ran once.) Compare within a row:
 rows run minutes apart, and the disk may be ten times faster or slower by then.
 
@@ -359,10 +363,22 @@ class Results:
         self.order: list[str] = []
         self.spreadDatabases: dict[str, int] = {}
 
-    def add(self, name: str, unit: str, ops: int, seconds: dict[str, float]) -> None:
+    def add(
+        self, name: str, unit: str, ops: int, seconds: dict[str, float],
+        blocks: dict[str, list[float]] | None = None,
+    ) -> None:
         if name not in self.rows:
             self.rows[name] = {"scenario": name, "ops": ops, "unit": unit}
             self.order.append(name)
+        if blocks is not None:
+            # Each block's sides ran back to back, within milliseconds: the ratio of their times
+            # in one block does not see the weather that changes between blocks.
+            blockRatios = self.rows[name].setdefault("blockRatios", {})
+            for side, times in blocks.items():
+                if side != "sqlite3":
+                    blockRatios.setdefault(side, []).extend(
+                        s / d for s, d in zip(blocks["sqlite3"], times) if d > 0
+                    )
         line = f"  {name:26}"
         for side, spent in seconds.items():
             rate = ops / spent
@@ -387,11 +403,14 @@ class Results:
         for name in self.order:
             row = dict(self.rows[name])
             ratios = row.pop("ratios")
+            blockRatios = row.pop("blockRatios", {})
             d = statistics.median(row["dotwist"])
             s = statistics.median(row["sqlite3"])
             row.update(
                 dotwistMedian=d, sqlite3Median=s, ratio=statistics.median(ratios["dotwist"]),
                 ratios=ratios["dotwist"], ratioOfMedians=d / s,
+                blockRatio=statistics.median(blockRatios.get("dotwist") or [d / s]),
+                blocks=len(blockRatios.get("dotwist", [])),
             )
             if SEPARATE in row:
                 row["separateMedian"] = statistics.median(row[SEPARATE])
@@ -403,7 +422,9 @@ class Results:
                 out.append({"scenario": f"{name} [{side}]", "ops": row["ops"], "unit": row["unit"],
                             side: row[side], "sqlite3": row["sqlite3"], "dotwistMedian": e,
                             "sqlite3Median": s, "ratio": statistics.median(ratios[side]),
-                            "ratios": ratios[side], "ratioOfMedians": e / s})
+                            "ratios": ratios[side], "ratioOfMedians": e / s,
+                            "blockRatio": statistics.median(blockRatios.get(side) or [e / s]),
+                            "blocks": len(blockRatios.get(side, []))})
         return out
 
 
@@ -426,6 +447,7 @@ def race(
     times within a minute."""
     sides = [("dotwist", dotwist), ("sqlite3", sqlite), *(extra or {}).items()]
     spent = {side: 0.0 for side, _ in sides}
+    blocks: dict[str, list[float]] = {side: [] for side, _ in sides}
     clock = time.perf_counter
     for i, start in enumerate(range(lo, hi, block)):
         stop = min(start + block, hi)
@@ -433,8 +455,10 @@ def race(
         for side, fn in sides[k:] + sides[:k]:
             t = clock()
             fn(start, stop)
-            spent[side] += clock() - t
-    results.add(name, unit, (hi - lo) * weight, spent)
+            took = clock() - t
+            spent[side] += took
+            blocks[side].append(took)
+    results.add(name, unit, (hi - lo) * weight, spent, blocks)
 
 
 def hot(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> None:
@@ -711,14 +735,15 @@ def newObjects(tmp: str, p: dict[str, int], results: Results, plainClock: bool) 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| scenario | ops per run | dotwist | plain sqlite3 | dotwist/sqlite3 | each run |",
-        "|---|---:|---:|---:|---:|---|",
+        "| scenario | ops per run | dotwist | plain sqlite3 | dotwist/sqlite3 | each run | blocks |",
+        "|---|---:|---:|---:|---:|---|---:|",
     ]
     for row in rows:
         runs = " ".join(f"{r:.2f}" for r in row["ratios"])
         lines.append(
             f"| {row['scenario']} | {row['ops']:,} | {row['dotwistMedian']:,.0f} {row['unit']} "
-            f"| {row['sqlite3Median']:,.0f} {row['unit']} | {row['ratio']:.2f} | {runs} |"
+            f"| {row['sqlite3Median']:,.0f} {row['unit']} | {row['ratio']:.2f} | {runs} "
+            f"| {row['blockRatio']:.2f} ({row['blocks']}) |"
         )
     return "\n".join(lines)
 
