@@ -3,12 +3,13 @@
 Run from the repository root::
 
     .venv/bin/python bench/storage_bench.py            # full run, about 2-3 minutes
-    .venv/bin/python bench/storage_bench.py --quick    # smaller counts, 1 repeat (~20 s)
+    .venv/bin/python bench/storage_bench.py --quick    # smaller counts, 3 repeats (~30 s)
 
 Options: ``--objects N`` (objects in the spread scenario), ``--out PATH`` (default
 ``bench/results/storage.json``), ``--tmp DIR`` (where the temporary data directory goes; default
-``$TMPDIR``), ``--plain-clock`` (see "The clock" below). It prints a markdown table (progress on
-stderr) and writes the JSON, every single run included.
+``$TMPDIR``), ``--plain-clock`` (see "The clock" below), ``--max-open-databases N`` (see "Open
+databases" below). It prints a markdown table (progress on stderr) and writes the JSON, every
+single run included.
 
 What it measures, in one process, on the local disk (a temporary directory, removed at the end):
 
@@ -56,19 +57,37 @@ Scenarios (full-run counts; ``--quick`` uses smaller ones):
 
 The value cache: each open object keeps recently used key-value pairs in memory
 (``dotwist/storage/_cache.py``), as Cloudflare's storage does, so the reads above are of keys the
-object wrote or read recently and are cache hits. The rows marked ``[cache emptied]`` are a third
-side of the same races that empties the object's cache before each block (500 distinct keys of the
-hot object; one key per object in the spread scenario), so that every one of its reads misses and
-goes to SQLite: what a read of a key not used lately costs. (Run against a dotwist without the
-cache, those rows are left out.)
+object wrote or read recently and are cache hits (the hot keys are read once, untimed, before the
+races: the later writes may have pushed them out). The rows marked ``[cache emptied]`` are a third
+side of the same races that drops the block's keys from the object's cache before each block (500
+distinct keys of the hot object; one key per object in the spread scenario), so that every one of
+its reads misses and goes to SQLite: what a read of a key not used lately costs. Its reads put
+the keys back, so the other sides' reads stay hits. (Run against a dotwist without the cache,
+those rows are left out.)
 
 Timing: ``time.perf_counter`` around the work only (keys, URLs, stubs and files are made before).
 The disk of a shared machine changes speed several times over within a minute, so the two sides
 are interleaved in blocks (50 hot writes, 500 reads, 100 objects, ...; which side goes first
 rotates) and each side's time is summed over its blocks: both see the same weather. Every figure is
-run 3 times (``--quick``: once) and the median is reported; the ratio is dotwist/sqlite3 of the
-medians (above 1: dotwist is faster). Compare within a row: rows run minutes apart, and the disk
-may be ten times faster or slower by then.
+run 3 times (``--quick`` too, with smaller counts); each run gives a ratio dotwist/sqlite3 (above 1:
+dotwist is faster) from the two sides' times in that run, and the table reports the median of those
+ratios (the "each run" column lists them) beside the median rate of each side. The "blocks"
+column is a second estimate that the weather between blocks cannot move: the median, over every
+block of every run, of the ratio of the two sides' times in that block (they ran back to back,
+within milliseconds), with the number of blocks. When the two estimates disagree, the machine
+changed speed during the run. (Before 2026-12-03
+22:00 UTC the ratio was that of the two medians, and ``--quick`` ran once.) Compare within a row:
+rows run minutes apart, and the disk may be ten times faster or slower by then.
+
+Open databases: a ``SqliteBackend`` keeps at most ``maxOpenDatabases`` databases open (2,048 by
+default, and at most a quarter of the open-file limit); past it, it closes the least recently used
+idle one, which checkpoints and deletes its WAL, and the next use opens it again and starts a new
+WAL: about five more fsyncs per write in a round robin over more objects than the bound. The plain
+side keeps every database open, so by default the spread scenario gives dotwist the same:
+``maxOpenDatabases`` = the number of objects (the open-file limit allowing), and the bench checks
+that every dotwist database is still open after the writes. ``--max-open-databases N`` sets the
+bound instead, to measure that closing and reopening; the output says how many connections were
+closed and opened again.
 
 File descriptors: each open object holds two (its database and its WAL), so the spread scenario
 needs 4 per object (both sides are open at once, to interleave them). The RLIMIT_NOFILE soft limit
@@ -122,7 +141,7 @@ BATCH = 100  # writes per turn in the coalescing scenario
 NAMESPACE = "BenchObject"  # the class name, which names the namespace directory
 
 FULL = dict(hotWrites=2000, hotReads=20000, objects=10000, newObjects=100, batches=10, repeats=3)
-QUICK = dict(hotWrites=300, hotReads=3000, objects=1000, newObjects=30, batches=3, repeats=1)
+QUICK = dict(hotWrites=300, hotReads=10000, objects=999, newObjects=30, batches=3, repeats=3)
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -241,10 +260,13 @@ SQL_GET = "SELECT value FROM _cf_KV WHERE key = ?"
 class Dotwist:
     """A runtime over its own data directory."""
 
-    def __init__(self, dataDir: str, plainClock: bool) -> None:
+    def __init__(self, dataDir: str, plainClock: bool, maxOpenDatabases: int | None = None) -> None:
         self.dataDir = dataDir
         self.clock = Clock() if plainClock else BenchClock()
-        self.backend = SqliteBackend(dataDir)
+        if maxOpenDatabases is None:
+            self.backend = SqliteBackend(dataDir)
+        else:
+            self.backend = SqliteBackend(dataDir, maxOpenDatabases=maxOpenDatabases)
         self.runtime = Runtime(APP, self.clock, storage=self.backend)
         self.ns = self.runtime.env.NS
 
@@ -339,17 +361,34 @@ class Results:
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
+        self.spreadDatabases: dict[str, int] = {}
 
-    def add(self, name: str, unit: str, ops: int, seconds: dict[str, float]) -> None:
+    def add(
+        self, name: str, unit: str, ops: int, seconds: dict[str, float],
+        blocks: dict[str, list[float]] | None = None,
+    ) -> None:
         if name not in self.rows:
             self.rows[name] = {"scenario": name, "ops": ops, "unit": unit}
             self.order.append(name)
+        if blocks is not None:
+            # Each block's sides ran back to back, within milliseconds: the ratio of their times
+            # in one block does not see the weather that changes between blocks.
+            blockRatios = self.rows[name].setdefault("blockRatios", {})
+            for side, times in blocks.items():
+                if side != "sqlite3":
+                    blockRatios.setdefault(side, []).extend(
+                        s / d for s, d in zip(blocks["sqlite3"], times) if d > 0
+                    )
         line = f"  {name:26}"
         for side, spent in seconds.items():
             rate = ops / spent
             self.rows[name].setdefault(side, []).append(rate)
             line += f" {side} {rate:9,.0f}"
         ratio = seconds["sqlite3"] / seconds["dotwist"]
+        ratios = self.rows[name].setdefault("ratios", {})
+        for side, spent in seconds.items():
+            if side != "sqlite3":
+                ratios.setdefault(side, []).append(seconds["sqlite3"] / spent)
         extra = "".join(
             f", {side} {seconds['sqlite3'] / spent:.2f}" for side, spent in seconds.items()
             if side not in ("dotwist", "sqlite3")
@@ -363,19 +402,29 @@ class Results:
         out = []
         for name in self.order:
             row = dict(self.rows[name])
+            ratios = row.pop("ratios")
+            blockRatios = row.pop("blockRatios", {})
             d = statistics.median(row["dotwist"])
             s = statistics.median(row["sqlite3"])
-            row.update(dotwistMedian=d, sqlite3Median=s, ratio=d / s)
+            row.update(
+                dotwistMedian=d, sqlite3Median=s, ratio=statistics.median(ratios["dotwist"]),
+                ratios=ratios["dotwist"], ratioOfMedians=d / s,
+                blockRatio=statistics.median(blockRatios.get("dotwist") or [d / s]),
+                blocks=len(blockRatios.get("dotwist", [])),
+            )
             if SEPARATE in row:
                 row["separateMedian"] = statistics.median(row[SEPARATE])
             out.append(row)
             for side in row:
-                if side in ("dotwist", "sqlite3", SEPARATE) or not isinstance(row[side], list):
+                if side in ("dotwist", "sqlite3", SEPARATE, "ratios") or not isinstance(row[side], list):
                     continue
                 e = statistics.median(row[side])
                 out.append({"scenario": f"{name} [{side}]", "ops": row["ops"], "unit": row["unit"],
                             side: row[side], "sqlite3": row["sqlite3"], "dotwistMedian": e,
-                            "sqlite3Median": s, "ratio": e / s})
+                            "sqlite3Median": s, "ratio": statistics.median(ratios[side]),
+                            "ratios": ratios[side], "ratioOfMedians": e / s,
+                            "blockRatio": statistics.median(blockRatios.get(side) or [e / s]),
+                            "blocks": len(blockRatios.get(side, []))})
         return out
 
 
@@ -398,6 +447,7 @@ def race(
     times within a minute."""
     sides = [("dotwist", dotwist), ("sqlite3", sqlite), *(extra or {}).items()]
     spent = {side: 0.0 for side, _ in sides}
+    blocks: dict[str, list[float]] = {side: [] for side, _ in sides}
     clock = time.perf_counter
     for i, start in enumerate(range(lo, hi, block)):
         stop = min(start + block, hi)
@@ -405,8 +455,10 @@ def race(
         for side, fn in sides[k:] + sides[:k]:
             t = clock()
             fn(start, stop)
-            spent[side] += clock() - t
-    results.add(name, unit, (hi - lo) * weight, spent)
+            took = clock() - t
+            spent[side] += took
+            blocks[side].append(took)
+    results.add(name, unit, (hi - lo) * weight, spent, blocks)
 
 
 def hot(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> None:
@@ -459,17 +511,26 @@ def hot(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> None
             if d.result.body != str(hi - lo).encode():
                 raise BenchError(f"getloop found {d.result.body!r} of {hi - lo}")
 
+        # The keys read were written first of all (the later writes may have pushed them out of
+        # the object's value cache): read each once, untimed, as the plain side's page cache is
+        # warm too.
+        for url in readUrls[:n]:
+            dw.read(stub, url)
         for r in range(p["repeats"]):
             race(results, "hot read (fetch)", "reads/s", 0, nr, 500, dotwistReads, sqliteReads)
         # With the value cache (dotwist/storage/_cache.py), the reads above are cache hits. The
-        # extra side empties the object's cache before each block of 500 distinct keys, so each
+        # extra side drops its block's 500 distinct keys from the object's cache first, so each
         # of its reads misses and goes to SQLite: the cost of a read of a key not used lately.
+        # (Only those keys: before 2026-12-03 22:20 UTC it emptied the whole cache, and so made
+        # most reads of the dotwist side that followed it misses too.)
         store = dw.storeOf(stub)
         extra: dict[str, Block] = {}
         if hasattr(store, "_cache"):
 
             def dotwistApiReadsCold(lo: int, hi: int) -> None:
-                store._cache.clear()
+                forget = store._cache.forget
+                for k in readKeys[lo:hi]:
+                    forget(k)
                 dotwistApiReads(lo, hi)
 
             extra[COLD] = dotwistApiReadsCold
@@ -538,11 +599,15 @@ def makeTemplate(tmp: str) -> str:
     return path
 
 
-def spread(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> tuple[Any, ...]:
-    """Many objects, one write (then one read) each, round robin. Returns what it leaves open."""
+def spread(
+    tmp: str, p: dict[str, int], results: Results, plainClock: bool, maxOpen: int | None = None
+) -> tuple[Any, ...]:
+    """Many objects, one write (then one read) each, round robin. Returns what it leaves open.
+    ``maxOpen``: dotwist's ``maxOpenDatabases`` (None: every object's database stays open, as
+    the plain side's)."""
     template = makeTemplate(tmp)
     n = p["objects"]
-    dw = Dotwist(os.path.join(tmp, "spread-dotwist"), plainClock)
+    dw = Dotwist(os.path.join(tmp, "spread-dotwist"), plainClock, n if maxOpen is None else maxOpen)
     stubs = [dw.stub(f"obj{i}") for i in range(n)]
     sqlDir = os.path.join(tmp, "spread-sqlite3")
     os.makedirs(os.path.join(dw.dataDir, NAMESPACE))
@@ -577,6 +642,11 @@ def spread(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> t
     opened = dw.backend.openObjectCount
     if opened != n or len(conns) != n:
         raise BenchError(f"{opened} dotwist and {len(conns)} sqlite3 objects open, expected {n}")
+    if maxOpen is None and dw.backend.openDatabaseCount != n:
+        raise BenchError(
+            f"{dw.backend.openDatabaseCount} of dotwist's {n} databases are open (the bound is "
+            f"{dw.backend.openDatabaseBound}), expected all of them, as on the plain side"
+        )
 
     # Then one more write per object, every object open.
     def dotwistWrite(lo: int, hi: int) -> None:
@@ -614,6 +684,16 @@ def spread(tmp: str, p: dict[str, int], results: Results, plainClock: bool) -> t
         extra[COLD] = dotwistReadCold
     for r in range(p["repeats"]):
         race(results, "spread read", "reads/s", 0, n, block * 10, dotwistRead, sqliteRead, extra=extra)
+    backend = dw.backend
+    sys.stderr.write(
+        f"  dotwist: {backend.openDatabaseCount} of {n} databases open at the end (bound "
+        f"{backend.openDatabaseBound}); connections closed to stay within it: "
+        f"{backend.closedIdle}, opened again: {backend.reopened}\n"
+    )
+    results.spreadDatabases = {
+        "bound": backend.openDatabaseBound, "closedIdle": backend.closedIdle,
+        "reopened": backend.reopened,
+    }
     return dw, conns
 
 
@@ -655,13 +735,15 @@ def newObjects(tmp: str, p: dict[str, int], results: Results, plainClock: bool) 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| scenario | ops per run | dotwist | plain sqlite3 | dotwist/sqlite3 |",
-        "|---|---:|---:|---:|---:|",
+        "| scenario | ops per run | dotwist | plain sqlite3 | dotwist/sqlite3 | each run | blocks |",
+        "|---|---:|---:|---:|---:|---|---:|",
     ]
     for row in rows:
+        runs = " ".join(f"{r:.2f}" for r in row["ratios"])
         lines.append(
             f"| {row['scenario']} | {row['ops']:,} | {row['dotwistMedian']:,.0f} {row['unit']} "
-            f"| {row['sqlite3Median']:,.0f} {row['unit']} | {row['ratio']:.2f} |"
+            f"| {row['sqlite3Median']:,.0f} {row['unit']} | {row['ratio']:.2f} | {runs} "
+            f"| {row['blockRatio']:.2f} ({row['blocks']}) |"
         )
     return "\n".join(lines)
 
@@ -674,6 +756,11 @@ def main(argv: list[str] | None = None) -> None:
         "--out", default=os.path.join(HERE, "results", "storage.json"), help="where to write JSON"
     )
     parser.add_argument("--plain-clock", action="store_true", help="use task.Clock itself")
+    parser.add_argument(
+        "--max-open-databases", type=int, default=None,
+        help="dotwist's maxOpenDatabases in the spread scenario (default: every object's database "
+        "stays open, as on the plain side)",
+    )
     parser.add_argument("--tmp", default=None, help="parent of the temporary data directory")
     args = parser.parse_args(argv)
     p = dict(QUICK if args.quick else FULL)
@@ -698,6 +785,7 @@ def main(argv: list[str] | None = None) -> None:
         + (["--quick"] if args.quick else [])
         + ([f"--objects {args.objects}"] if args.objects is not None else [])
         + (["--plain-clock"] if args.plain_clock else [])
+        + ([f"--max-open-databases {args.max_open_databases}"] if args.max_open_databases else [])
     )
     info = machine()
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -714,7 +802,7 @@ def main(argv: list[str] | None = None) -> None:
         hot(tmp, p, results, args.plain_clock)
         newObjects(tmp, p, results, args.plain_clock)
         gc.collect()
-        leftovers = spread(tmp, p, results, args.plain_clock)
+        leftovers = spread(tmp, p, results, args.plain_clock, args.max_open_databases)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -747,6 +835,7 @@ def main(argv: list[str] | None = None) -> None:
         "parameters": {
             **p, "valueChars": len(VALUE), "batch": BATCH, "note": note,
             "clock": "task.Clock" if args.plain_clock else "BenchClock",
+            "spreadDatabases": results.spreadDatabases,
         },
         "results": rows,
         "coalescing": {

@@ -217,10 +217,11 @@ class StorageSession:
 
     def _committed(self, batch: int) -> None:
         self._durable = batch
-        ready = [w for b, w in self._syncWaiters if b <= batch]
-        self._syncWaiters = [(b, w) for b, w in self._syncWaiters if b > batch]
-        for waiter in ready:
-            waiter.callback(None)
+        if self._syncWaiters:
+            ready = [w for b, w in self._syncWaiters if b <= batch]
+            self._syncWaiters = [(b, w) for b, w in self._syncWaiters if b > batch]
+            for waiter in ready:
+                waiter.callback(None)
         self._outputGate.durableThrough(batch)
         if self.store.hasPendingWrites or self._syncWaiters:
             self._scheduleCommit()
@@ -393,6 +394,14 @@ class DurableObjectStorage:
         """``get(key)`` → the value (None if absent); ``get([keys])`` → dict ordered by key.
         Keys that are numbers or booleans are converted as Cloudflare converts them
         (``dotwist.values.storageKey``: ``3`` is ``"3"``)."""
+        if type(keys) is str and options is None and not kwargs:
+            # The common case, one str key and no options, without the option parsing.
+            self._ops["read"] += 1
+            try:
+                value = self._session.store.get(keys)
+            except Exception:
+                return fail()
+            return succeed(None if value is MISSING else value)
         noCache = bool(_options(options, kwargs, _OP_OPTIONS).get("noCache"))
         store = self._session.store
         self._ops["read"] += 1
@@ -412,6 +421,17 @@ class DurableObjectStorage:
         **kwargs: Any,
     ) -> Deferred[None]:
         """``put(key, value)`` or ``put({key: value, ...})`` (at most 128 entries)."""
+        if type(keyOrEntries) is str and options is None and not kwargs and value is not MISSING:
+            # The common case, one str key and no options, without the option parsing and the
+            # ``Mapping`` check (an ABC's ``isinstance``, which is slow).
+            session = self._session
+            self._ops["write"] += 1
+            try:
+                session.store.put(keyOrEntries, value)
+            except Exception:
+                return fail()
+            session.wrote()
+            return succeed(None)
         store = self._session.store
         if isinstance(keyOrEntries, Mapping):
             if value is not MISSING and options is None and isinstance(value, Mapping):
