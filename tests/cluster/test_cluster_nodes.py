@@ -517,6 +517,20 @@ def test_the_objects_own_reply_to_a_close_crosses_the_relay(cluster: Cluster) ->
             )
 
 
+def holdThrough(cluster: Cluster, obj: str, url: str) -> tuple[int, Optional[str], bytes]:
+    """``POST /hold/<obj>?v=1&url=<url>`` through node a: the object appends "1", then waits for
+    ``url``; (status, Retry-After, body) of the answer."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", cluster.nodes["a"].port, timeout=60)
+    try:
+        conn.request("POST", f"/hold/{obj}?v=1&url={url}")
+        response = conn.getresponse()
+        return response.status, response.getheader("retry-after"), response.read()
+    finally:
+        conn.close()
+
+
 def test_a_call_cut_short_because_its_owner_lost_the_object_is_503(cluster: Cluster) -> None:
     """A call through node a runs in the object on node b and waits (on a server that does not
     answer); node b's lease is ended in PostgreSQL, so b drops its objects and resets them. The
@@ -533,18 +547,7 @@ def test_a_call_cut_short_because_its_owner_lost_the_object_is_503(cluster: Clus
         gate.listen(8)  # accepts connections (the kernel does), never answers
         url = f"http://127.0.0.1:{gate.getsockname()[1]}/"
 
-        def held() -> tuple[int, Optional[str], bytes]:
-            import http.client
-
-            conn = http.client.HTTPConnection("127.0.0.1", cluster.nodes["a"].port, timeout=60)
-            try:
-                conn.request("POST", f"/hold/{obj}?v=1&url={url}")
-                response = conn.getresponse()
-                return response.status, response.getheader("retry-after"), response.read()
-            finally:
-                conn.close()
-
-        future = pool.submit(held)
+        future = pool.submit(holdThrough, cluster, obj, url)
         waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").data.get("vals") == ["0", "1"],
                 "the held call to make its first write")
         assert not future.done()
@@ -596,19 +599,8 @@ def test_a_call_whose_owner_dies_while_running_it_is_not_run_again(cluster: Clus
                     if deadline - time.monotonic() > 20:
                         deadline = time.monotonic() + 20  # keep answering late comers a while
 
-        def held() -> tuple[int, Optional[str], bytes]:
-            import http.client
-
-            conn = http.client.HTTPConnection("127.0.0.1", cluster.nodes["a"].port, timeout=60)
-            try:
-                conn.request("POST", f"/hold/{obj}?v=1&url={url}")
-                response = conn.getresponse()
-                return response.status, response.getheader("retry-after"), response.read()
-            finally:
-                conn.close()
-
         pool.submit(serveGate)
-        future = pool.submit(held)
+        future = pool.submit(holdThrough, cluster, obj, url)
         waitFor(lambda: cluster.request("a", "GET", f"/read/{obj}").data.get("vals") == ["0", "1"],
                 "the held call to make its first write")
         assert not future.done()
