@@ -18,7 +18,7 @@ import decimal
 import inspect
 import traceback
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Coroutine, Optional
 
 from .errors import DurableObjectError
 from .storage import codec
@@ -137,25 +137,25 @@ def copyError(error: BaseException, **flags: bool) -> BaseException:
 def invoke(instance: Any, name: str, payload: Any) -> Any:
     """Run the method in the object; the result goes back encoded (a copy) or shared. What the
     method returns is awaited if it must be (a coroutine needs no extra layer of its own)."""
-    method = getattr(type(instance), name, None)
-    if method is None or not callable(method) or name.startswith("_") or name in RESERVED:
-        raise TypeError(f'The RPC receiver does not implement the method "{name}".')
+    method = methodOf(instance, name)
     args, kwargs = payload.value if isinstance(payload, Shared) else codec.decode(payload)
     try:
-        result = getattr(instance, name)(*args, **kwargs)
+        result = method(*args, **kwargs)
     except Exception as e:
         raise copyError(e, remote=True) from None
     if inspect.isawaitable(result):
-        return _finish(name, result)
+        return _finish(name, result, encodeResult)
     return encodeResult(name, result)
 
 
-async def _finish(name: str, awaitable: Any) -> Any:
+async def _finish(name: str, awaitable: Any, settle: Callable[[str, Any], Any]) -> Any:
+    """Await what method ``name`` returned; its result as ``settle`` makes it (encoded, or a
+    copy), its exception copied as ``remote`` does."""
     try:
         result = await awaitable
     except Exception as e:
         raise copyError(e, remote=True) from None
-    return encodeResult(name, result)
+    return settle(name, result)
 
 
 def encodeResult(name: str, result: Any) -> Any:
@@ -428,11 +428,7 @@ def remote(error: BaseException) -> BaseException:
     return error
 
 
-async def finishCopy(name: str, awaitable: Any) -> Any:
+def finishCopy(name: str, awaitable: Any) -> Coroutine[Any, Any, Any]:
     """Await what a method returned (an awaitable that is not a coroutine) and give the caller's
     copy of its result, errors copied as ``remote`` does."""
-    try:
-        result = await awaitable
-    except Exception as e:
-        raise copyError(e, remote=True) from None
-    return cloneResult(name, result)
+    return _finish(name, awaitable, cloneResult)
