@@ -437,10 +437,10 @@ class Front:
 
     @app.route("/", branch=True)
     def handle(self, request: IRequest) -> Union[bytes, Deferred[Any]]:
-        # A plain function over Deferreds, not a coroutine: Klein would wrap a coroutine in
-        # ensureDeferred, and a request whose Worker answers in the same turn (most do) would pay
-        # for two coroutines' plumbing instead of none. Klein cancels the Deferred returned here
-        # when the client goes away; the cancellation reaches the Worker's invocation.
+        # A plain function over Deferreds, not a coroutine, which Klein would wrap in
+        # ensureDeferred (a coroutine driver per request; measured in process, the saving is
+        # within the noise: Klein's own render is the cost, bench/README.md). Klein cancels the
+        # Deferred returned here when the client goes away; the cancellation reaches the Worker.
         if self.draining:
             request.setResponseCode(503)
             request.setHeader(b"connection", b"close")
