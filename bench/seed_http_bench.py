@@ -11,7 +11,9 @@ a change), measured in the same run.
 
 Rows: a plain twisted.web ``Site`` answering a count from a trivial resource (the reference: what
 twisted.web itself costs), and the seed on a kept-alive connection and with one connection per
-request (connect, request, response, close).
+request (connect, request, response, close), each with Twisted's coroutine driver (what other
+reactors use) and with the asyncio runner (what ``twistd dotwist`` uses, on its asyncio reactor),
+here on a ``ClockLoop`` of the same clock.
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ else:
     from dotwist.server import makeSite
     from dotwist.worker import Runtime
 
-    runtime = Runtime(websocket_server.app, clock)
+    runner = None
+    if kind.startswith("seed-aio"):  # the asyncio runner, as twistd runs it, on a loop of the clock
+        from dotwist.handlers import AsyncioRunner
+        from dotwist.testing.clock import ClockLoop
+        runner = AsyncioRunner(loop=ClockLoop(clock))
+    runtime = Runtime(websocket_server.app, clock, runner=runner)
     site, factory = makeSite(runtime, reactor=clock)
     factory.startFactory()
     runtime.start()
@@ -96,8 +103,11 @@ def main() -> None:
         "twisted": "plain twisted.web, a trivial resource (reference)",
         "seed": "dotwist seed, /getCurrentConnections, keep-alive",
         "seed-conn": "dotwist seed, /getCurrentConnections, a connection per request",
+        "seed-aio": "dotwist seed, keep-alive, asyncio runner",
+        "seed-aio-conn": "dotwist seed, a connection per request, asyncio runner",
     }
-    kinds = inprocess.withAgainst(["twisted", "seed", "seed-conn"], names, ["seed", "seed-conn"])
+    seeds = ["seed", "seed-conn", "seed-aio", "seed-aio-conn"]
+    kinds = inprocess.withAgainst(["twisted", *seeds], names, seeds)
     rows = inprocess.medians(CHILD, kinds, requests)
     inprocess.report(rows, names, "request", "requests/s", 1, "seed_http.json", {"requests": requests})
 

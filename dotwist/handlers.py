@@ -79,12 +79,24 @@ class CpuTimeLimitExceeded(DurableObjectError):
     """A handler used more CPU time than the limit (Cloudflare: "exceeded CPU time limit")."""
 
 
-class DeferredRunner:
-    """Coroutines driven by Twisted (``Deferred.fromCoroutine``), synchronously up to their first
-    ``await``. Needs no event loop; asyncio primitives are not available to the code it runs."""
+class _FirstStep:
+    """``start`` for a runner that has ``runFirst``: a handler that returns in its first step
+    answers with a fired ``Deferred``, without a driver of its own."""
+
+    def runFirst(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> tuple[bool, Any]:
+        raise NotImplementedError
 
     def start(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> Deferred[Any]:
-        return Deferred.fromCoroutine(coro)
+        done, outcome = self.runFirst(coro, gate)
+        if done:
+            return succeed(outcome)
+        result: Deferred[Any] = outcome
+        return result
+
+
+class DeferredRunner(_FirstStep):
+    """Coroutines driven by Twisted (``Deferred.fromCoroutine``), synchronously up to their first
+    ``await``. Needs no event loop; asyncio primitives are not available to the code it runs."""
 
     def runFirst(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> tuple[bool, Any]:
         # The first step as Deferred.fromCoroutine takes it (in a copy of the current context);
@@ -99,7 +111,11 @@ class DeferredRunner:
         return False, Deferred.fromCoroutine(_resumed(coro, yielded, context))
 
 
-class AsyncioRunner:
+#: How many depths of nested first steps keep a spare task (deeper ones make a task each).
+_SPARE_DEPTHS = 8
+
+
+class AsyncioRunner(_FirstStep):
     """Coroutines run as asyncio tasks on the running event loop (see the module docstring).
 
     ``cpuTimeLimit`` (seconds of CPU, summed over a handler's steps) and ``blockedLoopWarning``
@@ -116,9 +132,12 @@ class AsyncioRunner:
         self.blockedLoopWarning = blockedLoopWarning
         self._loop = loop
         self._factories: set[int] = set()
-        # A task made ahead, whose turn on the loop has not come yet: handlers that finish in
-        # their first step run in it one after another, so they cost no task of their own.
-        self._spare: Optional[tuple[asyncio.Task[None], _Slot, asyncio.AbstractEventLoop]] = None
+        # Tasks made ahead, whose turn on the loop has not come yet, one per depth of first steps
+        # running inside each other (a Worker's first step calls an object, whose first step
+        # runs inside it): handlers that finish in their first step run in them one after
+        # another, so they cost no task of their own. A task in use by a first step that is
+        # still running is always at a smaller depth than the next first step's.
+        self._spares: list[Optional[tuple[asyncio.Task[None], _Slot, asyncio.AbstractEventLoop]]] = []
         self._eager = 0  # first steps running now (nested when one object calls another)
 
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -128,12 +147,6 @@ class AsyncioRunner:
             installTaskFactory(loop)
         return loop
 
-    def start(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> Deferred[Any]:
-        done, outcome = self.runFirst(coro, gate)
-        if done:
-            return succeed(outcome)
-        result: Deferred[Any] = outcome
-        return result
 
     def runFirst(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> tuple[bool, Any]:
         loop = self.loop()
@@ -142,12 +155,13 @@ class AsyncioRunner:
             gate.lock()
             started = gate.unlock
         driven = _Driven(coro, None, started, self, contextvars.copy_context())
-        task, slot = self._task(loop)
-        self._eager += 1
+        depth = self._eager
+        task, slot = self._task(loop, depth)
+        self._eager = depth + 1
         try:
             _firstStep(driven, task, loop)
         finally:
-            self._eager -= 1
+            self._eager = depth
         if driven.finished:
             outcome = driven.outcome
             if isinstance(outcome, Failure):
@@ -157,22 +171,28 @@ class AsyncioRunner:
         result: Deferred[Any] = Deferred()
         driven.result = result
         slot.driven = driven
-        self._spare = None
+        if depth < len(self._spares):
+            self._spares[depth] = None
         _adopt(task)
         return False, result
 
-    def _task(self, loop: asyncio.AbstractEventLoop) -> tuple["asyncio.Task[None]", "_Slot"]:
-        """The task the next handler's first step runs in: the spare one if it is free."""
-        spare = self._spare
-        if spare is not None and spare[2] is loop and not self._eager and not spare[0].done():
-            return spare[0], spare[1]
+    def _task(self, loop: asyncio.AbstractEventLoop, depth: int) -> tuple["asyncio.Task[None]", "_Slot"]:
+        """The task the next handler's first step (at ``depth``) runs in: the spare one of that
+        depth if it is free."""
+        spares = self._spares
+        if depth < len(spares):
+            spare = spares[depth]
+            if spare is not None and spare[2] is loop and not spare[0].done():
+                return spare[0], spare[1]
         slot = _Slot()
         # Made directly, not through the loop's task factory: _resume is the bridge already.
         task: asyncio.Task[None] = asyncio.Task(
             _resume(slot, loop), loop=loop, context=contextvars.Context()
         )
-        if not self._eager:
-            self._spare = (task, slot, loop)
+        if depth < _SPARE_DEPTHS:
+            while len(spares) <= depth:
+                spares.append(None)
+            spares[depth] = (task, slot, loop)
         return task, slot
 
     def check(self, coro: Coroutine[Any, Any, Any], step: float, busy: float) -> Optional[BaseException]:

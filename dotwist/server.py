@@ -451,7 +451,10 @@ class Front:
         except Exception as e:
             return errorResponse(request, e)
         self.inFlight += 1
-        answer: Deferred[Any] = self._runtime.fetch(incoming)
+        done, outcome = self._runtime.fetchFirst(incoming)
+        if done:  # the Worker answered without waiting: no Deferred of ours in between
+            return self._respond(outcome, request, incoming)
+        answer: Deferred[Any] = outcome
         return answer.addCallbacks(
             self._respond, self._failed, callbackArgs=(request, incoming), errbackArgs=(request, incoming)
         )

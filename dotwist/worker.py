@@ -8,7 +8,7 @@ import importlib
 import inspect
 from typing import Any, Coroutine, Mapping, Optional, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -278,7 +278,20 @@ class Runtime:
 
     def fetch(self, request: Request) -> Deferred[Response]:
         """Run the Worker's ``fetch`` for one request; fires with its ``Response``."""
-        return self.run(self.entry(self.app.worker, "fetch", request))
+        done, outcome = self.fetchFirst(request)
+        if done:
+            return succeed(outcome)
+        answer: Deferred[Response] = outcome
+        return answer
+
+    def fetchFirst(self, request: Request) -> tuple[bool, Any]:
+        """As ``fetch``, without a ``Deferred`` for a Worker that answers in its first step:
+        ``(True, response)`` if it did, else ``(False, deferred)`` (``Runner.runFirst``)."""
+        token = RUNNER.set(self.runner)
+        try:
+            return self.runner.runFirst(self.entry(self.app.worker, "fetch", request))
+        finally:
+            RUNNER.reset(token)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> Deferred[T]:
         """Run Worker code (a coroutine) with this runtime's runner."""
