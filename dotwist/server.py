@@ -436,7 +436,7 @@ class Front:
         return Request.fromWire(url, method, headers, body or None)
 
     @app.route("/", branch=True)
-    def handle(self, request: IRequest) -> Union[bytes, Deferred[Any]]:
+    def handle(self, request: IRequest) -> Union[bytes, WebSocketHandover, Deferred[Any]]:
         # A plain function over Deferreds, not a coroutine, which Klein would wrap in
         # ensureDeferred (a coroutine driver per request; measured in process, the saving is
         # within the noise: Klein's own render is the cost, bench/README.md). Klein cancels the
