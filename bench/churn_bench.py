@@ -12,7 +12,9 @@ the socket figure includes.
 
 Rows: the plain Autobahn echo server as shipped (the reference of ``bench/run``), and dotwist
 serving the seed through the whole path: twisted.web, Klein, the Worker, the namespace, the object,
-the handover to Autobahn, the object's listeners.
+the handover to Autobahn, the object's listeners; with Twisted's coroutine driver (what other
+reactors use) and with the asyncio runner (what ``twistd dotwist`` uses on its asyncio reactor),
+here on a ``ClockLoop`` of the same clock.
 """
 
 from __future__ import annotations
@@ -68,7 +70,12 @@ else:
     from dotwist.server import makeSite
     from dotwist.worker import Runtime
 
-    runtime = Runtime(websocket_server.app, clock)
+    runner = None
+    if kind == "seed-aio":  # the asyncio runner, as twistd runs it, on a loop of the clock
+        from dotwist.handlers import AsyncioRunner
+        from dotwist.testing.clock import ClockLoop
+        runner = AsyncioRunner(loop=ClockLoop(clock))
+    runtime = Runtime(websocket_server.app, clock, runner=runner)
     site, factory = makeSite(runtime, reactor=clock)
     factory.startFactory()
     runtime.start()
@@ -106,8 +113,13 @@ print((time.process_time() - start) / N * 1e6)
 
 def main() -> None:
     lives = int(sys.argv[sys.argv.index("--lives") + 1]) if "--lives" in sys.argv else 3_000
-    names = {"autobahn": "plain Autobahn echo (reference)", "seed": "dotwist seed (Worker -> object)"}
-    rows = inprocess.medians(CHILD, inprocess.withAgainst(["autobahn", "seed"], names, ["seed"]), lives)
+    names = {
+        "autobahn": "plain Autobahn echo (reference)",
+        "seed": "dotwist seed (Worker -> object)",
+        "seed-aio": "dotwist seed, asyncio runner",
+    }
+    seeds = ["seed", "seed-aio"]
+    rows = inprocess.medians(CHILD, inprocess.withAgainst(["autobahn", *seeds], names, seeds), lives)
     inprocess.report(rows, names, "connection life", "lives/s", 0, "churn.json", {"lives": lives})
 
 
