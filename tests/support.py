@@ -3,7 +3,12 @@ in ``dotwist.testing``.)"""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Optional
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -19,6 +24,36 @@ from dotwist.config import Limits
 from dotwist.service import DotwistService
 from dotwist.testing import Harness
 from dotwist.worker import App
+
+
+class Twistd(subprocess.Popen):  # type: ignore[type-arg]
+    """``twistd -n --pidfile= ARGS`` as a user runs it. Its output (standard output and error)
+    goes to an unnamed temporary file, not to a pipe: a pipe that nobody reads fills after
+    64 KiB, a few hundred access-log lines, and the server then blocks on its next log line and
+    stops serving (a load test would see timeouts that are the test's own doing).
+    ``communicate()`` waits for the exit and returns ``(output, None)``, as with a pipe."""
+
+    def __init__(self, *args: str, cwd: Path, env: Optional[dict[str, str]] = None) -> None:
+        self._output = tempfile.TemporaryFile()
+        super().__init__(
+            [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", *args],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> bytes:
+        """Everything the process wrote so far."""
+        self._output.flush()
+        with open(self._output.fileno(), "rb", closefd=False) as reader:
+            reader.seek(0)
+            return reader.read()
+
+    def communicate(self, input: Any = None, timeout: Optional[float] = None) -> tuple[bytes, None]:
+        assert input is None, "twistd reads nothing from its standard input"
+        self.wait(timeout=timeout)
+        return self.output(), None
 
 
 async def serve(app: App, limits: Optional[Limits] = None) -> tuple[DotwistService, int]:

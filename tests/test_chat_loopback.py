@@ -22,7 +22,7 @@ from twisted.internet import reactor
 from dotwist.examples import chat
 
 from rawclient import RawWebSocket, httpGet, waitForPort
-from support import connectWS, freePort, serve, turns
+from support import Twistd, connectWS, freePort, serve, turns
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,14 +124,8 @@ async def test_rate_limit_over_websockets(server):
     await alice.closed
 
 
-def twistd(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def twistd(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Twistd:
+    return Twistd(*args, cwd=cwd, env=env)
 
 
 def receiveJson(ws: RawWebSocket) -> dict[str, Any]:

@@ -3,11 +3,9 @@ plugin, and the options' errors."""
 
 from __future__ import annotations
 
-import os
 import signal
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,19 +15,13 @@ from twisted.plugin import getPlugins
 from dotwist.tap import Options
 
 from rawclient import RawWebSocket, httpGet, waitForPort
-from support import freePort
+from support import Twistd, freePort
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def twistd(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def twistd(*args: str, cwd: Path, env: dict | None = None) -> Twistd:
+    return Twistd(*args, cwd=cwd, env=env)
 
 
 def assertCleanExit(process: subprocess.Popen) -> str:
