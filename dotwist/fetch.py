@@ -28,6 +28,12 @@ BodyInit = Union[str, bytes, bytearray, memoryview, None]
 
 _BAD_NAME = re.compile("[ \t\r\n:]")
 
+#: An absolute http(s) URL that ``urlsplit`` takes as it is, with a host part: printable ASCII
+#: without spaces (nothing for it to strip or remove), and a host part without brackets (no IPv6
+#: literal for it to check). ``Request`` accepts such a URL without parsing it; any other string
+#: takes the general path, which parses it.
+_PLAIN_URL = re.compile(r"[hH][tT][tT][pP][sS]?://[A-Za-z0-9\-._~%!$&'()*+,;=:@]+(?:[/?#][!-~]*)?\Z")
+
 
 class Headers(HeadersSpellings):
     """Case-insensitive HTTP headers; ``get`` joins repeated values with ``", "`` as fetch does.
@@ -196,6 +202,18 @@ class Request(_Body, RequestSpellings):
         redirect: Optional[str] = None,
         cf: Any = None,
     ) -> None:
+        if (
+            type(input) is str and init is None and method is None and headers is None
+            and body is None and redirect is None and cf is None and _PLAIN_URL.match(input)
+        ):
+            # ``Request(url)`` with a plain absolute http(s) URL, the common case: what the
+            # general path below gives for it, without parsing the URL.
+            self.url = input
+            self.method = "GET"
+            self.headers = Headers()
+            self._body = None
+            self.bodyUsed = False
+            return
         options = dict(init or {})
         redirect = options.pop("redirect", None) if redirect is None else redirect
         if redirect not in (None, "follow"):
@@ -308,6 +326,27 @@ class Response(_Body, ResponseSpellings):
         status_text: Optional[str] = None,
         web_socket: Optional["WebSocket"] = None,
     ) -> None:
+        if (
+            init is None and status is None and statusText is None and headers is None
+            and webSocket is None and status_text is None and web_socket is None and not sdkArgs
+        ):
+            # ``Response(body)`` with a str or bytes body (or none), the common case: what the
+            # general path below gives for it.
+            plain = True
+            if type(body) is str:
+                self._body = body.encode("utf-8")
+                self.headers = Headers.fromWire([("content-type", "text/plain;charset=UTF-8")])
+            elif body is None or type(body) is bytes:
+                self._body = body
+                self.headers = Headers()
+            else:
+                plain = False
+            if plain:
+                self.status = 200
+                self.statusText = "OK"
+                self.webSocket = None
+                self.bodyUsed = False
+                return
         if isinstance(init, int) or sdkArgs:
             # The SDK's positional spelling: Response(body, status, status_text, headers, web_socket).
             if status is not None or len(sdkArgs) > 3:

@@ -35,10 +35,12 @@ from .ids import DurableObjectId
 from .lifecycle import ObjectLifecycle, transition
 from .relaxed import trim
 from . import rpc
+from .stubs import callFetch
 from .rpc import invoke as _rpcInvoke
 from .stats import NamespaceStats
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .fetch import Request
     from .registry import Namespace, ObjectRegistry
     from .websocket import WebSocket
 
@@ -402,6 +404,65 @@ class Actor:
                     self.pendingBytes -= size
                     return succeed(outcome)
                 pending = succeed(outcome)
+        return self._settleLater(pending, size, _rpcInvoke)
+
+    def fetchNow(self, request: Request, size: int) -> Optional[Deferred[Any]]:
+        """``stub.fetch(request)`` from outside any object (a Worker), run now if the object can
+        take it now: live, its input gate open with nothing waiting, and under its bound on
+        pending calls (count and bytes). Returns None if it cannot (the caller then sends the
+        request the general way, ``call``, which queues it or refuses it).
+
+        This is ``call(callFetch, request)`` without the layers a request that runs at once does
+        not need: the object's ``fetch`` runs its first step here (through the runner's
+        ``runFirst``, as ``invoke`` would), and a ``fetch`` that answers without waiting gives its
+        ``Response`` as a fired ``Deferred``, with no chain of callbacks. Everything else (a
+        ``fetch`` that waits or fails, a reply held by the output gate until the writes before it
+        are durable, an object reset while it ran) goes through ``_reply``, as on the general
+        path.
+        """
+        gate = self.inputGate
+        if self.lifecycle is not _LIVE or gate.locked or gate.waiting:
+            return None
+        limits = self.registry.limits
+        if self.pendingCalls >= limits.maxPendingCalls or self.pendingBytes + size > limits.maxPendingBytes:
+            return None
+        self.stats.events["fetch"] += 1
+        self.pendingCalls += 1
+        self.pendingBytes += size
+        self.running += 1
+        self.lastActive = self._clock.seconds()
+        pending: Optional[Deferred[Any]] = None
+        outcome: Any = None
+        token = CURRENT.set(self)
+        try:
+            try:
+                outcome = callFetch(self.instance, request)
+            except BaseException:
+                pending = fail()
+            else:
+                if type(outcome) is CoroutineType:
+                    done, outcome = self.registry.runner.runFirst(outcome, gate)
+                    if not done:
+                        pending = outcome
+                elif isinstance(outcome, (Deferred, Failure)) or inspect.isawaitable(outcome):
+                    pending = asDeferred(outcome, self.registry.runner, gate)
+        finally:
+            CURRENT.reset(token)
+        if pending is None:
+            if self.brokenBy is None and not self.outputGate.held:
+                # Done, and nothing holds the reply: the common case, with no callbacks.
+                self.running -= 1
+                self.lastActive = self._clock.seconds()
+                self.pendingCalls -= 1
+                self.pendingBytes -= size
+                return succeed(outcome)
+            pending = succeed(outcome)
+        return self._settleLater(pending, size, callFetch)
+
+    def _settleLater(self, pending: Deferred[Any], size: int, method: object) -> Deferred[Any]:
+        """The caller's ``Deferred`` for a call run at once whose reply is not ready (it waits, it
+        failed, or the output gate holds it): ``_reply`` hands it over, and the call stops counting
+        as pending when it fires."""
         result: Deferred[Any] = Deferred()
 
         def settled(outcome: object) -> object:
@@ -410,7 +471,7 @@ class Actor:
             return outcome
 
         result.addBoth(settled)
-        pending.addBoth(self._reply, result, _rpcInvoke)
+        pending.addBoth(self._reply, result, method)
         return result
 
     def _startCall(self, method: Callable[..., Any], args: tuple[Any, ...], result: Deferred[Any]) -> None:
