@@ -340,6 +340,91 @@ def test_rolledBackSpillIsNotCaptured(tmp_path: Path) -> None:
     conn.close()
 
 
+def _walSalts(path: Path) -> bytes:
+    with open(str(path) + "-wal", "rb") as f:
+        return f.read(32)[16:24]
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_oldGenerationFramesAfterAPassiveCheckpointAreNotTaken(
+    tmp_path: Path, verify: bool
+) -> None:
+    """After a PASSIVE checkpoint the WAL is not truncated: the next commit restarts it with new
+    salts over the first frames, and the old generation's frames, commit frames too, stay behind
+    it. The capture takes only the new commit's frames (without checksums, by the salts alone)."""
+    path = tmp_path / "db.sqlite"
+    base = buildDatabase(path, None, [])
+    conn = _connect(path)
+    capture = WalCapture(path, base=base, verifyChecksums=verify)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)")
+    log = [capture.collect()]
+    for i in range(3):  # three commits of many frames each
+        conn.executemany(
+            "INSERT INTO t (b) VALUES (?)", [(bytes([i]) * 3000,) for _ in range(20)]
+        )
+        log.append(capture.collect())
+    oldSalts = _walSalts(path)
+    walSize = os.path.getsize(str(path) + "-wal")
+    busy, logFrames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and logFrames == done > 0  # every frame is in the database now
+    conn.execute("INSERT INTO t (b) VALUES (x'01')")
+    # the WAL restarted over its first frames; the old ones, with their commit frames, remain
+    assert _walSalts(path) != oldSalts
+    assert os.path.getsize(str(path) + "-wal") == walSize
+    batch = capture.collect()
+    assert batch is not None
+    assert len(batch.pages) <= 3
+    assert batch.dbPages == conn.execute("PRAGMA page_count").fetchone()[0]
+    log.append(batch)
+    assert capture.collect() is None
+    replica = tmp_path / "r.sqlite"
+    buildDatabase(replica, None, log)
+    assert replica.read_bytes() == conn.serialize()
+    rows = _content(replica)["tables"]["t"]
+    assert len(rows) == 61 and (61, b"\x01") in rows
+    conn.close()
+
+
+@pytest.mark.parametrize("checkpointFirst", [False, True])
+def test_spillRolledBackAtAGenerationsStart(tmp_path: Path, checkpointFirst: bool) -> None:
+    """A transaction that spills as the first of a WAL generation and rolls back leaves a WAL of
+    only uncommitted frames (SQLite rewrites the header when the next transaction writes, with
+    new salts while the database has never been checkpointed); the capture takes nothing of them,
+    and then takes the next commit whole."""
+    path = tmp_path / "db.sqlite"
+    base = buildDatabase(path, None, [])
+    conn = _connect(path)
+    capture = WalCapture(path, base=base, verifyChecksums=True)
+    log = []
+    if checkpointFirst:
+        conn.execute("CREATE TABLE t (b BLOB)")
+        log.append(capture.collect())
+        capture.checkpoint(conn.execute)
+    assert os.path.getsize(str(path) + "-wal") == 0  # the next transaction starts a generation
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (b BLOB)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(b"x" * 4000,)] * 100)
+    conn.execute("ROLLBACK")
+    assert os.path.getsize(str(path) + "-wal") > 32 + 20 * (24 + 4096)  # it did spill
+    salts = _walSalts(path)
+    pending = capture.collect()
+    assert (pending is not None) == (not checkpointFirst)  # the base, never collected before
+    if pending is not None:
+        assert pending == base
+        log.append(pending)
+    conn.execute("CREATE TABLE IF NOT EXISTS t (b BLOB)")
+    conn.execute("INSERT INTO t VALUES (x'01')")
+    assert (_walSalts(path) != salts) == (not checkpointFirst)
+    batch = capture.collect()
+    assert batch is not None and batch.dbPages == 2
+    log.append(batch)
+    replica = tmp_path / "r.sqlite"
+    buildDatabase(replica, None, log)
+    assert replica.read_bytes() == conn.serialize()
+    assert _content(replica)["tables"]["t"] == [(b"\x01",)]
+    conn.close()
+
+
 def test_dotwistStorageCommitsReplay(tmp_path: Path) -> None:
     """The storage backend's own commits (KV, SQL, alarm, deleteAll) captured one by one rebuild a
     database that the backend opens with the same keys, rows and alarm."""
