@@ -14,9 +14,10 @@ import random
 SEED = int(os.environ.get("DOTWIST_TEST_SEED") or random.SystemRandom().randrange(2**32))
 
 
-def rng(salt: str) -> random.Random:
-    """A generator for one named use, seeded from the run's seed."""
-    return random.Random(f"{SEED}:{salt}")
+def rng(salt: str, seed: int | None = None) -> random.Random:
+    """A generator for one named use, seeded from the run's seed (or from ``seed``, for a test
+    that checks what other seeds would give)."""
+    return random.Random(f"{SEED if seed is None else seed}:{salt}")
 
 
 def randbytes(n: int, salt: str) -> bytes:
