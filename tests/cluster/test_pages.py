@@ -330,6 +330,12 @@ def test_rolledBackSpillIsNotCaptured(tmp_path: Path) -> None:
     assert os.path.getsize(str(path) + "-wal") > walBefore  # it did spill
     assert capture.collect() is None
     conn.execute("INSERT INTO t VALUES (x'01')")
+    _collectAndReplay(conn, capture, log, tmp_path)
+
+
+def _collectAndReplay(conn: sqlite3.Connection, capture: WalCapture, log: list, tmp_path: Path) -> None:
+    """The commit of one row into an otherwise empty ``t`` is captured, and ``log`` with it
+    rebuilds the database exactly; closes ``conn``."""
     batch = capture.collect()
     assert batch is not None and batch.dbPages == 2
     log.append(batch)
@@ -415,14 +421,7 @@ def test_spillRolledBackAtAGenerationsStart(tmp_path: Path, checkpointFirst: boo
     conn.execute("CREATE TABLE IF NOT EXISTS t (b BLOB)")
     conn.execute("INSERT INTO t VALUES (x'01')")
     assert (_walSalts(path) != salts) == (not checkpointFirst)
-    batch = capture.collect()
-    assert batch is not None and batch.dbPages == 2
-    log.append(batch)
-    replica = tmp_path / "r.sqlite"
-    buildDatabase(replica, None, log)
-    assert replica.read_bytes() == conn.serialize()
-    assert _content(replica)["tables"]["t"] == [(b"\x01",)]
-    conn.close()
+    _collectAndReplay(conn, capture, log, tmp_path)
 
 
 def test_dotwistStorageCommitsReplay(tmp_path: Path) -> None:
