@@ -319,7 +319,6 @@ class WalCapture:
         self._salts: tuple[int, int] | None = None
         self._offset = _WAL_HEADER
         self._sums = (0, 0)
-        self._commitSums = (0, 0)
         self._bigEndian = True
         #: Frames read since the last checkpoint (how large the WAL has grown).
         self.framesSinceCheckpoint = 0
@@ -379,6 +378,7 @@ class WalCapture:
         dbPages = 0
         offset = self._offset
         sums = self._sums
+        commitSums = sums  # the running checksum at the last commit frame read
         frames = 0
         verify = self.verifyChecksums
         while True:
@@ -407,7 +407,7 @@ class WalCapture:
                     open_.clear()
                     dbPages = size
                     offset = self._offset + (frames * frameSize)
-                    self._commitSums = (k1, k2)
+                    commitSums = (k1, k2)
             if stop or len(chunk) < frameSize * 64:
                 break
         if not dbPages:
@@ -415,5 +415,5 @@ class WalCapture:
         self.framesSinceCheckpoint += (offset - self._offset) // frameSize
         self._offset = offset
         if verify:
-            self._sums = self._commitSums
+            self._sums = commitSums
         return PageBatch(pageSize, dbPages, committed)

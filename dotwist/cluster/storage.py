@@ -51,7 +51,19 @@ class ReplicatedStore(SqliteObjectStore):
         alarm = self.getAlarm()
         future = replica.committed(alarm=KEEP if alarm == replica.alarm else alarm)
         if replica.checkpointDue:
-            replica.checkpoint(self.runOwnStatement)
+            # Upkeep of the local WAL, not part of this commit, whose pages are collected and on
+            # their way already: a checkpoint that fails is logged and tried again at the next
+            # commit, and does not fail a write that will be durable.
+            try:
+                replica.checkpoint(self.runOwnStatement)
+            except Exception as e:
+                _log.warn(
+                    "The checkpoint of the local WAL of {namespace}/{objectId} failed; it will be "
+                    "tried again at the next commit: {error}",
+                    namespace=self.namespace,
+                    objectId=self.objectId,
+                    error=repr(e),
+                )
         d: Deferred[Any] = Deferred.fromFuture(future)
         return d.addCallback(self._durable)
 

@@ -333,6 +333,34 @@ def test_rolledBackSpillIsNotCaptured(tmp_path: Path) -> None:
     _collectAndReplay(conn, capture, log, tmp_path)
 
 
+def test_collectDuringASpillingTransactionThenItsCommit(tmp_path: Path) -> None:
+    """A collect while a transaction has spilled frames but not committed takes the commits before
+    it only; the checksums go on from the last commit frame, not from the spilled frames, so the
+    next collect verifies the transaction's frames from the start and takes its commit whole."""
+    path = tmp_path / "db.sqlite"
+    base = buildDatabase(path, None, [])
+    conn = _connect(path)
+    capture = WalCapture(path, base=base, verifyChecksums=True)
+    conn.execute("CREATE TABLE t (b BLOB)")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t VALUES (?)", [(b"y" * 4000,)] * 100)
+    walSpilled = os.path.getsize(str(path) + "-wal")
+    assert walSpilled > 32 + 20 * (24 + 4096)  # frames of the open transaction are in the WAL
+    batch = capture.collect()  # the base and the CREATE TABLE; the spilled frames are not whole
+    assert batch is not None and batch.dbPages == 2
+    log = [batch]
+    conn.execute("COMMIT")
+    assert os.path.getsize(str(path) + "-wal") > walSpilled  # it did spill, then committed after
+    batch = capture.collect()
+    assert batch is not None and batch.dbPages == conn.execute("PRAGMA page_count").fetchone()[0]
+    log.append(batch)
+    replica = tmp_path / "r.sqlite"
+    buildDatabase(replica, None, log)
+    assert replica.read_bytes() == conn.serialize()
+    assert len(_content(replica)["tables"]["t"]) == 100
+    conn.close()
+
+
 def _collectAndReplay(conn: sqlite3.Connection, capture: WalCapture, log: list, tmp_path: Path) -> None:
     """The commit of one row into an otherwise empty ``t`` is captured, and ``log`` with it
     rebuilds the database exactly; closes ``conn``."""

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 
 from dotwist.cluster.errors import ClusterError, CommitOutcomeUnknown, Fenced
 from dotwist.cluster.replica import ObjectReplica
+from dotwist.cluster.storage import ReplicatedBackend, ReplicatedStore
 from dotwist.cluster.store import CoordinationStore
 from dotwist.storage import SqliteBackend
 
@@ -251,3 +252,102 @@ async def test_twistedWaitsThroughADeferred(pg: Pg, tmp_path: Path) -> None:
         assert await d.asFuture(asyncio.get_running_loop()) is None  # (the callback's result)
         assert results == [1]
         conn.close()
+
+
+async def _replicatedStore(
+    store: CoordinationStore, directory: Path
+) -> tuple[ReplicatedBackend, ReplicatedStore, ObjectReplica]:
+    """A node's backend with one owned object open in it."""
+    a = await store.join("a", "a", 30)
+    own = await store.claim(a, NS, OID)
+    assert own is not None
+    replicas: dict[tuple[str, str], ObjectReplica] = {}
+    backend = ReplicatedBackend(str(directory), lambda ns, oid: replicas.get((ns, oid)))
+    path = backend.pathFor(NS, OID)
+    assert path is not None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    replica = replicas[NS, OID] = await ObjectReplica.load(store, own, path)
+    objectStore = backend.open(NS, OID)
+    assert isinstance(objectStore, ReplicatedStore)
+    await replica.committed()
+    return backend, objectStore, replica
+
+
+async def _commit(objectStore: ReplicatedStore, key: str, value: object) -> None:
+    """One write, committed and waited for until it is durable."""
+    objectStore.put(key, value)
+    d = objectStore.commit()
+    assert d is not None
+    await d.asFuture(asyncio.get_running_loop())
+
+
+async def _nextOwnerHas(store: CoordinationStore, directory: Path, expected: object) -> None:
+    b = await store.join("b", "b", 30)
+    taken = await store.claim(b, NS, OID)
+    assert taken is not None
+    backendB, pathB = _backend(directory)
+    await ObjectReplica.load(store, taken, pathB)
+    copy = backendB.open(NS, OID)
+    assert copy.list() == expected
+    copy.close()
+    backendB.close()
+
+
+@asyncioTest
+async def test_replicatedStoreCheckpointsItsWalWhenDue(pg: Pg, tmp_path: Path) -> None:
+    """A node's store checkpoints the object's local WAL once it has grown past its bound (1,000
+    frames), at the commit that finds it due, and the next owner still rebuilds every write from
+    PostgreSQL."""
+    async with _store(pg) as store:
+        backend, objectStore, replica = await _replicatedStore(store, tmp_path / "a")
+        path = backend.pathFor(NS, OID)
+        assert path is not None
+        sizes = [0]
+        for i in range(200):
+            await _commit(objectStore, f"k{i}", os.urandom(20_000).hex())  # ten pages or so
+            sizes.append(os.path.getsize(path + "-wal"))
+            assert not replica.checkpointDue  # the commit that found it due checkpointed
+            if sizes[-1] < sizes[-2]:
+                break
+        else:
+            pytest.fail("the local WAL was never checkpointed")
+        assert sizes[-2] > 1000 * 4096 and sizes[-1] < sizes[-2] // 10
+        expected = objectStore.list()
+        assert len(expected) == len(sizes) - 1
+        objectStore.close()
+        backend.close()
+        await _expire(pg, "a")
+        await _nextOwnerHas(store, tmp_path / "b", expected)
+
+
+@asyncioTest
+async def test_aFailedCheckpointDoesNotFailTheCommit(pg: Pg, tmp_path: Path) -> None:
+    """A checkpoint that fails (a full disk, say) is upkeep, not the commit's outcome: the write
+    it came with is still durable and acknowledged, the checkpoint is tried again at the next
+    commit, and nothing is lost."""
+    async with _store(pg) as store:
+        backend, objectStore, replica = await _replicatedStore(store, tmp_path / "a")
+        tried: list[int] = []
+        checkpoint = replica.checkpoint
+
+        def failing(execute: object) -> None:
+            tried.append(replica.seq)
+            raise sqlite3.OperationalError("database or disk is full")
+
+        replica.checkpoint = failing  # type: ignore[method-assign]
+        i = 0
+        while not tried:
+            await _commit(objectStore, f"k{i}", os.urandom(20_000).hex())  # durable, not failed
+            i += 1
+            assert i < 200, "the checkpoint never came due"
+        await _commit(objectStore, "during", 1)
+        assert len(tried) == 2 and replica.checkpointDue and replica.broken is None
+        replica.checkpoint = checkpoint  # type: ignore[method-assign]
+        await _commit(objectStore, "after", 2)
+        assert not replica.checkpointDue
+        expected = objectStore.list()
+        assert len(expected) == i + 2
+        objectStore.close()
+        backend.close()
+        await _expire(pg, "a")
+        await _nextOwnerHas(store, tmp_path / "b", expected)
