@@ -5,9 +5,11 @@ npm when missing, then execs this file). Each server under test is started fresh
 figure, pinned to core 0 (``taskset -c 0``); the C load generator (bench/wsload.c) runs pinned
 to core 1. Each figure is repeated (default 3 times, servers interleaved) and the median is
 reported: a markdown table on stdout and in bench/results/latest.md, JSON in
-bench/results/latest.json, a plot in bench/results/latest.png.
+bench/results/latest.json, a plot in bench/results/latest.png. After the servers' figures the
+in-process benchmarks (``INPROCESS``: RPC, storage, hibernation) run in the project venv, and
+their reports go into the same files.
 
-    bench/run                                   # everything (about 17 minutes, 9 servers)
+    bench/run                                   # everything (about 30 minutes, 11 servers + in-process)
     bench/run --quick                           # short windows, 1 repeat (about 3 minutes)
     bench/run --servers reference,dotwist-seed  # a subset (cecho = generator ceiling; groups: dotwist, peers, python)
     bench/run --list                            # the servers and figures
@@ -221,6 +223,77 @@ FIGURES = [
     },
 ]
 PRIMARY = {"echo": "rate", "churn": "rate", "http": "rate", "idle": "kib_per_socket"}
+
+# --- in-process benchmarks ------------------------------------------------------------
+# Figures of issue 18 that are not a server under load: each is its own script, run after the
+# servers' figures in the project venv, in the same run. Each prints a markdown table (kept as
+# the report) and writes JSON (kept whole in latest.json). "json": where the script writes it,
+# for a full run and for --quick.
+INPROCESS = [
+    {
+        "id": "rpc",
+        "script": "rpc_bench.py",
+        "title": "RPC through a stub against stub.fetch, one object and 1,000 (calls/s, CPU per call)",
+        "json": ("rpc.json", "rpc.json"),
+        "timeout": 1800,
+    },
+    {
+        "id": "storage",
+        "script": "storage_bench.py",
+        "title": "Durable storage against plain sqlite3 with the same durability",
+        "json": ("storage.json", "storage.json"),
+        "timeout": 2400,
+    },
+    {
+        "id": "hibernation",
+        "script": "hibernation_bench.py",
+        "title": "Hibernated WebSockets: memory per socket and the time to wake an object",
+        "json": ("hibernation.json", "hibernation-quick.json"),
+        "timeout": 2400,
+    },
+]
+
+
+def run_inprocess(ids, quick):
+    """Run the in-process benchmarks named in ``ids``; what each reported, by id."""
+    results = {}
+    for spec in INPROCESS:
+        if spec["id"] not in ids:
+            continue
+        argv = [project_python(), str(HERE / spec["script"])] + (["--quick"] if quick else [])
+        shown = shlex.join(["bench/" + spec["script"]] + argv[2:])
+        log(f"[in-process] {spec['id']}: {shown}")
+        entry = {"title": spec["title"], "command": shown}
+        if not os.path.exists(argv[0]):
+            entry["status"] = f"skipped: {argv[0]} missing (project venv)"
+            results[spec["id"]] = entry
+            continue
+        jsonPath = RESULTS / spec["json"][1 if quick else 0]
+        t = time.monotonic()
+        try:
+            done = subprocess.run(
+                argv, cwd=REPO, capture_output=True, text=True, timeout=spec["timeout"]
+            )
+        except subprocess.TimeoutExpired:
+            entry["status"] = f"stopped: no result after {spec['timeout']} s"
+            results[spec["id"]] = entry
+            log(f"[in-process] {spec['id']}: {entry['status']}")
+            continue
+        entry["elapsed_s"] = round(time.monotonic() - t)
+        entry["report"] = done.stdout.strip()
+        if done.returncode != 0:
+            last = done.stderr.strip().splitlines()[-5:]
+            entry["status"] = f"failed (exit {done.returncode}): " + " / ".join(last)
+        else:
+            entry["status"] = "ok"
+            try:
+                entry["results"] = json.loads(jsonPath.read_text())
+            except (OSError, ValueError) as e:
+                entry["status"] = f"ran, but its JSON ({jsonPath}) could not be read: {e}"
+        log(f"[in-process] {spec['id']}: {entry['status']} ({entry['elapsed_s']} s)")
+        results[spec["id"]] = entry
+    return results
+
 
 
 def log(msg=""):
@@ -800,6 +873,8 @@ def main():
     ap.add_argument("--duration", type=float, help="measured seconds per figure (default 4)")
     ap.add_argument("--idle-sockets", type=int)
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output path without suffix (default results/latest)")
+    ap.add_argument("--inprocess", help="comma-separated subset of: " + ",".join(b["id"] for b in INPROCESS)
+                    + ", or none (default: all of them, unless --servers or --figures is given)")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--render", metavar="JSON", help="only re-make the tables and plot from a saved JSON (no measuring)")
     args = ap.parse_args()
@@ -814,6 +889,8 @@ def main():
             log(f"{n:14} {SERVERS[n]['label']}: {SERVERS[n]['note']}")
         for f in FIGURES:
             log(f"{f['id']:14} {f['title']} ({f['unit']})")
+        for b in INPROCESS:
+            log(f"{b['id']:14} in-process: {b['title']} (bench/{b['script']})")
         return 0
 
     class Cfg:
@@ -837,12 +914,22 @@ def main():
                 names.append(m)
     figures = FIGURES
     if args.figures:
-        want = [s.strip() for s in args.figures.split(",")]
+        want = [s.strip() for s in args.figures.split(",") if s.strip() != "none"]
         figures = [f for f in FIGURES if f["id"] in want]
         if len(figures) != len(want):
             ap.error(f"unknown figure in {want}")
     figures = [dict(f, conns=cfg.idle_sockets) if f["kind"] == "idle" else f for f in figures]
+    if not figures:  # --figures none: only the in-process benchmarks
+        names = []
     asked = {f["id"] for f in figures} if args.figures else set()
+    known = [b["id"] for b in INPROCESS]
+    if args.inprocess is None:
+        inprocess = [] if (args.servers or args.figures) else known
+    else:
+        inprocess = [x.strip() for x in args.inprocess.split(",") if x.strip() and x.strip() != "none"]
+        unknown = [x for x in inprocess if x not in known]
+        if unknown:
+            ap.error(f"unknown in-process benchmark {unknown}; known: {', '.join(known)}")
 
     if (os.cpu_count() or 1) < 2:
         log("warning: fewer than 2 CPUs; server and generator share a core")
@@ -998,6 +1085,10 @@ def main():
                                                                  "kib_per_socket")
                                 if f["median"].get(k) is not None}
     data["generator_ceiling"] = ceiling
+    if inprocess:
+        # After the servers, so that they had the machine to themselves.
+        data["inprocess"] = run_inprocess(inprocess, args.quick)
+        data["config"]["elapsed_s"] = round(time.monotonic() - t0)
     write_outputs(data, Path(args.out))
     log(f"bench: done in {time.monotonic() - t0:.0f} s")
     return 0
@@ -1023,6 +1114,8 @@ def write_outputs(data, out):
     versions = [f"{servers[n]['label']}: {servers[n].get('version', '?')}" for n in data["servers_run"]
                 if servers[n]["status"] == "ok"]
     md[0] += " Servers: " + "; ".join(versions) + "."
+    if not data["servers_run"]:  # --figures none: the in-process benchmarks only
+        md = [md[0].replace(" Servers: .", " No servers (in-process benchmarks only)."), ""]
     if rtable:
         md += ["Ratios to the reference (medians):", "", rtable, ""]
     stable = seed_table(data)
@@ -1044,6 +1137,12 @@ def write_outputs(data, out):
         md += ["Not measured (or not fully):", *skipped, ""]
     if errs or warns:
         md += ["Runs with errors (left out of the medians) or warnings:", *errs, *warns, ""]
+    for bid, entry in data.get("inprocess", {}).items():
+        md += [f"In-process: {entry['title']} (`{entry['command']}`, {entry.get('elapsed_s', '?')} s):", ""]
+        if entry["status"] != "ok":
+            md += [f"Not measured (or not fully): {entry['status']}", ""]
+        if entry.get("report"):
+            md += [entry["report"], ""]
     out.with_suffix(".md").write_text("\n".join(md))
     log("")
     log("\n".join(md))
