@@ -95,6 +95,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
         def consumeData(self) -> None: ...
 
+        onCloseFrame: Any
+
         sendMessage: Any
 
         def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None: ...
@@ -240,11 +242,19 @@ class FastMessages(_Protocol):
         if 0 < frameLimit and (limit <= 0 or frameLimit < limit):
             limit = frameLimit
         deliver = self.deliverMessage
+        dataEnd = 0  # where the last data frame taken here ended
         while n - i >= 6:
             b0 = buf[i]
             b1 = buf[i + 1]
             # FIN, no RSV bits, text (1) or binary (2); masked.
             if (b0 != 0x81 and b0 != 0x82) or b1 < 0x80:
+                if b0 == 0x88 and b1 >= 0x80:
+                    # A whole masked close frame (FIN, no RSV bits).
+                    if self._closeFrame(buf, i, n):
+                        i += (b1 & 0x7F) + 6
+                        if self.state != _STATE_OPEN:
+                            break
+                        continue
                 break
             length = b1 & 0x7F
             if length < 126:
@@ -284,17 +294,46 @@ class FastMessages(_Protocol):
                     break  # Autobahn fails the connection with 1007, from this frame on
             else:
                 message = payload
-            i = end
+            i = dataEnd = end
             deliver(message)
             if self.state != _STATE_OPEN:
                 break
         if i:
-            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+            # (Autobahn restarts the auto-ping on data frames, not on control frames.)
+            if dataEnd and self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
                 self._cancelAutoPingTimeoutCall()
             buf = buf[i:]
         self.data = buf
         if buf:
             self.consumeData()
+
+    def _closeFrame(self, buf: bytes, i: int, n: int) -> bool:
+        """The masked close frame at ``buf[i]``, if it is whole and one Autobahn's frame parser
+        takes (a payload of 0 or 2 to 125 bytes): what ``processControlFrame`` does with it, which
+        is to call ``onCloseFrame(code, reasonRaw)`` (and its checks of the code and reason, its
+        reply and the drop of the connection are all Autobahn's, or the subclass's). False, having
+        done nothing, for any other frame: Autobahn takes it from there."""
+        length = buf[i + 1] & 0x7F
+        if length > 125 or length == 1:
+            return False
+        start = i + 6
+        end = start + length
+        if end > n:
+            return False
+        code: int | None = None
+        reasonRaw: bytes | None = None
+        if length:
+            key = buf[start - 4 : start] * ((length >> 2) + 1)
+            payload = (
+                int.from_bytes(buf[start:end], "little") ^ int.from_bytes(key[:length], "little")
+            ).to_bytes(length, "little")
+            code = (payload[0] << 8) | payload[1]
+            if length > 2:
+                reasonRaw = payload[2:]
+        # Autobahn has consumed the frame when it calls onCloseFrame.
+        self.data = buf[end:]
+        self.onCloseFrame(code, reasonRaw)
+        return True
 
     def deliverMessage(self, message: Any) -> None:
         """A whole message arrived: ``str`` for text (valid UTF-8), ``bytes`` for binary."""

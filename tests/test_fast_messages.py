@@ -236,3 +236,112 @@ def test_the_incoming_limit_does_not_apply_to_sending() -> None:
     stock.sendMessage(b"x" * 101, False)
     assert fast.transport.value() == stock.transport.value() != b""
     assert fast.maxMessagePayloadSize == 100
+
+
+# -- close frames ---------------------------------------------------------------------------------
+
+
+class CountsCloseFrames(Fast):
+    """Fast, counting the close frames that reached Autobahn's frame parser."""
+
+    def processControlFrame(self) -> bool:
+        self.parsedClose = getattr(self, "parsedClose", 0) + (self.current_frame.opcode == 8)
+        return bool(super().processControlFrame())
+
+
+def _stockAndFast(data: bytes, chunks: list[int] | None = None, echo: bool = True) -> tuple[Any, Any]:
+    class StockEcho(Stock):
+        pass
+
+    class FastEcho(CountsCloseFrames):
+        pass
+
+    for cls in (StockEcho, FastEcho):
+        cls.echoCloseCodeReason = echo  # type: ignore[attr-defined]
+    stock = feed(StockEcho, data, chunks)
+    fast = feed(FastEcho, data, chunks)
+    assert fast.got == stock.got
+    assert fast.transport.value() == stock.transport.value()
+    assert fast.state == stock.state
+    assert getattr(fast, "closed", None) == getattr(stock, "closed", None)
+    assert (fast.wasClean, fast.remoteCloseCode, fast.remoteCloseReason) == (
+        stock.wasClean, stock.remoteCloseCode, stock.remoteCloseReason
+    )
+    return stock, fast
+
+
+CLOSES = {
+    "empty": b"",
+    "code": struct.pack("!H", 1000),
+    "code-reason": struct.pack("!H", 4001) + "gone ✓".encode(),
+    "reason-123": struct.pack("!H", 1001) + b"r" * 123,
+}
+
+
+@pytest.mark.parametrize("echo", [True, False])
+@pytest.mark.parametrize("name", sorted(CLOSES))
+def test_a_whole_close_frame_skips_autobahns_frame_parser(name: str, echo: bool) -> None:
+    """The client's close frame, whole and valid, is handed to ``onCloseFrame`` straight away;
+    the reply, the state and the close are Autobahn's, byte for byte."""
+    data = frame(b"first") + frame(CLOSES[name], opcode=8) + frame(b"after close")
+    stock, fast = _stockAndFast(data, echo=echo)
+    assert getattr(fast, "parsedClose", 0) == 0
+    assert fast.got == ["first"]
+    assert fast.state == fast.STATE_CLOSED and fast.wasClean
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ids=["bad-code", "reserved-code", "bad-utf8-reason", "length-1", "length-126"],
+    argvalues=[
+        struct.pack("!H", 999),  # Autobahn's onCloseFrame refuses it: 1002
+        struct.pack("!H", 1005),
+        struct.pack("!H", 1000) + b"\xff\xfe",  # 1007
+        b"\x03",  # a close payload of one byte: Autobahn's frame parser fails it (1002)
+        struct.pack("!H", 1000) + b"r" * 124,  # a control frame over 125 bytes: 1002
+    ],
+)
+def test_bad_close_frames_fail_exactly_as_autobahn_does(payload: bytes) -> None:
+    stock, fast = _stockAndFast(frame(b"before") + frame(payload, opcode=8) + frame(b"after"))
+    assert fast.got == ["before"]
+    assert sentCloseCode(fast) in (1002, 1007)
+
+
+def test_close_frames_the_fast_path_leaves_to_autobahn() -> None:
+    """Unfinished, unmasked or reserved-bit close frames go to Autobahn's parser."""
+    for data, chunks in [
+        (frame(struct.pack("!H", 1000) + b"bye", opcode=8), [1, 5, 3]),  # arrives in pieces
+        (frame(struct.pack("!H", 1000), opcode=8, fin=False), None),  # fragmented control frame
+        (frame(struct.pack("!H", 1000), opcode=8, rsv=2), None),
+        (frame(struct.pack("!H", 1000), opcode=8, masked=False), None),
+    ]:
+        stock, fast = _stockAndFast(data + frame(b"after"), chunks)
+        assert fast.parsedClose == 1
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_any_chunking_of_messages_and_close_is_autobahns(seed: int) -> None:
+    rng = random.Random(seed)
+    data = b"".join(MESSAGES) + frame(struct.pack("!H", 1000) + b"bye", opcode=8) + frame(b"late")
+    chunks = [rng.choice([1, 2, 3, 5, 7, 100, 4000, 70000]) for _ in range(200)]
+    _stockAndFast(data, chunks)
+
+
+def test_a_close_frame_does_not_restart_the_auto_ping() -> None:
+    """Autobahn restarts its auto-ping timeout on data frames only."""
+    restarted = []
+
+    class Pinged(Fast):
+        autoPingRestartOnAnyTraffic = True
+
+        def _cancelAutoPingTimeoutCall(self) -> None:
+            restarted.append(True)
+
+    protocol = opened(Pinged)
+    protocol.autoPingTimeoutCall = object()
+    protocol.dataReceived(frame(struct.pack("!H", 1000), opcode=8))
+    assert restarted == [] and protocol.state == protocol.STATE_CLOSED
+    protocol = opened(Pinged)
+    protocol.autoPingTimeoutCall = object()
+    protocol.dataReceived(frame(b"data") + frame(struct.pack("!H", 1000), opcode=8))
+    assert restarted == [True]
