@@ -26,7 +26,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib import parse
 
+from autobahn.twisted.util import create_transport_details
 from autobahn.util import _is_tls_error, _maybe_tls_reason
+from autobahn.wamp.types import TransportDetails
 from autobahn.websocket.protocol import (
     TrafficStats,
     WebSocketProtocol,
@@ -108,6 +110,9 @@ if TYPE_CHECKING:  # pragma: no cover
         def dropConnection(self, abort: bool = False) -> None: ...
 
         trustXForwardedFor: int
+        _transport_details: Any
+        is_server: Any
+        tcpNoDelay: bool
         CONFIG_ATTRS: Any
         trackTimings: bool
         openHandshakeTimeout: float
@@ -590,15 +595,13 @@ class FastMessages(_Protocol):
                 self.send_queue = deque()  # Autobahn queues what it sends synchronously or chopped
             super().sendData(data, sync, chopsize)  # type: ignore[safe-super]
             return
+        # Nor does it count the bytes into Autobahn's ``trafficStats`` (which ``sendFast`` does not
+        # count either, and nothing reads): counting the handshake's response made a
+        # ``TrafficStats`` on every connection, kept for the socket's life.
         behind = self.behind
         self.transport.write(data)
         if behind:
             self._queuedWhileBehind(len(data))
-        state = self.state
-        if state == _STATE_OPEN:
-            self.trafficStats.outgoingOctetsWireLevel += len(data)
-        elif state == _STATE_CONNECTING:
-            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
 
     # What Autobahn's ``_connectionMade`` sets on every connection to a value that does not depend
     # on the connection: here they are class attributes, which the instance's own assignments
@@ -650,6 +653,18 @@ class FastMessages(_Protocol):
     websocket_origin = ""
     websocket_protocols: Any = ()
     websocket_extensions: Any = ()
+
+    def connectionMade(self) -> None:
+        """autobahn.twisted's ``connectionMade`` without its debug line, whose arguments
+        (``hltype``, ``hlval``) are formatted whether or not the line is logged."""
+        details = self._transport_details = create_transport_details(self.transport, self.is_server)
+        details.channel_framing = TransportDetails.CHANNEL_FRAMING_WEBSOCKET
+        self.peer = details.peer
+        try:
+            self.transport.setTcpNoDelay(self.tcpNoDelay)
+        except Exception:  # as Autobahn: UNIX sockets, transports without the option
+            pass
+        self._connectionMade()
 
     def _connectionMade(self) -> None:
         # WebSocketServerProtocol._connectionMade (WebSocketProtocol's, then the count) without

@@ -345,3 +345,26 @@ def test_a_close_frame_does_not_restart_the_auto_ping() -> None:
     protocol.autoPingTimeoutCall = object()
     protocol.dataReceived(frame(b"data") + frame(struct.pack("!H", 1000), opcode=8))
     assert restarted == [True]
+
+
+def test_connection_made_finds_what_autobahns_does() -> None:
+    """``connectionMade`` (given without Autobahn's debug line) sets the same peer, transport
+    details and TCP option, and makes the connection the same way."""
+
+    class NoDelay(Transport):
+        noDelay: Any = None
+
+        def setTcpNoDelay(self, enabled: bool) -> None:
+            self.noDelay = enabled
+
+    made = []
+    for cls in (Stock, Fast):
+        factory = WebSocketServerFactory()
+        factory.protocol = cls
+        protocol = factory.buildProtocol(None)
+        transport = NoDelay()
+        protocol.makeConnection(transport)
+        made.append((protocol.peer, protocol.transport_details.marshal(), transport.noDelay,
+                     protocol.state, factory.countConnections))
+    assert made[0] == made[1]
+    assert made[1][0].startswith("tcp4:")
