@@ -147,8 +147,25 @@ else:
     _Protocol = object
 
 
+#: Header names as twisted.web gives them (``getAllRawHeaders``), each a valid field name, with
+#: the name ``checkParsedHandshake`` keys it by: the names an upgrade request usually carries need
+#: neither decoding nor the check of their characters.
+_COMMON_NAMES = {
+    raw: raw.decode("iso-8859-1").lower()
+    for raw in (
+        b"Host", b"Upgrade", b"Connection", b"Sec-Websocket-Key", b"Sec-Websocket-Version",
+        b"Sec-Websocket-Protocol", b"Sec-Websocket-Extensions", b"Origin", b"User-Agent",
+        b"Accept-Encoding", b"Accept-Language", b"Pragma", b"Cache-Control", b"Cookie",
+    )
+}
+
+
 def _hasToken(value: str | None, token: str) -> bool:
-    return value is not None and any(part.strip().lower() == token for part in value.split(","))
+    if value is None:
+        return False
+    if value.lower() == token:  # one token, the usual case
+        return True
+    return any(part.strip().lower() == token for part in value.split(","))
 
 
 class _MadeOnFirstUse:
@@ -446,14 +463,19 @@ class FastMessages(_Protocol):
         if method != b"GET" or not uri.startswith(b"/") or not _TARGET.match(uri.decode("iso-8859-1")):
             return None
         headers: dict[str, str] = {}
+        common = _COMMON_NAMES
+        invalid = _FIELD_VALUE_INVALID
         for rawName, values in rawHeaders:
-            name = rawName.decode("iso-8859-1")
-            if not _FIELD_NAME.match(name):
+            name = common.get(rawName)
+            if name is None:
+                name = rawName.decode("iso-8859-1")
+                if not _FIELD_NAME.match(name):
+                    return None
+                name = name.lower()
+            raw = values[0] if len(values) == 1 else b",".join(values)
+            value = raw.decode("iso-8859-1").strip(" \t")
+            if invalid.search(value):
                 return None
-            value = b",".join(values).decode("iso-8859-1").strip(" \t")
-            if _FIELD_VALUE_INVALID.search(value):
-                return None
-            name = name.lower()
             if name in headers:
                 return None  # two lines for one name: Autobahn counts them; let it decide
             headers[name] = value
@@ -519,13 +541,18 @@ class FastMessages(_Protocol):
         if self.maxConnections > 0 and factory.countConnections + 1 > self.maxConnections:
             return None
         text = uri.decode("iso-8859-1")
-        try:
-            _scheme, _netloc, path, _params, query, fragment = parse.urlparse(text)
-            params = parse.parse_qs(query)
-        except Exception:
-            return None
-        if fragment:
-            return None
+        if "?" not in text and ";" not in text and not text.startswith("//"):
+            # What urlparse gives for such a target (no '#' either: _TARGET): the path alone.
+            path = text
+            params: dict[str, list[str]] = {}
+        else:
+            try:
+                _scheme, _netloc, path, _params, query, fragment = parse.urlparse(text)
+                params = parse.parse_qs(query)
+            except Exception:
+                return None
+            if fragment:
+                return None
         return ParsedHandshake(
             text, headers, host, path, params, version, origin or "", protocols, extensions, key
         )
