@@ -630,6 +630,30 @@ class FastMessages(_Protocol):
         if behind:
             self._queuedWhileBehind(len(data))
 
+    def sendFrame(
+        self, opcode: int, payload: bytes = b"", fin: bool = True, rsv: int = 0,
+        mask: bytes | None = None, payload_len: int | None = None, chopsize: int | None = None,
+        sync: bool = False,
+    ) -> None:
+        """Autobahn's ``sendFrame``: a server's unmasked close, ping or pong frame (what it sends
+        to close a connection or answer a ping) is written without the general frame builder."""
+        if (
+            opcode < 8  # data frames: Autobahn counts them in trafficStats
+            or not fin
+            or rsv
+            or mask
+            or payload_len is not None
+            or len(payload) > 125
+            or self.maskServerFrames
+            or self.logFrames
+            or not self.factory.isServer
+        ):
+            super().sendFrame(  # type: ignore[misc]
+                opcode, payload, fin, rsv, mask, payload_len, chopsize, sync
+            )
+            return
+        self.sendData(bytes((0x80 | opcode % 128, len(payload))) + payload, sync, chopsize)
+
     # What Autobahn's ``_connectionMade`` sets on every connection to a value that does not depend
     # on the connection: here they are class attributes, which the instance's own assignments
     # (Autobahn's, when something happens) shadow. Left on each instance, they took a connection's

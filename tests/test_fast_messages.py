@@ -368,3 +368,60 @@ def test_connection_made_finds_what_autobahns_does() -> None:
                      protocol.state, factory.countConnections))
     assert made[0] == made[1]
     assert made[1][0].startswith("tcp4:")
+
+
+@pytest.mark.parametrize(
+    "args",
+    ids=["close", "close-code", "close-reason", "close-125", "ping", "pong-empty", "ping-200",
+         "close-masked", "close-not-fin", "close-rsv", "close-payload-len", "text", "reserved-opcode"],
+    argvalues=[
+        dict(opcode=8),
+        dict(opcode=8, payload=struct.pack("!H", 1000)),
+        dict(opcode=8, payload=struct.pack("!H", 4000) + "bye ✓".encode()),
+        dict(opcode=8, payload=b"r" * 125),
+        dict(opcode=9, payload=b"ping"),
+        dict(opcode=10),
+        dict(opcode=9, payload=b"p" * 200),  # sendFrame deliberately allows invalid frames
+        dict(opcode=8, payload=b"\x03\xe8", mask=b"abcd"),
+        dict(opcode=8, payload=b"\x03\xe8", fin=False),
+        dict(opcode=8, payload=b"\x03\xe8", rsv=1),
+        dict(opcode=9, payload=b"ab", payload_len=5),
+        dict(opcode=1, payload=b"text"),
+        dict(opcode=11, payload=b"x"),
+    ],
+)
+def test_control_frames_sent_are_byte_for_byte_autobahns(args: dict[str, Any]) -> None:
+    fast, stock = opened(Fast), opened(Stock)
+    fast.sendFrame(**args)
+    stock.sendFrame(**args)
+    assert fast.transport.value() == stock.transport.value() != b""
+    # (Autobahn counts the data frames it sends.)
+    assert fast.trafficStats.outgoingWebSocketFrames == stock.trafficStats.outgoingWebSocketFrames
+
+
+def test_a_masking_server_sends_masked_control_frames() -> None:
+    fast, stock = opened(Fast), opened(Stock)
+    for protocol in (fast, stock):
+        protocol.maskServerFrames = True
+        random.seed(7)  # Autobahn's mask
+        protocol.sendFrame(opcode=8, payload=struct.pack("!H", 1000))
+    assert fast.transport.value() == stock.transport.value()
+    assert fast.transport.value()[1] & 0x80
+
+
+def test_control_frames_of_a_client_or_logged_take_autobahns_way() -> None:
+    """A client masks its frames; a protocol logging frames logs each one it sends."""
+    fast, stock = opened(Fast), opened(Stock)
+    for protocol in (fast, stock):
+        protocol.factory.isServer = False
+        protocol.maskClientFrames = True
+        random.seed(8)
+        protocol.sendFrame(opcode=9, payload=b"ping")
+    assert fast.transport.value() == stock.transport.value()
+    assert fast.transport.value()[1] & 0x80
+    logged = []
+    fast = opened(Fast)
+    fast.logFrames = True
+    fast.logTxFrame = lambda *args: logged.append(args[0].opcode)
+    fast.sendFrame(opcode=10, payload=b"pong")
+    assert logged == [10] and fast.transport.value() == b"\x8a\x04pong"
