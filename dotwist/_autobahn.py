@@ -18,6 +18,8 @@ not read can make the server hold: see ``FastMessages.pauseProducing``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import inspect
 import re
 from collections import deque
@@ -26,6 +28,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib import parse
 
+import txaio
 from autobahn.twisted.util import create_transport_details
 from autobahn.util import _is_tls_error, _maybe_tls_reason
 from autobahn.wamp.types import TransportDetails
@@ -46,6 +49,8 @@ from twisted.python.failure import Failure
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 _STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 _STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
+#: RFC 6455's GUID, hashed with the client's key into Sec-WebSocket-Accept.
+_WS_MAGIC = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 # Set by the opening handshake (Autobahn's or ``FastMessages.openParsed``) and read by nothing after.
 _HANDSHAKE_ONLY = (
@@ -142,6 +147,15 @@ if TYPE_CHECKING:  # pragma: no cover
         def failHandshake(self, reason: str, code: int = 400) -> None: ...
 
         def succeedHandshake(self, res: Any) -> None: ...
+
+        autoPingInterval: float
+        websocket_protocol_in_use: Any
+        websocket_extensions_in_use: list[Any]
+        http_response_data: str
+        openHandshakeTimeoutCall: Any
+        is_open: Any
+
+        def _onOpen(self) -> None: ...
 
 else:
     _Protocol = object
@@ -601,6 +615,64 @@ class FastMessages(_Protocol):
             later.addCallbacks(self.succeedHandshake, self._refusedByOnConnect)
             return
         self.succeedHandshake(result)
+
+    def succeedHandshake(self, res: Any) -> None:
+        """Autobahn's ``succeedHandshake`` (onConnect said yes: send the ``101`` and open), for
+        the usual answer: ``(subprotocol or None, headers)`` to a request that offered no
+        extensions, on a protocol that neither pings nor tracks timings. The response is the
+        same bytes, built in one join and without the debug lines; any other case is Autobahn's."""
+        if (
+            type(res) is not tuple
+            or len(res) != 2
+            or self.websocket_extensions
+            or self.autoPingInterval
+            or self.trackedTimings
+        ):
+            super().succeedHandshake(res)  # type: ignore[safe-super]
+            return
+        protocol, headers = res
+        if protocol is not None and protocol not in self.websocket_protocols:
+            super().succeedHandshake(res)  # type: ignore[safe-super]  # raises, as it does
+            return
+        self.websocket_protocol_in_use = protocol
+        self.websocket_extensions_in_use = []
+        factory = self.factory
+        lines = ["HTTP/1.1 101 Switching Protocols\r\n"]
+        if factory.server:
+            lines.append(f"Server: {factory.server}\r\n")
+        lines.append("Upgrade: WebSocket\r\nConnection: Upgrade\r\n")
+        for source in (factory.headers, headers):
+            for name, value in source.items():
+                if isinstance(value, str):
+                    lines.append(f"{name}: {value}\r\n")
+                    continue
+                try:
+                    values = iter(value)
+                except TypeError:
+                    values = iter((value,))
+                for one in values:
+                    lines.append(f"{name}: {one}\r\n")
+        if protocol is not None:
+            lines.append(f"Sec-WebSocket-Protocol: {protocol}\r\n")
+        accept = base64.b64encode(hashlib.sha1(self._wskey.encode("utf8") + _WS_MAGIC).digest())
+        lines.append(f"Sec-WebSocket-Accept: {accept.decode()}\r\n\r\n")
+        response = "".join(lines)
+        self.sendData(response.encode("utf8"))
+        self.http_response_data = response
+        self.state = _STATE_OPEN
+        timer = self.openHandshakeTimeoutCall
+        if timer is not None:
+            timer.cancel()
+            self.openHandshakeTimeoutCall = None
+        # (Autobahn sets these two; left at the class's values, they take no room on the socket.)
+        if self.inside_message:
+            self.inside_message = False
+        if self.current_frame is not None:
+            self.current_frame = None
+        self._onOpen()
+        txaio.resolve(self.is_open, None)  # type: ignore[attr-defined]
+        if self.data:
+            self.consumeData()
 
     def _refusedByOnConnect(self, failure: Failure) -> None:
         # processHandshake's errback: a ConnectionDeny is the application's refusal; anything

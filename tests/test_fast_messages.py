@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageDeflateOfferAccept
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 
@@ -425,3 +426,118 @@ def test_control_frames_of_a_client_or_logged_take_autobahns_way() -> None:
     fast.logTxFrame = lambda *args: logged.append(args[0].opcode)
     fast.sendFrame(opcode=10, payload=b"pong")
     assert logged == [10] and fast.transport.value() == b"\x8a\x04pong"
+
+
+# -- the opening handshake's answer ---------------------------------------------------------------
+
+
+def _handshakeOf(base: type, answer: Any, extra: bytes = b"", server: str | None = "x",
+                 factoryHeaders: Any = None, **options: Any) -> tuple[bytes, Any]:
+    class Answers(base):  # type: ignore[misc, valid-type]
+        def onConnect(self, request: Any) -> Any:
+            return answer
+
+    factory = WebSocketServerFactory(server=server, headers=factoryHeaders, reactor=MemoryReactorClock())
+    factory.setProtocolOptions(**{"openHandshakeTimeout": 0, **options})
+    factory.protocol = Answers
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(Transport())
+    request = HANDSHAKE[:-2] + extra + b"\r\n" + frame(b"with the request")
+    protocol.dataReceived(request)
+    names = ("state", "websocket_protocol_in_use", "got", "http_response_data", "openHandshakeTimeoutCall",
+             "inside_message", "current_frame", "websocket_extensions_in_use")
+    # (Autobahn's protocol lacks what it has not set yet; FastMessages has class defaults.)
+    state = tuple(
+        repr(getattr(protocol, name, getattr(_autobahn.FastMessages, name, None))) for name in names
+    ) + (protocol.is_open.called,)
+    return protocol.transport.value(), state
+
+
+SUBPROTOCOLS = b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+
+
+@pytest.mark.parametrize(
+    "answer, extra, server, factoryHeaders",
+    ids=["plain", "subprotocol", "headers", "header-list", "header-int", "no-server", "factory-headers",
+         "not-a-tuple", "three", "unoffered", "deflate-offer"],
+    argvalues=[
+        ((None, {}), b"", "x", None),
+        (("chat", {}), SUBPROTOCOLS, "x", None),
+        ((None, {"X-One": "1", "X-Two": "2 ✓"}), b"", "x", None),
+        ((None, {"X-Many": ["a", "b"], "X-Tuple": ("c",)}), b"", "x", None),
+        ((None, {"X-Int": 7}), b"", "x", None),
+        ((None, {}), b"", None, None),
+        ((None, {"X-Own": "own"}), b"", "x", {"X-Factory": "f", "X-Factory-List": ["g", "h"]}),
+        ("superchat", SUBPROTOCOLS, "x", None),  # Autobahn's other form: the subprotocol alone
+        (("chat", {}, "more"), SUBPROTOCOLS, "x", None),
+        (("other", {}), SUBPROTOCOLS, "x", None),  # refused: not what the client offered
+        ((None, {}), b"Sec-WebSocket-Extensions: permessage-deflate\r\n", "x", None),
+    ],
+)
+def test_the_101_is_byte_for_byte_autobahns(answer: Any, extra: bytes, server: Any, factoryHeaders: Any) -> None:
+    results = []
+    for base in (Stock, Fast):
+        try:
+            results.append(_handshakeOf(base, answer, extra, server, factoryHeaders))
+        except Exception as e:  # the same refusal from both
+            results.append((type(e), str(e)))
+    assert results[0] == results[1]
+    if answer != ("other", {}):
+        assert results[1][0].startswith(b"HTTP/1.1 101 ")
+        assert results[1][1][2] == repr(["with the request"])  # frames sent with the request are read
+
+
+def test_the_101_cancels_the_opening_handshake_timer() -> None:
+    cancelled = []
+
+    class Call:
+        def cancel(self) -> None:
+            cancelled.append(True)
+
+    for base in (Stock, Fast):
+        class Answers(base):  # type: ignore[misc, valid-type]
+            def onConnect(self, request: Any) -> Any:
+                return (None, {})
+
+        factory = WebSocketServerFactory()
+        factory.setProtocolOptions(openHandshakeTimeout=0)
+        factory.protocol = Answers
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(Transport())
+        protocol.openHandshakeTimeoutCall = Call()  # as Autobahn's timer would be
+        protocol.dataReceived(HANDSHAKE)
+        assert protocol.state == protocol.STATE_OPEN and protocol.openHandshakeTimeoutCall is None
+    assert cancelled == [True, True]
+
+
+def test_an_accepted_extension_gets_autobahns_own_101() -> None:
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    accept = lambda offers: PerMessageDeflateOfferAccept(offers[0])  # noqa: E731
+    results = [
+        _handshakeOf(base, (None, {}), offer, perMessageCompressionAccept=accept) for base in (Stock, Fast)
+    ]
+    assert results[0] == results[1]
+    assert b"Sec-WebSocket-Extensions: permessage-deflate" in results[1][0]
+
+
+def test_pinging_or_timing_protocols_get_autobahns_own_101(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Autobahn starts its auto-ping, or tracks timings, in succeedHandshake: those take its way."""
+    autobahns = []
+    succeed = WebSocketServerProtocol.succeedHandshake
+
+    def counted(self: Any, res: Any) -> None:
+        autobahns.append(res)
+        succeed(self, res)
+
+    monkeypatch.setattr(WebSocketServerProtocol, "succeedHandshake", counted)
+    for options, timings in (({}, False), ({"autoPingInterval": 10}, False), ({}, True)):
+        class Answers(Fast):
+            def connectionMade(self) -> None:
+                super().connectionMade()
+                if timings:
+                    self.setTrackTimings(False)
+                    self.setTrackTimings(True)
+
+        out, state = _handshakeOf(Answers, (None, {}), **options)
+        assert out.startswith(b"HTTP/1.1 101 ")
+    assert len(autobahns) == 2
