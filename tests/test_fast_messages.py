@@ -450,6 +450,8 @@ def _handshakeOf(base: type, answer: Any, extra: bytes = b"", server: str | None
     state = tuple(
         repr(getattr(protocol, name, getattr(_autobahn.FastMessages, name, None))) for name in names
     ) + (protocol.is_open.called,)
+    # (Which cancels Autobahn's timers, such as an auto-ping's, on the global reactor.)
+    protocol.connectionLost(Failure(ConnectionDone()))
     return protocol.transport.value(), state
 
 
