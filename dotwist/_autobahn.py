@@ -18,6 +18,8 @@ not read can make the server hold: see ``FastMessages.pauseProducing``.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import inspect
 import re
 from collections import deque
@@ -26,7 +28,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib import parse
 
+import txaio
+from autobahn.twisted.util import create_transport_details
 from autobahn.util import _is_tls_error, _maybe_tls_reason
+from autobahn.wamp.types import TransportDetails
 from autobahn.websocket.protocol import (
     TrafficStats,
     WebSocketProtocol,
@@ -44,6 +49,8 @@ from twisted.python.failure import Failure
 _STATE_OPEN = WebSocketProtocol.STATE_OPEN
 _STATE_CONNECTING = WebSocketProtocol.STATE_CONNECTING
 _STATE_CLOSED = WebSocketProtocol.STATE_CLOSED
+#: RFC 6455's GUID, hashed with the client's key into Sec-WebSocket-Accept.
+_WS_MAGIC = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 # Set by the opening handshake (Autobahn's or ``FastMessages.openParsed``) and read by nothing after.
 _HANDSHAKE_ONLY = (
@@ -95,6 +102,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
         def consumeData(self) -> None: ...
 
+        onCloseFrame: Any
+
         sendMessage: Any
 
         def sendData(self, data: bytes, sync: bool = False, chopsize: Any = None) -> None: ...
@@ -106,6 +115,9 @@ if TYPE_CHECKING:  # pragma: no cover
         def dropConnection(self, abort: bool = False) -> None: ...
 
         trustXForwardedFor: int
+        _transport_details: Any
+        is_server: Any
+        tcpNoDelay: bool
         CONFIG_ATTRS: Any
         trackTimings: bool
         openHandshakeTimeout: float
@@ -136,12 +148,38 @@ if TYPE_CHECKING:  # pragma: no cover
 
         def succeedHandshake(self, res: Any) -> None: ...
 
+        autoPingInterval: float
+        websocket_protocol_in_use: Any
+        websocket_extensions_in_use: list[Any]
+        http_response_data: str
+        openHandshakeTimeoutCall: Any
+        is_open: Any
+
+        def _onOpen(self) -> None: ...
+
 else:
     _Protocol = object
 
 
+#: Header names as twisted.web gives them (``getAllRawHeaders``), each a valid field name, with
+#: the name ``checkParsedHandshake`` keys it by: the names an upgrade request usually carries need
+#: neither decoding nor the check of their characters.
+_COMMON_NAMES = {
+    raw: raw.decode("iso-8859-1").lower()
+    for raw in (
+        b"Host", b"Upgrade", b"Connection", b"Sec-Websocket-Key", b"Sec-Websocket-Version",
+        b"Sec-Websocket-Protocol", b"Sec-Websocket-Extensions", b"Origin", b"User-Agent",
+        b"Accept-Encoding", b"Accept-Language", b"Pragma", b"Cache-Control", b"Cookie",
+    )
+}
+
+
 def _hasToken(value: str | None, token: str) -> bool:
-    return value is not None and any(part.strip().lower() == token for part in value.split(","))
+    if value is None:
+        return False
+    if value.lower() == token:  # one token, the usual case
+        return True
+    return any(part.strip().lower() == token for part in value.split(","))
 
 
 class _MadeOnFirstUse:
@@ -240,11 +278,19 @@ class FastMessages(_Protocol):
         if 0 < frameLimit and (limit <= 0 or frameLimit < limit):
             limit = frameLimit
         deliver = self.deliverMessage
+        dataEnd = 0  # where the last data frame taken here ended
         while n - i >= 6:
             b0 = buf[i]
             b1 = buf[i + 1]
             # FIN, no RSV bits, text (1) or binary (2); masked.
             if (b0 != 0x81 and b0 != 0x82) or b1 < 0x80:
+                if b0 == 0x88 and b1 >= 0x80:
+                    # A whole masked close frame (FIN, no RSV bits).
+                    if self._closeFrame(buf, i, n):
+                        i += (b1 & 0x7F) + 6
+                        if self.state != _STATE_OPEN:
+                            break
+                        continue
                 break
             length = b1 & 0x7F
             if length < 126:
@@ -284,17 +330,46 @@ class FastMessages(_Protocol):
                     break  # Autobahn fails the connection with 1007, from this frame on
             else:
                 message = payload
-            i = end
+            i = dataEnd = end
             deliver(message)
             if self.state != _STATE_OPEN:
                 break
         if i:
-            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+            # (Autobahn restarts the auto-ping on data frames, not on control frames.)
+            if dataEnd and self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
                 self._cancelAutoPingTimeoutCall()
             buf = buf[i:]
         self.data = buf
         if buf:
             self.consumeData()
+
+    def _closeFrame(self, buf: bytes, i: int, n: int) -> bool:
+        """The masked close frame at ``buf[i]``, if it is whole and one Autobahn's frame parser
+        takes (a payload of 0 or 2 to 125 bytes): what ``processControlFrame`` does with it, which
+        is to call ``onCloseFrame(code, reasonRaw)`` (and its checks of the code and reason, its
+        reply and the drop of the connection are all Autobahn's, or the subclass's). False, having
+        done nothing, for any other frame: Autobahn takes it from there."""
+        length = buf[i + 1] & 0x7F
+        if length > 125 or length == 1:
+            return False
+        start = i + 6
+        end = start + length
+        if end > n:
+            return False
+        code: int | None = None
+        reasonRaw: bytes | None = None
+        if length:
+            key = buf[start - 4 : start] * ((length >> 2) + 1)
+            payload = (
+                int.from_bytes(buf[start:end], "little") ^ int.from_bytes(key[:length], "little")
+            ).to_bytes(length, "little")
+            code = (payload[0] << 8) | payload[1]
+            if length > 2:
+                reasonRaw = payload[2:]
+        # Autobahn has consumed the frame when it calls onCloseFrame.
+        self.data = buf[end:]
+        self.onCloseFrame(code, reasonRaw)
+        return True
 
     def deliverMessage(self, message: Any) -> None:
         """A whole message arrived: ``str`` for text (valid UTF-8), ``bytes`` for binary."""
@@ -402,14 +477,19 @@ class FastMessages(_Protocol):
         if method != b"GET" or not uri.startswith(b"/") or not _TARGET.match(uri.decode("iso-8859-1")):
             return None
         headers: dict[str, str] = {}
+        common = _COMMON_NAMES
+        invalid = _FIELD_VALUE_INVALID
         for rawName, values in rawHeaders:
-            name = rawName.decode("iso-8859-1")
-            if not _FIELD_NAME.match(name):
+            name = common.get(rawName)
+            if name is None:
+                name = rawName.decode("iso-8859-1")
+                if not _FIELD_NAME.match(name):
+                    return None
+                name = name.lower()
+            raw = values[0] if len(values) == 1 else b",".join(values)
+            value = raw.decode("iso-8859-1").strip(" \t")
+            if invalid.search(value):
                 return None
-            value = b",".join(values).decode("iso-8859-1").strip(" \t")
-            if _FIELD_VALUE_INVALID.search(value):
-                return None
-            name = name.lower()
             if name in headers:
                 return None  # two lines for one name: Autobahn counts them; let it decide
             headers[name] = value
@@ -475,13 +555,18 @@ class FastMessages(_Protocol):
         if self.maxConnections > 0 and factory.countConnections + 1 > self.maxConnections:
             return None
         text = uri.decode("iso-8859-1")
-        try:
-            _scheme, _netloc, path, _params, query, fragment = parse.urlparse(text)
-            params = parse.parse_qs(query)
-        except Exception:
-            return None
-        if fragment:
-            return None
+        if "?" not in text and ";" not in text and not text.startswith("//"):
+            # What urlparse gives for such a target (no '#' either: _TARGET): the path alone.
+            path = text
+            params: dict[str, list[str]] = {}
+        else:
+            try:
+                _scheme, _netloc, path, _params, query, fragment = parse.urlparse(text)
+                params = parse.parse_qs(query)
+            except Exception:
+                return None
+            if fragment:
+                return None
         return ParsedHandshake(
             text, headers, host, path, params, version, origin or "", protocols, extensions, key
         )
@@ -531,6 +616,64 @@ class FastMessages(_Protocol):
             return
         self.succeedHandshake(result)
 
+    def succeedHandshake(self, res: Any) -> None:
+        """Autobahn's ``succeedHandshake`` (onConnect said yes: send the ``101`` and open), for
+        the usual answer: ``(subprotocol or None, headers)`` to a request that offered no
+        extensions, on a protocol that neither pings nor tracks timings. The response is the
+        same bytes, built in one join and without the debug lines; any other case is Autobahn's."""
+        if (
+            type(res) is not tuple
+            or len(res) != 2
+            or self.websocket_extensions
+            or self.autoPingInterval
+            or self.trackedTimings
+        ):
+            super().succeedHandshake(res)  # type: ignore[safe-super]
+            return
+        protocol, headers = res
+        if protocol is not None and protocol not in self.websocket_protocols:
+            super().succeedHandshake(res)  # type: ignore[safe-super]  # raises, as it does
+            return
+        self.websocket_protocol_in_use = protocol
+        self.websocket_extensions_in_use = []
+        factory = self.factory
+        lines = ["HTTP/1.1 101 Switching Protocols\r\n"]
+        if factory.server:
+            lines.append(f"Server: {factory.server}\r\n")
+        lines.append("Upgrade: WebSocket\r\nConnection: Upgrade\r\n")
+        for source in (factory.headers, headers):
+            for name, value in source.items():
+                if isinstance(value, str):
+                    lines.append(f"{name}: {value}\r\n")
+                    continue
+                try:
+                    values = iter(value)
+                except TypeError:
+                    values = iter((value,))
+                for one in values:
+                    lines.append(f"{name}: {one}\r\n")
+        if protocol is not None:
+            lines.append(f"Sec-WebSocket-Protocol: {protocol}\r\n")
+        accept = base64.b64encode(hashlib.sha1(self._wskey.encode("utf8") + _WS_MAGIC).digest())
+        lines.append(f"Sec-WebSocket-Accept: {accept.decode()}\r\n\r\n")
+        response = "".join(lines)
+        self.sendData(response.encode("utf8"))
+        self.http_response_data = response
+        self.state = _STATE_OPEN
+        timer = self.openHandshakeTimeoutCall
+        if timer is not None:
+            timer.cancel()
+            self.openHandshakeTimeoutCall = None
+        # (Autobahn sets these two; left at the class's values, they take no room on the socket.)
+        if self.inside_message:
+            self.inside_message = False
+        if self.current_frame is not None:
+            self.current_frame = None
+        self._onOpen()
+        txaio.resolve(self.is_open, None)  # type: ignore[attr-defined]
+        if self.data:
+            self.consumeData()
+
     def _refusedByOnConnect(self, failure: Failure) -> None:
         # processHandshake's errback: a ConnectionDeny is the application's refusal; anything
         # else is user code that needs fixing, answered with 500.
@@ -551,15 +694,37 @@ class FastMessages(_Protocol):
                 self.send_queue = deque()  # Autobahn queues what it sends synchronously or chopped
             super().sendData(data, sync, chopsize)  # type: ignore[safe-super]
             return
+        # Nor does it count the bytes into Autobahn's ``trafficStats`` (which ``sendFast`` does not
+        # count either, and nothing reads): counting the handshake's response made a
+        # ``TrafficStats`` on every connection, kept for the socket's life.
         behind = self.behind
         self.transport.write(data)
         if behind:
             self._queuedWhileBehind(len(data))
-        state = self.state
-        if state == _STATE_OPEN:
-            self.trafficStats.outgoingOctetsWireLevel += len(data)
-        elif state == _STATE_CONNECTING:
-            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+
+    def sendFrame(
+        self, opcode: int, payload: bytes = b"", fin: bool = True, rsv: int = 0,
+        mask: bytes | None = None, payload_len: int | None = None, chopsize: int | None = None,
+        sync: bool = False,
+    ) -> None:
+        """Autobahn's ``sendFrame``: a server's unmasked close, ping or pong frame (what it sends
+        to close a connection or answer a ping) is written without the general frame builder."""
+        if (
+            opcode < 8  # data frames: Autobahn counts them in trafficStats
+            or not fin
+            or rsv
+            or mask
+            or payload_len is not None
+            or len(payload) > 125
+            or self.maskServerFrames
+            or self.logFrames
+            or not self.factory.isServer
+        ):
+            super().sendFrame(  # type: ignore[misc]
+                opcode, payload, fin, rsv, mask, payload_len, chopsize, sync
+            )
+            return
+        self.sendData(bytes((0x80 | opcode % 128, len(payload))) + payload, sync, chopsize)
 
     # What Autobahn's ``_connectionMade`` sets on every connection to a value that does not depend
     # on the connection: here they are class attributes, which the instance's own assignments
@@ -611,6 +776,18 @@ class FastMessages(_Protocol):
     websocket_origin = ""
     websocket_protocols: Any = ()
     websocket_extensions: Any = ()
+
+    def connectionMade(self) -> None:
+        """autobahn.twisted's ``connectionMade`` without its debug line, whose arguments
+        (``hltype``, ``hlval``) are formatted whether or not the line is logged."""
+        details = self._transport_details = create_transport_details(self.transport, self.is_server)
+        details.channel_framing = TransportDetails.CHANNEL_FRAMING_WEBSOCKET
+        self.peer = details.peer
+        try:
+            self.transport.setTcpNoDelay(self.tcpNoDelay)
+        except Exception:  # as Autobahn: UNIX sockets, transports without the option
+            pass
+        self._connectionMade()
 
     def _connectionMade(self) -> None:
         # WebSocketServerProtocol._connectionMade (WebSocketProtocol's, then the count) without

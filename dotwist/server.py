@@ -117,7 +117,7 @@ class DotwistWebSocketProtocol(FastMessages, WebSocketServerProtocol):  # type: 
         # factory for auto-reply) it echoes the code and reason, as workerd does. For a manual
         # reply, a valid close frame is handed to the application instead, unanswered.
         if self.autoReplyToClose or self.state != self.STATE_OPEN or not _validCloseFrame(code, reasonRaw):
-            return super().onCloseFrame(code, reasonRaw)  # type: ignore[arg-type]  # Autobahn passes None
+            return super().onCloseFrame(code, reasonRaw)
         reason = reasonRaw.decode("utf-8") if reasonRaw is not None else None
         self.remoteCloseCode = code
         self.remoteCloseReason = reason

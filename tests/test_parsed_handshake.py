@@ -65,6 +65,8 @@ CASES = {
     "with frames": request(body=FRAMES),
     "query": request("/ws?a=1&b=2&a=3"),
     "path parameters": request("/ws;p=1"),
+    "target like a network path": request("//h.example/ws"),
+    "path with a colon": request("/a:b/ws"),
     "host with port": request(lines=replace(BASE, "Host", "Host: H.example:8080")),
     "host with a bad port": request(lines=replace(BASE, "Host", "Host: h:x")),
     "subprotocols": request(lines=BASE + ["Sec-WebSocket-Protocol: chat, superchat"]),
@@ -122,6 +124,8 @@ def snapshot(protocol: Any, seen: list[Any]) -> dict[str, Any]:
     """The protocol's state, and what its onConnect was given (the handshake's values, which the
     protocol lets go of once the connection is open)."""
     state = {} if protocol is None else {name: repr(getattr(protocol, name, "unset")) for name in STATE}
+    if protocol is not None:  # what connectionMade found out about the transport
+        state["transport_details"] = repr(protocol.transport_details.marshal())
     state["onConnect"] = [{name: repr(getattr(request, name)) for name in REQUEST} for request in seen]
     return state
 
@@ -170,6 +174,8 @@ def test_an_open_socket_keeps_nothing_of_its_handshake() -> None:
     kept = vars(protocol)
     for name in ("response", "http_headers", "http_request_params", "http_response_data", "_wskey"):
         assert name not in kept, name
+    # Nor per-connection traffic counters: nothing counts into them on this path (about 0.3 KiB).
+    assert "trafficStats" not in kept
     assert dict(protocol.http_headers) == {} and protocol.http_request_path == ""
     assert protocol.send_queue == () and protocol.websocket_protocol_in_use == "superchat"
     # A message still echoes on it.
