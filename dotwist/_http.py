@@ -59,6 +59,7 @@ __all__ = [
     "DotwistChannel",
     "DotwistRequest",
     "LimitedSite",
+    "bodyChecked",
     "buildUrl",
     "effectiveBacklog",
     "requestUrl",
@@ -285,6 +286,17 @@ def requestUrl(request: Any) -> str:
     )
 
 
+def bodyChecked(request: Any, limit: int) -> bool:
+    """Whether :class:`DotwistChannel` has refused ``request``'s body if it is (or was announced
+    as) larger than ``limit`` bytes: it came through the channel, which checked it against a
+    limit no larger."""
+    return (
+        isinstance(request, DotwistRequest)
+        and request.validatedUrl is not None
+        and request.maxBodySize <= limit
+    )
+
+
 # -- the channel ----------------------------------------------------------------------------------
 
 
@@ -338,6 +350,7 @@ class DotwistChannel(HTTPChannel):
         self._handling = False  # the request is complete and with the resource
         self._closing: IDelayedCall | None = None
         self._scheme = "http"
+        self._secure: bool | None = None  # isSecure(), once connected (connectionMade)
         self._now: Callable[[], float] = _never
         self._firstTimeout = min(self._limits.headerTimeout, self._limits.requestTimeout)
         self._hostCache: tuple[bytes, str] = (b"", "")  # last Host value and its authority
@@ -399,9 +412,20 @@ class DotwistChannel(HTTPChannel):
         if callable(seconds):
             self._now = seconds
         HTTPChannel.connectionMade(self)
-        # Once per connection: isSecure() is a zope adaptation, a few microseconds each time.
-        self._scheme = "https" if HTTPChannel.isSecure(self) else "http"
+        # Once per connection: isSecure() is a zope adaptation, a few microseconds each time
+        # (and Klein asks it twice per request, through ``Request.isSecure``).
+        self._secure = HTTPChannel.isSecure(self)
+        self._scheme = "https" if self._secure else "http"
         self._startDeadline()
+
+    def isSecure(self) -> bool:
+        """``HTTPChannel.isSecure``, found once per connection: a connection's transport does not
+        become TLS, or stop being TLS, while it speaks HTTP (after a WebSocket handover, which
+        takes the transport away, this asks the transport again, as twisted.web does)."""
+        secure = self._secure
+        if secure is None or self.transport is None:
+            return bool(HTTPChannel.isSecure(self))
+        return secure
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
