@@ -15,12 +15,12 @@ from twisted.web.server import Request as WebRequest
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 from zope.interface import directlyProvides
 
-from dotwist import App, Response, WorkerEntrypoint
+from dotwist import App, DurableObject, DurableObjectError, Response, WorkerEntrypoint
 from dotwist import server
 from dotwist._http import DotwistChannel, DotwistRequest, bodyChecked
 from dotwist.config import Limits
 from dotwist.server import makeSite
-from dotwist.testing import makeRuntime
+from dotwist.testing import TestClock, abortDurableObject, evictDurableObject, makeRuntime, result
 
 
 class Echo(WorkerEntrypoint):
@@ -210,3 +210,55 @@ def test_worker_fetch_in_each_shape(path, status, body):
     its Response; anything else is the Worker's error."""
     site, clock = serve(App(Shapes))
     assert answer(site, clock, f"GET /{path} HTTP/1.1\r\nHost: h\r\n\r\n".encode()) == (status, body)
+
+
+# -- ctx.storage, found once per incarnation ---------------------------------------------------------
+
+
+class Keeper(DurableObject):
+    """Keeps its ctx where the test can reach it; ``/put`` writes, ``/get`` reads."""
+
+    kept: list[Any] = []
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        Keeper.kept.append(ctx)
+
+    async def fetch(self, request):
+        storage = self.ctx.storage
+        if request.url.endswith("/put"):
+            await storage.put("k", len(Keeper.kept))
+            return Response("ok")
+        return Response(str(await storage.get("k")))
+
+
+@pytest.mark.parametrize("leave", ["evict", "abort"])
+def test_ctx_storage_of_a_past_incarnation_fails_and_the_next_one_has_its_own(leave):
+    """``ctx.storage`` is the same object for as long as the incarnation lives; once the object
+    has left memory or was reset, that ctx's ``storage`` fails as before, and the next
+    incarnation's ctx has a storage of its own that sees what was committed."""
+    Keeper.kept = []
+    clock = TestClock()
+    runtime = makeRuntime(App(WorkerEntrypoint, durableObjects={"NS": Keeper}), clock=clock)
+    stub = runtime.env.NS.getByName("o")
+    d = stub.fetch("http://o/put")
+    clock.advance(0)
+    assert result(d).status == 200
+    first = Keeper.kept[0]
+    assert first.storage is first.storage
+    if leave == "evict":
+        evictDurableObject(stub)
+    else:
+        abortDurableObject(stub, "test")
+    clock.advance(0)
+    with pytest.raises(DurableObjectError) as raised:
+        first.storage
+    assert raised.value.durableObjectReset
+    stub = runtime.env.NS.getByName("o")
+    d = stub.fetch("http://o/get")
+    clock.advance(0)
+    assert result(d).status == 200
+    second = Keeper.kept[-1]
+    assert second is not first and second.storage is not None
+    with pytest.raises(DurableObjectError):
+        first.storage
