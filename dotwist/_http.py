@@ -354,6 +354,9 @@ class DotwistChannel(HTTPChannel):
         self._now: Callable[[], float] = _never
         self._firstTimeout = min(self._limits.headerTimeout, self._limits.requestTimeout)
         self._hostCache: tuple[bytes, str] = (b"", "")  # last Host value and its authority
+        # The last request's authority, method and target, and the URL they made: a keep-alive
+        # client often asks for the same thing again.
+        self._urlCache: tuple[str, bytes, bytes, str] = ("", b"", b"", "")
         # Bytes read past a complete upgrade request (a client may send its first WebSocket
         # frames with the request), kept for ``detach``; then, where they go instead of HTTP.
         self._pastUpgrade: list[bytes] = []
@@ -533,7 +536,12 @@ class DotwistChannel(HTTPChannel):
                 )
                 if len(hosts) == 1:
                     self._hostCache = (hosts[0], authority)
-            url = _urlFor(scheme, authority, target, method)
+            last = self._urlCache
+            if last[2] == target and last[0] == authority and last[1] == method:
+                url = last[3]
+            else:
+                url = _urlFor(scheme, authority, target, method)
+                self._urlCache = (authority, method, target, url)
         except BadRequestTarget as e:
             return (400, f"Bad request: {e}.")
         request.validatedUrl = url

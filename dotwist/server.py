@@ -493,8 +493,9 @@ class Front:
             except Exception as e:
                 return errorResponse(request, e, incoming.method, incoming.url)
         request.setResponseCode(response.status, response.statusText.encode("latin-1", "replace"))
+        outgoing = request.responseHeaders
         for name, value in response.headers.rawItems():
-            request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+            outgoing.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         body = response.body or b""
         request.setHeader(b"content-length", b"%d" % len(body))
         return body

@@ -262,3 +262,37 @@ def test_ctx_storage_of_a_past_incarnation_fails_and_the_next_one_has_its_own(le
     assert second is not first and second.storage is not None
     with pytest.raises(DurableObjectError):
         first.storage
+
+
+# -- the URL of a connection's next request ------------------------------------------------------------
+
+
+def test_each_request_on_a_connection_gets_its_own_url():
+    """A keep-alive connection's requests: the same target with another Host, another target
+    with the same Host, and '*' first with OPTIONS then with GET, each as if it came alone."""
+    site, clock = serve(App(Echo))
+    channel, transport = connect(site)
+    seen = []
+    for raw in [
+        b"GET /a?x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /a?x HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /a?x HTTP/1.1\r\nHost: other:81\r\n\r\n",
+        b"GET /b/../a?x HTTP/1.1\r\nHost: other:81\r\n\r\n",
+        b"GET /a?y HTTP/1.1\r\nHost: other:81\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+    ]:
+        transport.clear()
+        channel.dataReceived(raw)
+        clock.advance(0)
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        seen.append((int(head.split(b" ", 2)[1]), body.split(b"\n")[:2]))
+    assert seen == [
+        (200, [b"GET", b"http://h/a?x"]),
+        (200, [b"GET", b"http://h/a?x"]),
+        (200, [b"GET", b"http://other:81/a?x"]),
+        (200, [b"GET", b"http://other:81/a?x"]),
+        (200, [b"GET", b"http://other:81/a?y"]),
+        (200, seen[5][1]),  # (Klein answers OPTIONS itself)
+        (400, [b"Bad request: the request target '*' is for OPTIONS only."]),
+    ]
