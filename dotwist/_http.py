@@ -59,6 +59,7 @@ __all__ = [
     "DotwistChannel",
     "DotwistRequest",
     "LimitedSite",
+    "bodyChecked",
     "buildUrl",
     "effectiveBacklog",
     "requestUrl",
@@ -285,6 +286,17 @@ def requestUrl(request: Any) -> str:
     )
 
 
+def bodyChecked(request: Any, limit: int) -> bool:
+    """Whether :class:`DotwistChannel` has refused ``request``'s body if it is (or was announced
+    as) larger than ``limit`` bytes: it came through the channel, which checked it against a
+    limit no larger."""
+    return (
+        isinstance(request, DotwistRequest)
+        and request.validatedUrl is not None
+        and request.maxBodySize <= limit
+    )
+
+
 # -- the channel ----------------------------------------------------------------------------------
 
 
@@ -338,9 +350,13 @@ class DotwistChannel(HTTPChannel):
         self._handling = False  # the request is complete and with the resource
         self._closing: IDelayedCall | None = None
         self._scheme = "http"
+        self._secure: bool | None = None  # isSecure(), once connected (connectionMade)
         self._now: Callable[[], float] = _never
         self._firstTimeout = min(self._limits.headerTimeout, self._limits.requestTimeout)
         self._hostCache: tuple[bytes, str] = (b"", "")  # last Host value and its authority
+        # The last request's authority, method and target, and the URL they made: a keep-alive
+        # client often asks for the same thing again.
+        self._urlCache: tuple[str, bytes, bytes, str] = ("", b"", b"", "")
         # Bytes read past a complete upgrade request (a client may send its first WebSocket
         # frames with the request), kept for ``detach``; then, where they go instead of HTTP.
         self._pastUpgrade: list[bytes] = []
@@ -399,9 +415,20 @@ class DotwistChannel(HTTPChannel):
         if callable(seconds):
             self._now = seconds
         HTTPChannel.connectionMade(self)
-        # Once per connection: isSecure() is a zope adaptation, a few microseconds each time.
-        self._scheme = "https" if HTTPChannel.isSecure(self) else "http"
+        # Once per connection: isSecure() is a zope adaptation, a few microseconds each time
+        # (and Klein asks it twice per request, through ``Request.isSecure``).
+        self._secure = HTTPChannel.isSecure(self)
+        self._scheme = "https" if self._secure else "http"
         self._startDeadline()
+
+    def isSecure(self) -> bool:
+        """``HTTPChannel.isSecure``, found once per connection: a connection's transport does not
+        become TLS, or stop being TLS, while it speaks HTTP (after a WebSocket handover, which
+        takes the transport away, this asks the transport again, as twisted.web does)."""
+        secure = self._secure
+        if secure is None or self.transport is None:
+            return bool(HTTPChannel.isSecure(self))
+        return secure
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
@@ -509,7 +536,12 @@ class DotwistChannel(HTTPChannel):
                 )
                 if len(hosts) == 1:
                     self._hostCache = (hosts[0], authority)
-            url = _urlFor(scheme, authority, target, method)
+            last = self._urlCache
+            if last[2] == target and last[0] == authority and last[1] == method:
+                url = last[3]
+            else:
+                url = _urlFor(scheme, authority, target, method)
+                self._urlCache = (authority, method, target, url)
         except BadRequestTarget as e:
             return (400, f"Bad request: {e}.")
         request.validatedUrl = url

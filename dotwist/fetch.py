@@ -57,7 +57,7 @@ class Headers(HeadersSpellings):
     @classmethod
     def fromWire(cls, items: list[tuple[str, str]]) -> "Headers":
         """Headers from pairs an HTTP parser already checked and lower-cased (not re-checked)."""
-        headers = cls()
+        headers = cls.__new__(cls)
         headers._items = items
         return headers
 

@@ -71,6 +71,8 @@ class DurableObjectState:
         # counting, not wait in a cycle for a garbage collection.
         self._actorRef = weakref.ref(actor)
         self.id: DurableObjectId = actor.id
+        #: ``storage``, once opened; the Actor forgets it when it closes the session.
+        self._storage: Optional[DurableObjectStorage] = None
 
     @property
     def _actor(self) -> "Actor":
@@ -85,7 +87,10 @@ class DurableObjectState:
     @property
     def storage(self) -> DurableObjectStorage:
         """This object's durable storage (opened on first use)."""
-        return self._actor.storage().api
+        storage = self._storage
+        if storage is None:
+            storage = self._storage = self._actor.storage().api
+        return storage
 
     def blockConcurrencyWhile(self, callback: Callable[[], Any]) -> Deferred[Any]:
         """Run ``callback`` with the input gate locked: no other event reaches the object.
@@ -682,6 +687,7 @@ class Actor:
         self.instance = None
         if self._session is not None:
             session, self._session = self._session, None
+            self.ctx._storage = None  # its next ``ctx.storage`` asks again (and fails)
             session.close()
         # The input gate refers back to this Actor (it runs events as it): let go of it, so that
         # an evicted object (thousands a minute on a busy server) is freed by reference counting,
@@ -710,6 +716,7 @@ class Actor:
         self.outputGate.fail(resetError(error))
         if self._session is not None:
             session, self._session = self._session, None
+            self.ctx._storage = None  # its next ``ctx.storage`` asks again (and fails)
             session.close()
         for fn, args in self.inputGate.clear():
             if fn == self._startCall:

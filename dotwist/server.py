@@ -33,7 +33,7 @@ from twisted.web.server import NOT_DONE_YET
 from . import logs, websocket
 from ._autobahn import FastMessages
 from .errors import BadRequest, DurableObjectError, RequestTooLarge, WorkerResponseError, unavailableIn
-from ._http import DotwistChannel, LimitedSite, requestUrl
+from ._http import DotwistChannel, LimitedSite, bodyChecked, requestUrl
 from .fetch import Headers, Request, Response
 from .worker import Runtime
 
@@ -387,6 +387,26 @@ def _errorStatus(request: IRequest, error: BaseException, method: str, url: str)
     return 500, b"Worker threw exception"
 
 
+#: The usual methods' names, decoded once.
+_METHODS = {
+    name.encode("ascii"): name
+    for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+}
+#: Header names as the Worker sees them (lower-cased text), by the bytes twisted.web gives; the
+#: names clients send are few, and at most ``_HEADER_NAMES_KEPT`` are kept.
+_HEADER_NAMES: dict[bytes, str] = {}
+_HEADER_NAMES_KEPT = 1000
+
+
+def _headerName(raw: bytes) -> str:
+    name = _HEADER_NAMES.get(raw)
+    if name is None:
+        name = raw.decode("latin-1").lower()
+        if len(_HEADER_NAMES) < _HEADER_NAMES_KEPT:
+            _HEADER_NAMES[raw] = name
+    return name
+
+
 class Front:
     """The HTTP side: every request, any path and method, goes to the runtime's Worker."""
 
@@ -405,30 +425,34 @@ class Front:
         return resource
 
     def _toRequest(self, request: IRequest) -> Request:
-        # An announced or chunked body over the limit was refused before it was read (the
-        # channel, dotwist._http); the checks here are for requests that did not come through it.
         limit = self._runtime.limits.maxRequestBodySize
-        length = request.getHeader(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+        # An announced or chunked body over the limit was refused before it was read (the
+        # channel, dotwist._http); the header check here is for requests the channel did not
+        # check against this limit (bodyChecked), such as requests that did not come through it.
+        if not bodyChecked(request, limit):
+            length = request.getHeader(b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
         try:
             url = requestUrl(request)  # a validated Host and request target (dotwist._http)
-            # twisted.web's parser has already refused bad names, and values with line breaks or
-            # NULs (it answers 400 itself), so the pairs need no second check.
-            pairs = [
-                (name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t"))
-                for name, values in request.requestHeaders.getAllRawHeaders()
-                for value in values
-            ]
             # As Cloudflare's edge does: CF-Connecting-IP is the client's address, whatever the
             # client sent in it (behind a reverse proxy, that is the proxy's address).
             client = getattr(request.getClientAddress(), "host", None)
+            # twisted.web's parser has already refused bad names, and values with line breaks or
+            # NULs (it answers 400 itself), so the pairs need no second check.
+            pairs: list[tuple[str, str]] = []
+            for rawName, values in request.requestHeaders.getAllRawHeaders():
+                name = _headerName(rawName)
+                if client is not None and name == "cf-connecting-ip":
+                    continue
+                for value in values:
+                    pairs.append((name, value.decode("latin-1").strip(" \t")))
             if client is not None:
-                pairs = [pair for pair in pairs if pair[0] != "cf-connecting-ip"]
                 pairs.append(("cf-connecting-ip", client))
             headers = Headers.fromWire(pairs)
             body = request.content.read() if request.content is not None else b""
-            method = request.method.decode("ascii")
+            rawMethod = request.method
+            method = _METHODS.get(rawMethod) or rawMethod.decode("ascii")
         except (UnicodeError, ValueError) as e:  # BadRequestTarget is a ValueError
             raise BadRequest(f"Could not read the request: {e}") from e
         if len(body) > limit:
@@ -469,8 +493,9 @@ class Front:
             except Exception as e:
                 return errorResponse(request, e, incoming.method, incoming.url)
         request.setResponseCode(response.status, response.statusText.encode("latin-1", "replace"))
+        outgoing = request.responseHeaders
         for name, value in response.headers.rawItems():
-            request.responseHeaders.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+            outgoing.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
         body = response.body or b""
         request.setHeader(b"content-length", b"%d" % len(body))
         return body
@@ -505,7 +530,8 @@ class DotwistSite(LimitedSite):
     front: Optional["Front"] = None
 
     def getResourceFor(self, request: Any) -> Any:
-        request.dotwistStarted = time.monotonic()
+        if self.accessLog:  # the time the response took, for the request's line
+            request.dotwistStarted = time.monotonic()
         return LimitedSite.getResourceFor(self, request)  # type: ignore[no-untyped-call]  # Twisted's
 
     def _elapsedMs(self, request: Any) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from types import CoroutineType
 from typing import Any, Coroutine, Mapping, Optional, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -310,8 +311,11 @@ class Runtime:
             entry = cls(ctx, self.env)
             handler = getattr(entry, method)
             result: Any = handler(*trim(entry, method, handler, (request,)))
-            while inspect.isawaitable(result):
+            if type(result) is CoroutineType:  # ``async def fetch``, the usual case
                 result = await result
+            if type(result) is not Response:  # a Response is not awaitable: nothing to ask
+                while inspect.isawaitable(result):
+                    result = await result
         finally:
             WORKER.reset(token)
         if not isinstance(result, Response):
