@@ -206,6 +206,15 @@ class Options(usage.Options):
         parent = getattr(self, "parent", None)
         self["twistdLogfile"] = parent.get("logfile") if parent is not None else None
         self["twistdForeground"] = bool(parent.get("nodaemon", True)) if parent is not None else True
+        # twistd writes text to standard output itself (no --syslog, --logger or --logfile FILE):
+        # the one case dotwist's cheaper text observer stands in for twistd's.
+        self["twistdStdout"] = (
+            parent is not None
+            and self["twistdForeground"]
+            and self["twistdLogfile"] in (None, "-")
+            and not parent.get("syslog")
+            and not parent.get("logger")
+        )
 
     def _clusterOptions(self) -> None:
         if self["workers"] is not None:
@@ -780,12 +789,16 @@ def makeService(options: Options, reactor: Any = None) -> DotwistService:
 
 
 def logObserverFor(options: Options) -> Any:
-    """The log observer ``--log-format json`` asks for (None: twistd's own)."""
-    if options.get("log-format", "text") != "json":
-        return None
+    """The log observer ``--log-format json`` asks for; for text, when twistd would write it to
+    standard output, the same text made for less (``dotwist.logs.ClassicText``). None: twistd's
+    own (a log file, which twistd rotates on SIGUSR1, syslog, ``--logger``, or a ``.tac`` file)."""
     from .logs import makeObserver
 
-    return makeObserver("json", options.get("twistdLogfile"), options.get("twistdForeground", True))
+    if options.get("log-format", "text") == "json":
+        return makeObserver("json", options.get("twistdLogfile"), options.get("twistdForeground", True))
+    if options.get("twistdStdout"):
+        return makeObserver("text", "-")
+    return None
 
 
 def migrateFor(config: Any, options: Options) -> dict[str, str]:

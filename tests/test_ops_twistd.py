@@ -187,6 +187,24 @@ def test_json_logs_with_request_lines_and_object_errors(server):
     assert "dotwist.access" not in output
 
 
+def test_text_logs_are_twistds_classic_lines(server):
+    """Without --log-format, twistd's classic text on standard output: the request lines (written
+    by dotwist's cheaper observer) in the same form as twistd's own lines."""
+    process, port, _ = server(admin=False)
+    assert request(port, "PUT", "/kv/dave/k", "v")[0] == 201
+    assert request(port, "GET", "/kv/dave/k")[0] == 200
+    process.send_signal(signal.SIGTERM)
+    output = assertCleanExit(process)
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}"
+    for method, status in (("PUT", 201), ("GET", 200)):
+        assert re.search(
+            rf"^{stamp} \[dotwist\.access#info\] 127\.0\.0\.1 \"{method} /kv/dave/k HTTP/1\.1\" {status} \d+ [\d.]+ms \"[^\"]*\"$",
+            output,
+            re.M,
+        ), output
+    assert re.search(rf"^{stamp} \[[^\]]+\] Server Shut Down\.$", output, re.M), output
+
+
 def test_sigterm_drains_then_closes_sockets_with_1001_and_exits_0(server, tmp_path):
     """SIGTERM on a server with a plain and a hibernatable WebSocket open and a request in flight:
     the request finishes (its write is durable), new requests are refused, both sockets get 1001,
