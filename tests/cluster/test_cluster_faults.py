@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 from clustersupport import Pg
@@ -376,10 +376,14 @@ def test_two_nodes_racing_for_100_objects(cluster: Cluster) -> None:
 @pytest.mark.slow
 def test_the_fault_tests_catch_a_cluster_without_fencing(pg: Pg, tmp_path: Path) -> None:
     """The race and the late commit against nodes whose fencing is off (claims take objects from
-    live owners, commits ignore the epoch): verify() finds what went wrong in each."""
-    failures = []
-    for name, scenario in [("race", scenarioRace), ("late commit", scenarioLateCommit)]:
-        tag = name.replace(" ", "_")
+    live owners, commits ignore the epoch): verify() finds what went wrong in each.
+
+    The late commit is staged through the proxy and goes wrong every time. The race is two threads
+    racing for the same objects; on a loaded machine one can run ahead of the other so that no
+    claim collides, and the unfenced cluster happens to lose nothing: it gets three tries."""
+
+    def attempt(name: str, scenario: Callable[..., None], tag: str) -> str | None:
+        """verify()'s complaint about one run of the scenario, or None if it found nothing."""
         own = Pg(pg.conninfo, f"{pg.schema}_{tag}")
         (tmp_path / tag).mkdir()
         cluster = Cluster(own, tmp_path / tag, lease=LEASE, env={"DOTWIST_TESTS_ONLY_UNFENCED": "1"})
@@ -392,12 +396,22 @@ def test_the_fault_tests_catch_a_cluster_without_fencing(pg: Pg, tmp_path: Path)
             else:
                 startThree(cluster)
                 scenarioRace(cluster, record)
-            with pytest.raises(AssertionError) as caught:
+            try:
                 verify(cluster, record)
-            failures.append((name, str(caught.value).splitlines()[0]))
+            except AssertionError as e:
+                return str(e).splitlines()[0]
+            return None
         finally:
             proxy.close()
             cluster.close()
             with own.sync() as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{own.schema}" CASCADE')
-    assert len(failures) == 2, failures
+
+    failures = []
+    for name, scenario, tries in [("race", scenarioRace, 3), ("late commit", scenarioLateCommit, 1)]:
+        for i in range(tries):
+            found = attempt(name, scenario, f"{name.replace(' ', '_')}_{i}")
+            if found is not None:
+                failures.append((name, found))
+                break
+    assert [name for name, _ in failures] == ["race", "late commit"], failures
