@@ -186,6 +186,9 @@ _LEAVES = frozenset(
         decimal.Decimal, uuid.UUID,
     }
 )
+#: The types (exactly) whose values cross as they are, with no copy: ``cloneResult`` of such a
+#: value is the value itself.
+IMMUTABLE = _LEAVES
 _TIMES = frozenset({datetime.datetime, datetime.time})
 _FIXED_ZONE = datetime.timezone
 #: Containers deeper than this, or values larger than this (estimated), take the codec's way,
