@@ -34,7 +34,6 @@ import contextvars
 from asyncio.events import _get_running_loop, _set_running_loop
 from asyncio.tasks import _enter_task, _leave_task  # what 3.12's eager tasks do; see _firstStep
 import inspect
-import sys
 import time
 import types
 from typing import Any, Awaitable, Callable, Coroutine, Generator, Optional, Protocol, TypeVar
@@ -48,11 +47,6 @@ from .errors import DurableObjectError
 
 T = TypeVar("T")
 
-#: ``asyncio.current_task(loop)``; before 3.12 (where it is a Python function) a lookup in the
-#: dict it reads, one function call less per handler.
-_currentTask: Callable[[asyncio.AbstractEventLoop], Optional["asyncio.Task[Any]"]] = asyncio.current_task
-if sys.version_info < (3, 12) and isinstance(getattr(asyncio.tasks, "_current_tasks", None), dict):
-    _currentTask = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
 
 _log = Logger(namespace="dotwist.handlers")
 
@@ -177,7 +171,7 @@ class AsyncioRunner(_FirstStep):
         running = _get_running_loop()
         if running is not loop:  # started from outside the loop (a test driving a ClockLoop)
             _set_running_loop(loop)
-        outer = _currentTask(loop)
+        outer = asyncio.current_task(loop)
         if outer is not None:
             _leave_task(loop, outer)
         _enter_task(loop, task)
