@@ -1,6 +1,7 @@
 """RPC calls/s to Durable Objects, against stub.fetch, interleaved in one process.
 
     .venv/bin/python bench/rpc_bench.py [--quick] [--rounds N] [--calls N] [--runner twisted|asyncio|both]
+    .venv/bin/python bench/rpc_bench.py --instructions [--calls N] [--runner ...] [--against DIR]
 
 In-process: a Runtime on a task.Clock with memory storage, no network, so this measures the
 object layer (stub, gate, queue, copies of arguments and result, the runner) and nothing else.
@@ -22,6 +23,15 @@ Twisted's coroutine driver (what tests and non-asyncio reactors use) and under t
 (what the server uses under the asyncio reactor), on a loop driven by the same clock.
 
 Writes bench/results/rpc.json.
+
+``--instructions`` counts instructions per call instead, with valgrind's callgrind
+(``inprocess.py``): each side and target runs in a fresh subprocess once with ``--calls`` calls
+(default 1,000) and once with twice as many, after the same set-up and warm-up, and the figure is
+the difference divided by the number of calls; one object by default (``--objects 1000``, repeatable,
+for the round robin). The counts do not depend on what else the machine
+runs; compare them between trees, not with timings. ``--against DIR`` (repeatable) adds the same
+rows for another checkout (say the tree before a change), with its dotwist imported instead. Writes
+bench/results/rpc_instructions.json.
 """
 
 from __future__ import annotations
@@ -40,8 +50,11 @@ from typing import Any, Callable
 
 from twisted.internet.task import Clock
 
-from dotwist import App, DurableObject, Request, Response, WorkerEntrypoint
-from dotwist.testing import makeRuntime
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import inprocess  # noqa: E402
+
+from dotwist import App, DurableObject, Request, Response, WorkerEntrypoint  # noqa: E402
+from dotwist.testing import makeRuntime  # noqa: E402
 
 SIDES = ("rpc", "rpc-data", "fetch")
 TARGETS = (1, 1000)
@@ -148,6 +161,89 @@ def bench(runner: str, rounds: int, calls: int) -> list[dict[str, Any]]:
     return rows
 
 
+# One side, runner and target in a subprocess (for ``--instructions``): ``kind`` is
+# ``runner:side:objects``. The same objects and calls as ``setup`` and ``loop`` above, written out
+# here so that ``--against`` runs them against another checkout's dotwist.
+CHILD = r'''
+import sys, time
+from twisted.internet.task import Clock
+from dotwist import App, DurableObject, Request, Response, WorkerEntrypoint
+from dotwist.testing import makeRuntime
+
+runner, side, objects = sys.argv[1].split(":")
+objects, N = int(objects), int(sys.argv[2])
+
+
+class Worker(WorkerEntrypoint):
+    async def fetch(self, request):
+        return Response("unused")
+
+
+class Counter(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.value = 0
+
+    async def increment(self, amount):
+        self.value += amount
+        return self.value
+
+    async def update(self, entry):
+        self.value += entry["n"]
+        return {"value": self.value, "tags": entry["tags"], "seen": len(entry["meta"])}
+
+    async def fetch(self, request):
+        self.value += 1
+        return Response(str(self.value))
+
+
+def fired(d):
+    box = []
+    d.addBoth(box.append)
+    if not box or hasattr(box[0], "raiseException"):
+        raise RuntimeError(f"call did not complete synchronously: {box}")
+    return box[0]
+
+
+runtime = makeRuntime(App(Worker, durableObjects={"NS": Counter}), clock=Clock(), asyncio=runner == "asyncio")
+stubs = [runtime.env.NS.getByName(f"o{i}") for i in range(objects)]
+for stub in stubs:
+    fired(stub.increment(0))
+entry = {"n": 1, "tags": ["a", "b", "c"], "meta": {"by": "bench", "round": 1}}
+request = Request("http://bench/")
+if side == "rpc":
+    def one(stub):
+        return stub.increment(1)
+elif side == "rpc-data":
+    def one(stub):
+        return stub.update(entry)
+else:
+    def one(stub):
+        return stub.fetch(request)
+for i in range(300):
+    fired(one(stubs[i % objects]))
+start = time.process_time()
+for i in range(N):
+    fired(one(stubs[i % objects]))
+print((time.process_time() - start) / N * 1e6)
+'''
+
+
+def instructions(runners: tuple[str, ...], calls: int, targets: tuple[int, ...]) -> None:
+    names = {}
+    kinds = []
+    for runner in runners:
+        for objects in targets:
+            for side in SIDES:
+                kind = f"{runner}:{side}:{objects}"
+                target = "one object" if objects == 1 else f"{objects:,} objects"
+                names[kind] = f"{runner}, {side}, {target}"
+                kinds.append(kind)
+    kinds = inprocess.withAgainst(kinds, names, list(kinds))
+    rows = {kind: inprocess.countInstructions(CHILD, kind, calls) for kind in kinds}
+    inprocess.report(rows, names, "call", "calls/s", 1, "rpc.json", {"calls": calls, "commit": commit()})
+
+
 def commit() -> str:
     try:
         return subprocess.run(
@@ -164,7 +260,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--calls", type=int, default=None)
     parser.add_argument("--runner", choices=("twisted", "asyncio", "both"), default="both")
+    parser.add_argument("--instructions", action="store_true", help="instructions per call (callgrind)")
+    parser.add_argument("--against", action="append", default=[], metavar="DIR",
+                        help="with --instructions: measure this checkout too")
+    parser.add_argument("--objects", action="append", type=int, metavar="N",
+                        help="with --instructions: the targets (default one object; 1000 is the other)")
     options = parser.parse_args()
+    if options.instructions:
+        runners = ("twisted", "asyncio") if options.runner == "both" else (options.runner,)
+        instructions(runners, options.calls or 1_000, tuple(options.objects or [1]))
+        return
     rounds = options.rounds or (3 if options.quick else 7)
     calls = options.calls or (10_000 if options.quick else 30_000)
     runners = ("twisted", "asyncio") if options.runner == "both" else (options.runner,)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from asyncio.events import _get_running_loop, _set_running_loop
 from asyncio.tasks import _enter_task, _leave_task  # what 3.12's eager tasks do; see _firstStep
 import inspect
 import time
@@ -45,6 +46,7 @@ from .context import CURRENT
 from .errors import DurableObjectError
 
 T = TypeVar("T")
+
 
 _log = Logger(namespace="dotwist.handlers")
 
@@ -149,32 +151,49 @@ class AsyncioRunner(_FirstStep):
 
 
     def runFirst(self, coro: Coroutine[Any, Any, Any], gate: Optional[Gate] = None) -> tuple[bool, Any]:
-        loop = self.loop()
-        started = None
+        loop = self._loop
+        if loop is None or id(loop) not in self._factories:
+            loop = self.loop()
+        depth = self._eager
+        spares = self._spares
+        spare = spares[depth] if depth < len(spares) else None
+        if spare is not None and spare[2] is loop and not spare[0].done():
+            task, slot = spare[0], spare[1]
+        else:
+            task, slot = self._task(loop, depth)
+        context = contextvars.copy_context()
         if gate is not None:
             gate.lock()
-            started = gate.unlock
-        driven = _Driven(coro, None, started, self, contextvars.copy_context())
-        depth = self._eager
-        task, slot = self._task(loop, depth)
+        # The first step runs now, inside ``task`` (so ``asyncio.current_task()``,
+        # ``asyncio.timeout`` and ``TaskGroup`` work there), as Python 3.12's eager tasks do: the
+        # handler runs to its first ``await`` the moment its event is delivered, as on Cloudflare,
+        # and a handler that needs no waiting finishes without a trip through the loop.
+        running = _get_running_loop()
+        if running is not loop:  # started from outside the loop (a test driving a ClockLoop)
+            _set_running_loop(loop)
+        outer = asyncio.current_task(loop)
+        if outer is not None:
+            _leave_task(loop, outer)
+        _enter_task(loop, task)
         self._eager = depth + 1
         try:
-            _firstStep(driven, task, loop)
+            outcome: tuple[bool, Any] = context.run(_firstStep, coro, gate, self, context)
         finally:
             self._eager = depth
-        if driven.finished:
-            outcome = driven.outcome
-            if isinstance(outcome, Failure):
-                return False, fail(outcome)
-            return True, outcome
+            _leave_task(loop, task)
+            if outer is not None:
+                _enter_task(loop, outer)
+            if running is not loop:
+                _set_running_loop(running)
+        driven = outcome[1]
+        if outcome[0] or type(driven) is not _Driven:
+            return outcome  # finished in its first step: (True, value), or (False, failed Deferred)
         # It waits for something: this task is its own from now on.
-        result: Deferred[Any] = Deferred()
-        driven.result = result
         slot.driven = driven
-        if depth < len(self._spares):
-            self._spares[depth] = None
+        if depth < len(spares):
+            spares[depth] = None
         _adopt(task)
-        return False, result
+        return False, driven.result
 
     def _task(self, loop: asyncio.AbstractEventLoop, depth: int) -> tuple["asyncio.Task[None]", "_Slot"]:
         """The task the next handler's first step (at ``depth``) runs in: the spare one of that
@@ -223,31 +242,31 @@ def _name(coro: Coroutine[Any, Any, Any]) -> str:
 
 
 class _Driven:
-    """A handler's coroutine as an asyncio task drives it: one ``step`` at a time, with the
-    Deferreds it awaits handed to asyncio as futures (``_wait``), ``started()`` once its first step
-    ends, and ``result`` fired with its outcome."""
+    """A handler's coroutine that waits after its first step (``_firstStep``), as its asyncio task
+    drives it on: one ``step`` at a time, with the Deferreds it awaits handed to asyncio as futures
+    (``_wait``), and ``result`` fired with its outcome."""
 
-    __slots__ = ("coro", "result", "started", "runner", "context", "busy", "pending", "finished", "outcome")
+    __slots__ = ("coro", "result", "runner", "context", "busy", "pending", "finished")
 
     def __init__(
         self,
         coro: Coroutine[Any, Any, Any],
-        result: Optional[Deferred[Any]],
-        started: Optional[Callable[[], None]],
         runner: AsyncioRunner,
         context: contextvars.Context,
+        busy: float,
+        pending: Any,
     ) -> None:
         #: The handler's own context (a copy of the delivering code's): every step runs in it.
         self.context = context
         self.coro = coro
-        self.result = result
-        self.started = started
+        #: Fires with its outcome (what ``runFirst`` hands out).
+        self.result: Deferred[Any] = Deferred()
         self.runner = runner
-        self.busy = 0.0
-        self.pending: Any = None
+        #: Seconds spent in its steps so far.
+        self.busy = busy
+        #: What it awaits now.
+        self.pending = pending
         self.finished = False
-        #: How it ended, while ``result`` is None (a handler that finished in its first step).
-        self.outcome: Any = None
 
     def step(self, value: Any, error: Optional[BaseException]) -> None:
         """Run the coroutine to its next ``await`` (or its end)."""
@@ -263,49 +282,25 @@ class _Driven:
             if warn is not None and spent > warn:
                 runner.check(coro, spent, 0.0)
             self.finished = True
-            result = self.result
-            if result is None:
-                self.outcome = stop.value
-            else:
-                result.callback(stop.value)
-            started = self.started
-            if started is not None:
-                self.started = None
-                started()
+            self.result.callback(stop.value)
             return
         except BaseException as e:
             self.runner.check(coro, clock() - began, 0.0)
             self.finished = True
-            self._settle(Failure(e))
-            self._started()
+            self.result.errback(Failure(e))
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             return
         spent = clock() - began
         self.busy += spent
-        self._started()
         exceeded = self.runner.check(coro, spent, self.busy)
         if exceeded is not None:
             coro.close()
             self.finished = True
             _log.error("{error}", error=str(exceeded))
-            self._settle(Failure(exceeded))
+            self.result.errback(Failure(exceeded))
             return
         self.pending = yielded
-
-    def _settle(self, outcome: Any) -> None:
-        result = self.result
-        if result is None:
-            self.outcome = outcome
-        elif isinstance(outcome, Failure):
-            result.errback(outcome)
-        else:
-            result.callback(outcome)
-
-    def _started(self) -> None:
-        started, self.started = self.started, None
-        if started is not None:
-            started()
 
 
 class _Slot:
@@ -317,26 +312,43 @@ class _Slot:
         self.driven: Optional[_Driven] = None
 
 
-def _firstStep(driven: _Driven, task: "asyncio.Task[None]", loop: asyncio.AbstractEventLoop) -> None:
-    """Run the handler's first step now, inside ``task`` (so ``asyncio.current_task()``,
-    ``asyncio.timeout`` and ``TaskGroup`` work there), as Python 3.12's eager tasks do: the handler
-    runs to its first ``await`` the moment its event is delivered, as on Cloudflare, and a
-    handler that needs no waiting finishes without a trip through the loop."""
-    running = asyncio.events._get_running_loop()
-    if running is not loop:  # started from outside the loop (a test driving a ClockLoop)
-        asyncio.events._set_running_loop(loop)
-    outer = asyncio.current_task(loop)
-    if outer is not None:
-        _leave_task(loop, outer)
-    _enter_task(loop, task)
+def _firstStep(
+    coro: Coroutine[Any, Any, Any], gate: Optional[Gate], runner: AsyncioRunner, context: contextvars.Context
+) -> tuple[bool, Any]:
+    """A handler's first step, in its own ``context`` inside its task (``AsyncioRunner.runFirst``),
+    as ``_Driven.step`` runs a later one: ``(True, value)`` if it returned, ``(False, failed
+    Deferred)`` if it raised or went over the CPU time limit, else ``(False, _Driven)`` to drive on
+    from where it stopped. ``gate`` is unlocked once the step ends."""
+    clock = time.perf_counter
+    began = clock()
     try:
-        driven.context.run(driven.step, None, None)
-    finally:
-        _leave_task(loop, task)
-        if outer is not None:
-            _enter_task(loop, outer)
-        if running is not loop:
-            asyncio.events._set_running_loop(running)
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        # Finished: only the blocked-loop warning can apply (inline: the common case).
+        spent = clock() - began
+        warn = runner.blockedLoopWarning
+        if warn is not None and spent > warn:
+            runner.check(coro, spent, 0.0)
+        if gate is not None:
+            gate.unlock()
+        return True, stop.value
+    except BaseException as e:
+        runner.check(coro, clock() - began, 0.0)
+        failed = fail(Failure(e))
+        if gate is not None:
+            gate.unlock()
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        return False, failed
+    spent = clock() - began
+    if gate is not None:
+        gate.unlock()
+    exceeded = runner.check(coro, spent, spent)
+    if exceeded is not None:
+        coro.close()
+        _log.error("{error}", error=str(exceeded))
+        return False, fail(exceeded)
+    return False, _Driven(coro, runner, context, spent, yielded)
 
 
 @types.coroutine

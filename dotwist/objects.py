@@ -382,7 +382,7 @@ class Actor:
                 pending = fail()
             else:
                 try:
-                    outcome = method(*args, **kwargs)
+                    outcome = method(*args, **kwargs) if kwargs else method(*args)
                 except BaseException as e:
                     pending = fail(rpc.remote(e))
                 else:
@@ -398,7 +398,8 @@ class Actor:
             CURRENT.reset(token)
         if pending is None:
             try:
-                outcome = rpc.cloneResult(name, outcome)
+                if type(outcome) not in rpc.IMMUTABLE:
+                    outcome = rpc.cloneResult(name, outcome)
             except TypeError:
                 pending = fail()
             else:

@@ -186,6 +186,9 @@ _LEAVES = frozenset(
         decimal.Decimal, uuid.UUID,
     }
 )
+#: The types (exactly) whose values cross as they are, with no copy: ``cloneResult`` of such a
+#: value is the value itself.
+IMMUTABLE = _LEAVES
 _TIMES = frozenset({datetime.datetime, datetime.time})
 _FIXED_ZONE = datetime.timezone
 #: Containers deeper than this, or values larger than this (estimated), take the codec's way,
@@ -268,6 +271,53 @@ def _clone(value: Any, depth: int, total: list[int]) -> Any:
             total[0] += 8
             return value
     raise _NotClonable
+
+
+#: The leaves of a plain tree (``_plain``) besides ``str``: exactly these types, no subclasses.
+_PLAIN_LEAVES = frozenset({int, float, bool, type(None)})
+
+
+def _plain(value: Any, depth: int) -> tuple[Any, int]:
+    """``_clone`` of a plain tree, the common case, in one pass with fewer checks: ``value`` is an
+    exact list or dict, holding only ``str``, ``int``, ``float``, ``bool``, None and exact lists
+    and dicts with ``str`` keys of the same, at most ``depth`` deep. Returns the copy and its size
+    as ``_clone`` counts it; raises ``_NotClonable`` for anything else (a tuple, a set, bytes, a
+    subclass, a key that is not a ``str``, a value past the size ``_clone`` copies), which then goes
+    the general way (``_clone``, and the codec after it) from the start."""
+    if depth <= 0:
+        raise _NotClonable
+    depth -= 1
+    leaves = _PLAIN_LEAVES
+    copy = value.copy()  # then the lists and dicts in it are replaced by copies
+    size = len(value) << 3
+    if type(value) is list:
+        index = 0
+        for item in value:
+            kind = type(item)
+            if kind is str:
+                size += len(item)
+            elif kind not in leaves:
+                if kind is not list and kind is not dict:
+                    raise _NotClonable
+                copy[index], more = _plain(item, depth)
+                size += more
+            index += 1
+    else:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotClonable
+            size += len(key)
+            kind = type(item)
+            if kind is str:
+                size += len(item)
+            elif kind not in leaves:
+                if kind is not list and kind is not dict:
+                    raise _NotClonable
+                copy[key], more = _plain(item, depth)
+                size += more
+    if size > _CLONE_SIZE:
+        raise _NotClonable
+    return copy, size
 
 
 def _cloneDict(value: dict[Any, Any], depth: int, total: list[int]) -> dict[Any, Any]:
@@ -353,7 +403,55 @@ def clone(value: Any) -> tuple[Any, int]:
 
 def cloneCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], int]:
     """The arguments of a call as the object gets them (copies), and their size; ``TypeError``
-    if they cannot be sent."""
+    if they cannot be sent.
+
+    Immutable values are handed over as they are, and lists and dicts of plain values copied by
+    ``_plain``, in one pass; arguments of any other kind (a tuple, a set, a datetime, a subclass,
+    a value ``_plain`` refuses) take the general way, ``_cloneCall``, from the start."""
+    leaves = _LEAVES
+    size = 0
+    copied: Optional[list[Any]] = None
+    try:
+        index = 0
+        for item in args:
+            kind = type(item)
+            if kind is str or kind is bytes:
+                size += len(item) + 8
+            elif kind in leaves:
+                size += 8
+            elif kind is list or kind is dict:
+                if copied is None:
+                    copied = list(args)
+                copied[index], more = _plain(item, _CLONE_DEPTH)
+                size += more
+            else:
+                raise _NotClonable
+            index += 1
+        named = kwargs
+        if kwargs:
+            named = {}
+            for key, item in kwargs.items():
+                kind = type(item)
+                if kind is str or kind is bytes:
+                    size += len(key) + len(item) + 8
+                elif kind in leaves:
+                    size += len(key) + 8
+                elif kind is list or kind is dict:
+                    item, more = _plain(item, _CLONE_DEPTH)
+                    size += len(key) + more
+                else:
+                    raise _NotClonable
+                named[key] = item
+    except (_NotClonable, RecursionError):
+        return _cloneCall(args, kwargs)
+    if size > _CLONE_SIZE:
+        return _cloneCall(args, kwargs)
+    return (args if copied is None else tuple(copied)), named, size
+
+
+def _cloneCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any], int]:
+    """``cloneCall`` for arguments that are not all immutable or plain: each copied by ``_clone``,
+    or all of them through the codec if it is not sure of one."""
     leaves = _LEAVES
     size = 0
     plain = True
@@ -365,8 +463,6 @@ def cloneCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any,
             size += 8
         else:
             plain = False
-    if plain and not kwargs:
-        return args, kwargs, size  # immutable values only: nothing to copy
     total = [size]
     try:
         try:
@@ -400,8 +496,14 @@ def cloneCall(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any,
 def cloneResult(name: str, result: Any) -> Any:
     """The result of method ``name`` as the caller gets it (a copy); ``TypeError`` if it cannot
     be returned."""
-    if type(result) in _LEAVES:
+    kind = type(result)
+    if kind in _LEAVES:
         return result
+    if kind is list or kind is dict:
+        try:
+            return _plain(result, _CLONE_DEPTH)[0]
+        except (_NotClonable, RecursionError):
+            pass  # not plain: the general way
     try:
         try:
             return _copy(result, _CLONE_DEPTH, [0])
