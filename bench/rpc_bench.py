@@ -14,6 +14,12 @@ Three sides, called from outside any object (as a Worker calls):
 - ``fetch``: ``await stub.fetch(request)`` with one prepared ``Request``, the object answering
   ``Response(str(n))``.
 
+And the reference, in the timed run only: ``twisted-http``, a plain twisted.web resource doing the
+same work (``GET /o<i>``: add 1 to counter i, answer its value), each request parsed, routed,
+rendered and written by twisted.web over one keep-alive connection on an in-memory transport
+(``twisted.internet.testing.StringTransport``), with no access log. It is what the same counter
+costs as a plain Twisted HTTP handler; the RPC and ``stub.fetch`` sides do not parse HTTP.
+
 The sides are interleaved: every round runs each side once, for each target ("one object": every
 call to one object; "1,000 objects": round robin), in an order that rotates from round to round.
 The ratios are taken within a round (so a machine shared with other work moves both sides
@@ -49,6 +55,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import inprocess  # noqa: E402
@@ -57,6 +66,8 @@ from dotwist import App, DurableObject, Request, Response, WorkerEntrypoint  # n
 from dotwist.testing import makeRuntime  # noqa: E402
 
 SIDES = ("rpc", "rpc-data", "fetch")
+#: The timed run also measures plain twisted.web doing the same work (the reference).
+TIMED_SIDES = SIDES + ("twisted-http",)
 TARGETS = (1, 1000)
 
 
@@ -122,10 +133,49 @@ def loop(side: str, stubs: list[Any], calls: int) -> Callable[[], None]:
     return run
 
 
+class _Counters(Resource):
+    """The plain Twisted reference: a twisted.web resource doing the same work as ``increment``
+    (``GET /o<i>``: add 1 to counter i, answer its value), for one counter or 1,000."""
+
+    isLeaf = True
+
+    def __init__(self, objects: int) -> None:
+        super().__init__()
+        self.values = {f"o{i}".encode(): 0 for i in range(objects)}
+
+    def render_GET(self, request: Any) -> bytes:
+        name = request.path[1:]
+        value = self.values[name] + 1
+        self.values[name] = value
+        return str(value).encode()
+
+
+def plainTwisted(objects: int, calls: int) -> Callable[[], None]:
+    """``calls`` requests, round robin over the counters, each parsed, routed, rendered and
+    written by twisted.web over one keep-alive connection on an in-memory transport."""
+    site = Site(_Counters(objects))
+    site.log = lambda request: None  # type: ignore[method-assign]  # no access log, as the others
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    requests = [f"GET /o{i} HTTP/1.1\r\nHost: bench\r\n\r\n".encode() for i in range(objects)]
+    for data in requests:  # warm up, as the objects are constructed before timing
+        channel.dataReceived(data)
+    if b" 200 OK" not in transport.value():
+        raise RuntimeError(f"the reference did not answer: {transport.value()[:200]!r}")
+    transport.clear()
+
+    def run() -> None:
+        for i in range(calls):
+            channel.dataReceived(requests[i % objects])
+            transport.clear()
+
+    return run
+
+
 def measure(runner: str, side: str, objects: int, calls: int) -> tuple[float, float]:
     """(calls/s, CPU µs per call) of one run."""
-    stubs = setup(runner, objects)
-    run = loop(side, stubs, calls)
+    run = plainTwisted(objects, calls) if side == "twisted-http" else loop(side, setup(runner, objects), calls)
     gc.collect()
     cpu, wall = time.process_time(), time.perf_counter()
     run()
@@ -134,16 +184,17 @@ def measure(runner: str, side: str, objects: int, calls: int) -> tuple[float, fl
 
 
 def bench(runner: str, rounds: int, calls: int) -> list[dict[str, Any]]:
-    samples: dict[tuple[int, str], list[tuple[float, float]]] = {(o, s): [] for o in TARGETS for s in SIDES}
+    sides = TIMED_SIDES
+    samples: dict[tuple[int, str], list[tuple[float, float]]] = {(o, s): [] for o in TARGETS for s in sides}
     for r in range(rounds):
-        order = SIDES[r % len(SIDES):] + SIDES[:r % len(SIDES)]
+        order = sides[r % len(sides):] + sides[:r % len(sides)]
         for objects in TARGETS:
             for side in order:
                 samples[(objects, side)].append(measure(runner, side, objects, calls))
     rows = []
     for objects in TARGETS:
         row: dict[str, Any] = {"runner": runner, "objects": objects}
-        for side in SIDES:
+        for side in sides:
             runs = samples[(objects, side)]
             row[side] = {
                 "callsPerSecond": statistics.median(rate for rate, _ in runs),
@@ -157,6 +208,9 @@ def bench(runner: str, rounds: int, calls: int) -> list[dict[str, Any]]:
             row[f"{side}/fetch range"] = [min(ratios), max(ratios)]
             cpus = [b[1] / a[1] for a, b in zip(samples[(objects, side)], fetch)]
             row[f"{side}/fetch by CPU"] = statistics.median(cpus)
+        plain = samples[(objects, "twisted-http")]
+        for side in SIDES:
+            row[f"{side}/twisted-http"] = statistics.median(a[0] / b[0] for a, b in zip(samples[(objects, side)], plain))
         rows.append(row)
     return rows
 
@@ -278,15 +332,16 @@ def main() -> None:
     rows = [row for runner in runners for row in bench(runner, rounds, calls)]
     print(f"{started}, commit {commit()}, {rounds} rounds of {calls:,} calls per side, load {load:.1f}")
     print("| runner | target | RPC calls/s (CPU µs) | RPC lists/dicts calls/s (CPU µs) | stub.fetch calls/s (CPU µs) "
-          "| RPC / fetch | RPC lists/dicts / fetch |")
-    print("|---|---|---|---|---|---|---|")
+          "| plain twisted.web calls/s (CPU µs) | RPC / fetch | RPC lists/dicts / fetch "
+          "| RPC / plain twisted.web | stub.fetch / plain twisted.web |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         label = "one object" if row["objects"] == 1 else f"{row['objects']:,} objects"
-        cells = [f"{row[s]['callsPerSecond']:,.0f} ({row[s]['cpuMicrosecondsPerCall']:.1f})" for s in SIDES]
+        cells = [f"{row[s]['callsPerSecond']:,.0f} ({row[s]['cpuMicrosecondsPerCall']:.1f})" for s in TIMED_SIDES]
         ratios = [
             f"{row[f'{s}/fetch']:.2f}× ({row[f'{s}/fetch range'][0]:.2f}–{row[f'{s}/fetch range'][1]:.2f})"
             for s in ("rpc", "rpc-data")
-        ]
+        ] + [f"{row[f'{s}/twisted-http']:.2f}×" for s in ("rpc", "fetch")]
         print(f"| {row['runner']} | {label} | " + " | ".join(cells + ratios) + " |")
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
