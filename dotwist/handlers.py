@@ -196,13 +196,9 @@ class AsyncioRunner(_FirstStep):
         return False, driven.result
 
     def _task(self, loop: asyncio.AbstractEventLoop, depth: int) -> tuple["asyncio.Task[None]", "_Slot"]:
-        """The task the next handler's first step (at ``depth``) runs in: the spare one of that
-        depth if it is free."""
+        """A new task for the next handler's first step (at ``depth``), kept as that depth's spare:
+        ``runFirst`` calls this when the spare it found is missing, used or on another loop."""
         spares = self._spares
-        if depth < len(spares):
-            spare = spares[depth]
-            if spare is not None and spare[2] is loop and not spare[0].done():
-                return spare[0], spare[1]
         slot = _Slot()
         # Made directly, not through the loop's task factory: _resume is the bridge already.
         task: asyncio.Task[None] = asyncio.Task(
